@@ -1,0 +1,143 @@
+"""The one description of the launched graph.
+
+For each profile (finetune, teleop, deploy): which nodes run, from which executable, with which
+parameter files from config/, remappings, and whether the whole graph stops when a node dies.
+Both ``ros2 launch vla_mbpo_ros <profile>.launch.py`` (launch/ -> ros_launch.py) and the pip-only
+runner (``python -m vla_mbpo_ros.bringup <profile>``) are built from this module, so they start the
+same nodes with the same arguments. Nothing here imports launch or rclpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE = "vla_mbpo_ros"
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str  # ROS node name
+    executable: str  # vla_mbpo_ros/nodes/<executable>.py, installed as lib/vla_mbpo_ros/<executable>
+    param_files: tuple[str, ...] = ()  # relative to config/, applied in order
+    arg_parameters: tuple[tuple[str, str], ...] = ()  # (parameter name, launch argument it takes its value from)
+    remappings: tuple[tuple[str, str], ...] = ()
+    required: bool = True  # the graph shuts down (non-zero) when a required node dies
+    robots: tuple[str, ...] = ()  # started only for these robot:= values (empty: always)
+
+
+LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
+    LaunchArgument("robot", "sim", "robot backend", ("sim", "so101", "ros2_control")),
+    LaunchArgument("config", "", "extra ROS parameter file (YAML) applied to every node after the defaults"),
+    LaunchArgument("output_dir", "outputs", "datasets, checkpoints and reports are written here"),
+)
+
+# Camera drivers of the real SO-101 setup (robot:=so101). The ros2_control backend brings its own
+# drivers and controllers, so no node of ours talks to the hardware there.
+_REAL_CAMERAS = (
+    NodeSpec("head_camera", "opencv_camera", ("cameras/so101_usb.yaml",), robots=("so101",)),
+    NodeSpec("wrist_camera", "opencv_camera", ("cameras/so101_usb.yaml",), robots=("so101",)),
+)
+
+_DRIVERS = _REAL_CAMERAS
+
+PROFILES: dict[str, tuple[NodeSpec, ...]] = {
+    # Robot drivers + observation sync + policy executor + recorder + episode manager + world model.
+    "finetune": (*_DRIVERS,),
+    # Robot drivers + observation sync + teleop + recorder.
+    "teleop": (*_DRIVERS,),
+    # Robot drivers + observation sync + safety-gated policy executor.
+    "deploy": (*_DRIVERS,),
+}
+
+
+@dataclass
+class ResolvedNode:
+    name: str
+    executable: str
+    param_files: list[Path]
+    parameters: dict[str, str] = field(default_factory=dict)
+    remappings: list[tuple[str, str]] = field(default_factory=list)
+    required: bool = True
+
+    @property
+    def module(self) -> str:
+        return f"{PACKAGE}.nodes.{self.executable}"
+
+
+def config_dir() -> Path:
+    """config/ of a source checkout when run from one, else the installed share directory."""
+    source = Path(__file__).resolve().parents[2] / "config"
+    if source.is_dir():
+        return source
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory(PACKAGE)) / "config"
+
+
+def parse_cli_arguments(tokens: Iterable[str]) -> dict[str, str]:
+    """``name:=value`` tokens (as ros2 launch takes them) -> dict, with unknown names rejected."""
+    known = {a.name for a in LAUNCH_ARGUMENTS}
+    values: dict[str, str] = {}
+    for token in tokens:
+        name, sep, value = token.partition(":=")
+        if not sep:
+            raise ValueError(f"launch argument {token!r}: expected name:=value")
+        if name not in known:
+            raise ValueError(f"unknown launch argument {name!r}; known: {', '.join(sorted(known))}")
+        values[name] = value
+    return values
+
+
+def resolve(profile: str, arguments: Mapping[str, str] | None = None, config: Path | None = None) -> list[ResolvedNode]:
+    """The nodes of ``profile`` for the given launch arguments, with absolute parameter files."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    args = {a.name: a.default for a in LAUNCH_ARGUMENTS}
+    args.update(arguments or {})
+    for argument in LAUNCH_ARGUMENTS:
+        if argument.choices and args[argument.name] not in argument.choices:
+            raise ValueError(
+                f"launch argument {argument.name}:={args[argument.name]!r} is not one of {', '.join(argument.choices)}"
+            )
+    config = config or config_dir()
+    extra = [Path(args["config"]).resolve()] if args["config"] else []
+    for path in extra:
+        if not path.is_file():
+            raise ValueError(f"launch argument config:={path}: file not found")
+    nodes = []
+    for spec in PROFILES[profile]:
+        if spec.robots and args["robot"] not in spec.robots:
+            continue
+        nodes.append(
+            ResolvedNode(
+                name=spec.name,
+                executable=spec.executable,
+                param_files=[config / f for f in spec.param_files] + extra,
+                parameters={param: args[arg] for param, arg in spec.arg_parameters},
+                remappings=list(spec.remappings),
+                required=spec.required,
+            )
+        )
+    return nodes
+
+
+def ros_arguments(node: ResolvedNode) -> list[str]:
+    """The ``--ros-args`` a launcher passes to the node executable (same as launch_ros builds)."""
+    argv = ["--ros-args", "-r", f"__node:={node.name}"]
+    for path in node.param_files:
+        argv += ["--params-file", str(path)]
+    for name, value in node.parameters.items():
+        argv += ["-p", f"{name}:={value}"]
+    for source, target in node.remappings:
+        argv += ["-r", f"{source}:={target}"]
+    return argv

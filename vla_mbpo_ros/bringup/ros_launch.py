@@ -1,0 +1,33 @@
+"""launch_ros front end of the bringup description (used by launch/*.launch.py on a ROS workstation)."""
+
+from __future__ import annotations
+
+from vla_mbpo_ros.bringup import LAUNCH_ARGUMENTS, PACKAGE, resolve
+
+
+def generate_profile_launch(profile: str):
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    def nodes(context):
+        args = {a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGUMENTS}
+        return [
+            Node(
+                package=PACKAGE,
+                executable=node.executable,
+                name=node.name,
+                parameters=[*(str(p) for p in node.param_files), node.parameters],
+                remappings=node.remappings,
+                output="screen",
+                on_exit=Shutdown(reason=f"required node {node.name} exited") if node.required else None,
+            )
+            for node in resolve(profile, args)
+        ]
+
+    declared = [
+        DeclareLaunchArgument(a.name, default_value=a.default, description=a.description, choices=list(a.choices) or None)
+        for a in LAUNCH_ARGUMENTS
+    ]
+    return LaunchDescription([*declared, OpaqueFunction(function=nodes)])

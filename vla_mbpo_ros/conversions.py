@@ -1,0 +1,82 @@
+"""numpy <-> ROS message conversions, in one place, used at the node edge.
+
+cv_bridge is not used: the distribution's build is tied to NumPy 1.x (LeRobot 0.6 needs NumPy 2)
+and PyPI's cv-bridge is the ROS 1 code base. Decoding never copies (the array is a view on the
+message buffer); encoding copies once into the message's byte array, which serialization needs.
+"""
+
+from __future__ import annotations
+
+import array
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import Image
+
+# encoding -> (dtype, channels)
+IMAGE_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
+    "rgb8": (np.dtype(np.uint8), 3),
+    "bgr8": (np.dtype(np.uint8), 3),
+    "mono8": (np.dtype(np.uint8), 1),
+    "16UC1": (np.dtype(np.uint16), 1),
+    "mono16": (np.dtype(np.uint16), 1),
+}
+
+
+def image_to_numpy(msg: Image) -> np.ndarray:
+    """A read-only (H, W) or (H, W, C) view of the image data, honouring step and endianness."""
+    if msg.encoding not in IMAGE_ENCODINGS:
+        raise ValueError(f"Image.encoding {msg.encoding!r} is not supported; use one of {sorted(IMAGE_ENCODINGS)}")
+    dtype, channels = IMAGE_ENCODINGS[msg.encoding]
+    dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
+    row_items = msg.step // dtype.itemsize
+    if msg.step % dtype.itemsize or row_items < msg.width * channels:
+        raise ValueError(f"Image.step {msg.step} is too small for width {msg.width} x {channels} x {dtype.itemsize} B")
+    flat = np.frombuffer(msg.data, dtype=dtype, count=msg.height * row_items)
+    rows = flat.reshape(msg.height, row_items)[:, : msg.width * channels]
+    view = rows.reshape(msg.height, msg.width, channels) if channels > 1 else rows
+    view.flags.writeable = False  # shares the message's buffer: never scribble on received data
+    return view
+
+
+def numpy_to_image(img: np.ndarray, encoding: str, stamp: Time | None = None, frame_id: str = "") -> Image:
+    """Image message from an (H, W[, C]) array whose dtype/channels match ``encoding``."""
+    if encoding not in IMAGE_ENCODINGS:
+        raise ValueError(f"encoding {encoding!r} is not supported; use one of {sorted(IMAGE_ENCODINGS)}")
+    dtype, channels = IMAGE_ENCODINGS[encoding]
+    shape_ok = img.ndim == 3 and img.shape[2] == channels if channels > 1 else img.ndim == 2
+    if img.dtype != dtype or not shape_ok:
+        raise ValueError(f"array {img.dtype} {img.shape} does not match encoding {encoding} ({dtype}, {channels} channel(s))")
+    img = np.ascontiguousarray(img)
+    msg = Image()
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(img.shape[0]), int(img.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = int(img.dtype.byteorder == ">")
+    msg.step = int(img.shape[1] * channels * img.dtype.itemsize)
+    data = array.array("B")
+    data.frombytes(img.reshape(-1).view(np.uint8))
+    msg.data = data
+    return msg
+
+
+def to_rgb(img: np.ndarray, encoding: str) -> np.ndarray:
+    """HxWx3 uint8 RGB for the policy/dataset, from any supported colour or mono encoding."""
+    if encoding == "rgb8":
+        return img
+    if encoding == "bgr8":
+        return img[..., ::-1]
+    if encoding == "mono8":
+        return np.repeat(img[..., None], 3, axis=2)
+    raise ValueError(f"cannot convert {encoding} to RGB")
+
+
+def stamp_to_seconds(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def seconds_to_stamp(seconds: float) -> Time:
+    sec = int(np.floor(seconds))
+    return Time(sec=sec, nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))

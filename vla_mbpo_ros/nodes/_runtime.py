@@ -1,0 +1,80 @@
+"""What every node executable shares: init, executor, clean shutdown on SIGINT/SIGTERM, QoS."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+
+# QoS of the interface contract (README, "ROS interface").
+SENSOR_QOS = qos_profile_sensor_data
+RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+OBSERVATION_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+LATCHED_QOS = QoSProfile(
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    history=HistoryPolicy.KEEP_LAST,
+)
+
+
+class ConfigError(ValueError):
+    """Bad parameter value: the message names the parameter; the node refuses to start."""
+
+
+def declare(node: Node, name: str, default: Any, description: str = "", read_only: bool = False) -> Any:
+    """Declare a parameter with a description and return its value (typed like ``default``)."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    if isinstance(default, (list, tuple)) and not default:
+        raise TypeError(f"parameter {name}: empty list defaults need an explicit type")
+    descriptor = ParameterDescriptor(description=description, read_only=read_only)
+    return node.declare_parameter(name, default, descriptor).value
+
+
+def declare_string_list(node: Node, name: str, default: list[str], description: str = "") -> list[str]:
+    from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+
+    descriptor = ParameterDescriptor(description=description, type=ParameterType.PARAMETER_STRING_ARRAY)
+    value = node.declare_parameter(name, Parameter.Type.STRING_ARRAY, descriptor).value
+    return list(value) if value is not None else list(default)
+
+
+def run_node(factory: Callable[[], Node], threads: int = 2, args: list[str] | None = None) -> int:
+    """Create the node, spin it until SIGINT/SIGTERM, shut down cleanly. Returns the exit code.
+
+    A ConfigError while constructing the node is reported in one line and exits with code 2, so a
+    launcher shows why a node refused to start instead of a traceback.
+    """
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = factory()
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        executor.spin()
+    except ConfigError as err:
+        print(f"[error] configuration: {err}", file=sys.stderr, flush=True)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
