@@ -99,7 +99,7 @@ def _node_processes(runner: subprocess.Popen) -> dict[str, psutil.Process]:
     return found
 
 
-RUNNER_PROFILE = ("deploy", "robot:=so101")
+RUNNER_PROFILE = ("teleop", "robot:=so101")
 
 
 @pytest.mark.ros

@@ -48,7 +48,9 @@ _REAL_CAMERAS = (
     NodeSpec("wrist_camera", "opencv_camera", ("cameras/so101_usb.yaml",), robots=("so101",)),
 )
 
-_DRIVERS = _REAL_CAMERAS
+_SIM = (NodeSpec("sim_robot", "sim_robot", ("sim_robot.yaml",), robots=("sim",)),)
+
+_DRIVERS = (*_SIM, *_REAL_CAMERAS)
 
 PROFILES: dict[str, tuple[NodeSpec, ...]] = {
     # Robot drivers + observation sync + policy executor + recorder + episode manager + world model.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 import rclpy
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -50,6 +52,17 @@ def declare_string_list(node: Node, name: str, default: list[str], description: 
     descriptor = ParameterDescriptor(description=description, type=ParameterType.PARAMETER_STRING_ARRAY)
     value = node.declare_parameter(name, Parameter.Type.STRING_ARRAY, descriptor).value
     return list(value) if value is not None else list(default)
+
+
+@contextmanager
+def publishing_until_shutdown(node: Node):
+    """For publishing from a node's own worker thread: a publish racing the SIGINT shutdown of the
+    context is dropped silently instead of raising; any other error still raises."""
+    try:
+        yield
+    except RCLError:
+        if node.context.ok():
+            raise
 
 
 def run_node(factory: Callable[[], Node], threads: int = 2, args: list[str] | None = None) -> int:

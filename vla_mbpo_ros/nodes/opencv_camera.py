@@ -15,8 +15,9 @@ import cv2  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image
 
 from vla_mbpo_ros.conversions import numpy_to_image
-from vla_mbpo_ros.nodes._runtime import SENSOR_QOS, ConfigError, declare, run_node
 from rclpy.node import Node
+
+from vla_mbpo_ros.nodes._runtime import SENSOR_QOS, ConfigError, declare, publishing_until_shutdown, run_node
 
 
 class OpenCVCameraNode(Node):
@@ -58,7 +59,7 @@ class OpenCVCameraNode(Node):
     def _capture_loop(self) -> None:
         period = 1.0 / self.fps
         next_time = time.monotonic()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.context.ok():
             if self._capture is None:
                 self._capture = self._open()
                 if self._capture is None:
@@ -79,8 +80,9 @@ class OpenCVCameraNode(Node):
                 continue
             stamp = self.get_clock().now().to_msg()
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            self.image_pub.publish(numpy_to_image(rgb, "rgb8", stamp, self.frame_id))
-            self.info_pub.publish(self._camera_info(rgb.shape[1], rgb.shape[0], stamp))
+            with publishing_until_shutdown(self):
+                self.image_pub.publish(numpy_to_image(rgb, "rgb8", stamp, self.frame_id))
+                self.info_pub.publish(self._camera_info(rgb.shape[1], rgb.shape[0], stamp))
             self.frames_published += 1
             next_time += period
             delay = next_time - time.monotonic()
