@@ -11,7 +11,6 @@ import rclpy
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -44,14 +43,6 @@ def declare(node: Node, name: str, default: Any, description: str = "", read_onl
         raise TypeError(f"parameter {name}: empty list defaults need an explicit type")
     descriptor = ParameterDescriptor(description=description, read_only=read_only)
     return node.declare_parameter(name, default, descriptor).value
-
-
-def declare_string_list(node: Node, name: str, default: list[str], description: str = "") -> list[str]:
-    from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-
-    descriptor = ParameterDescriptor(description=description, type=ParameterType.PARAMETER_STRING_ARRAY)
-    value = node.declare_parameter(name, Parameter.Type.STRING_ARRAY, descriptor).value
-    return list(value) if value is not None else list(default)
 
 
 @contextmanager

@@ -1,0 +1,96 @@
+"""Time-synchronized multi-view observations: N camera streams + joint state -> MultiViewObservation.
+
+Matching is core.sync.ApproximateTimeSync on header stamps (the head view is the reference; one set
+per head frame). Subscriptions use the sensor-data QoS of the drivers; the output is reliable. The
+images are forwarded as received (no decode, no copy). /diagnostics reports per-stream rates, drops,
+the matched-set rate, skew and latency percentiles, and stale streams.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+
+from vla_mbpo_ros.conversions import seconds_to_stamp, stamp_to_seconds
+from vla_mbpo_ros.core.sync import ApproximateTimeSync, RateStats
+from vla_mbpo_ros.msg import MultiViewObservation
+from vla_mbpo_ros.nodes._diagnostics import OK, WARN, DiagnosticsPublisher
+from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS, SENSOR_QOS, ConfigError, declare, run_node
+
+JOINTS = "joint_state"
+
+
+class ObservationSyncNode(Node):
+    def __init__(self) -> None:
+        super().__init__("observation_sync")
+        self.views = list(declare(self, "views", ["head", "wrist"], "camera views; the first is the reference (head)"))
+        image_topic = declare(self, "image_topic", "/cameras/{view}/image_raw", "per-view topic pattern")
+        joint_topic = declare(self, "joint_state_topic", "/joint_states")
+        output_topic = declare(self, "output_topic", "/vla_mbpo/observation")
+        slop = declare(self, "slop", 0.02, "max |stamp offset| of any member from the head view (s)")
+        queue_size = declare(self, "queue_size", 10, "messages kept per stream while matching")
+        stale_after = declare(self, "stale_after", 0.5, "a stream with no message for this long is stale (s)")
+        if not self.views:
+            raise ConfigError("views: at least one camera view is required")
+        try:
+            self.sync = ApproximateTimeSync(
+                [*self.views, JOINTS], slop=slop, queue_size=queue_size, reference=self.views[0], stale_after=stale_after
+            )
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        self.stats = RateStats(window_s=5.0)
+        self.sequence = 0
+        self.pub = self.create_publisher(MultiViewObservation, output_topic, OBSERVATION_QOS)
+        for view in self.views:
+            topic = image_topic.format(view=view)
+            self.create_subscription(Image, topic, lambda msg, v=view: self._on_message(v, msg), SENSOR_QOS)
+        self.create_subscription(JointState, joint_topic, lambda msg: self._on_message(JOINTS, msg), SENSOR_QOS)
+        self.diagnostics = DiagnosticsPublisher(self, self._report, period=1.0)
+        self._warned_stale: set[str] = set()
+
+    def _on_message(self, stream: str, msg) -> None:
+        received = time.monotonic()
+        self.stats.tick(stream, received)
+        for matched in self.sync.add(stream, stamp_to_seconds(msg.header.stamp), msg, received):
+            self._publish(matched, received)
+
+    def _publish(self, matched, received: float) -> None:
+        obs = MultiViewObservation()
+        obs.header.stamp = seconds_to_stamp(matched.stamp)
+        obs.header.frame_id = "base_link"
+        obs.sequence = self.sequence
+        obs.view_names = list(self.views)
+        obs.images = [matched.items[v] for v in self.views]
+        obs.view_offsets = [float(matched.offsets[v]) for v in self.views]
+        obs.joint_state_offset = float(matched.offsets[JOINTS])
+        obs.max_skew = float(matched.max_skew)
+        obs.joint_state = matched.items[JOINTS]
+        self.pub.publish(obs)
+        self.sequence += 1
+        now = time.monotonic()
+        self.stats.tick("sets", now)
+        self.stats.add("skew_ms", matched.max_skew * 1e3, now)
+        self.stats.add("latency_ms", (now - received) * 1e3, now)
+
+    def _report(self):
+        now = time.monotonic()
+        stale = self.sync.stale_streams(now)
+        for stream in set(stale) - self._warned_stale:
+            self.get_logger().warn(f"stream {stream} is stale: no message for > {self.sync.stale_after} s")
+        self._warned_stale = set(stale)
+        values: dict[str, object] = {"sets_published": self.sequence, "clock_resets": self.sync.resets}
+        values.update(self.stats.summary(now))  # rate/<stream>, rate/sets, skew_ms/p50, latency_ms/p99, ...
+        values.update({f"dropped/{name}": s.dropped for name, s in self.sync.stats().items()})
+        if stale:
+            return WARN, f"stale: {', '.join(stale)}", values
+        return OK, "synchronized", values
+
+
+def main() -> int:
+    return run_node(ObservationSyncNode)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
