@@ -5,7 +5,8 @@
 
 Each node's output is prefixed with its name. SIGINT/SIGTERM are forwarded to every node; a node
 that does not exit within the grace period is terminated, then killed. When a required node dies
-the others are shut down and the runner exits non-zero, naming the node.
+the others are shut down and the runner exits non-zero, naming the node; a required node that
+exits 0 (its work is done) shuts the rest down cleanly and the runner exits 0.
 """
 
 from __future__ import annotations
@@ -90,6 +91,12 @@ def run(profile: str, arguments: dict[str, str]) -> int:
             if code is None or r.exit_seen:
                 continue
             r.exit_seen = True
+            if r.node.required and code == 0:
+                # A required node that finished its work (e.g. the episode manager after its last
+                # iteration) ends the run, like launch's on_exit=Shutdown.
+                print(f"[bringup] required node {r.node.name} finished; shutting down {profile}", flush=True)
+                stop.set()
+                break
             if r.node.required:
                 failure = f"required node {r.node.name} exited with code {code}; shutting down {profile}"
                 stop.set()

@@ -57,7 +57,9 @@ def publishing_until_shutdown(node: Node):
 
 
 def run_node(factory: Callable[[], Node], threads: int = 2, args: list[str] | None = None) -> int:
-    """Create the node, spin it until SIGINT/SIGTERM, shut down cleanly. Returns the exit code.
+    """Create the node, spin it until SIGINT/SIGTERM or until it shuts its context down itself (a
+    node whose work is finished), clean up, and return the exit code: the node's ``exit_code()``
+    if it has one, else 0.
 
     A ConfigError while constructing the node is reported in one line and exits with code 2, so a
     launcher shows why a node refused to start instead of a traceback.
@@ -81,4 +83,5 @@ def run_node(factory: Callable[[], Node], threads: int = 2, args: list[str] | No
                 close()
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    exit_code = getattr(node, "exit_code", None)
+    return exit_code() if exit_code is not None else 0
