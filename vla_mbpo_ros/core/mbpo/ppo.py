@@ -1,0 +1,105 @@
+"""PPO for flow-matching chunk policies (Flow-SDE log-probs) with a clipped Huber value loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vla_mbpo_ros.core.policy.base import ObsBatch
+
+
+@dataclass
+class PPOConfig:
+    clip_low: float = 0.1  # ratio clip for negative advantages (1 - eps)
+    clip_high: float = 0.1  # ratio clip for positive advantages (1 + eps)
+    value_clip: float = 0.5  # PPO-style clip of the value change around the stored value
+    huber_delta: float = 10.0
+    value_loss_coef: float = 1.0
+    actor_lr: float = 5e-6
+    critic_lr: float = 1e-4
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    adam_eps: float = 1e-8
+    weight_decay: float = 1e-10
+    grad_clip: float = 1.0  # global grad-norm clip over actor + critic parameters
+
+    def __post_init__(self) -> None:
+        self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
+        for name in ("clip_low", "clip_high", "value_clip", "huber_delta", "actor_lr", "critic_lr", "grad_clip"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.clip_low >= 1.0:
+            raise ValueError(f"clip_low must be < 1, got {self.clip_low}")
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def actor_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+               clip_low: float, clip_high: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate, masked mean; no KL and no entropy term."""
+    ratio = torch.exp(log_probs - old_log_probs)
+    clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    loss = _masked_mean(-torch.minimum(ratio * advantages, clipped * advantages), mask)
+    with torch.no_grad():
+        stats = {
+            "ratio_mean": float(_masked_mean(ratio, mask)),
+            "clip_fraction": float(_masked_mean(((ratio - clipped).abs() > 0).float(), mask)),
+            "approx_kl": float(_masked_mean((ratio - 1.0) - (log_probs - old_log_probs), mask)),
+        }
+    return loss, stats
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               value_clip: float, huber_delta: float) -> torch.Tensor:
+    """max(Huber(V - R), Huber(V_clipped - R)) with V_clipped = V_old + clip(V - V_old, +-value_clip)."""
+    clipped = old_values + torch.clamp(values - old_values, -value_clip, value_clip)
+    unclipped_loss = F.huber_loss(values, returns, reduction="none", delta=huber_delta)
+    clipped_loss = F.huber_loss(clipped, returns, reduction="none", delta=huber_delta)
+    return _masked_mean(torch.maximum(unclipped_loss, clipped_loss), mask)
+
+
+class PPOUpdater:
+    """One AdamW with two parameter groups (actor lr, critic lr) over what the policy exposes as trainable."""
+
+    def __init__(self, policy: Any, config: PPOConfig) -> None:
+        self.policy = policy
+        self.config = config
+        self.actor_params = [p for p in policy.actor_parameters() if p.requires_grad]
+        self.critic_params = [p for p in policy.critic_parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": self.actor_params, "lr": config.actor_lr},
+             {"params": self.critic_params, "lr": config.critic_lr}],
+            betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay)
+
+    def update(self, observations: ObsBatch, chains: torch.Tensor, denoise_index: torch.Tensor,
+               old_log_probs: torch.Tensor, old_values: torch.Tensor, advantages: torch.Tensor,
+               returns: torch.Tensor, mask: torch.Tensor, critic_only: bool) -> dict[str, float]:
+        """One gradient step on a minibatch (all tensors (B,)); actor term skipped when ``critic_only``."""
+        cfg = self.config
+        self.policy.train()
+        stats: dict[str, float] = {}
+        if critic_only:
+            values = self.policy.value(observations)
+            loss = cfg.value_loss_coef * value_loss(values, old_values, returns, mask, cfg.value_clip,
+                                                    cfg.huber_delta)
+        else:
+            log_probs, values = self.policy.evaluate_chains(observations, chains, denoise_index)
+            policy_loss, stats = actor_loss(log_probs, old_log_probs, advantages, mask, cfg.clip_low,
+                                            cfg.clip_high)
+            critic = value_loss(values, old_values, returns, mask, cfg.value_clip, cfg.huber_delta)
+            loss = policy_loss + cfg.value_loss_coef * critic
+            stats["actor_loss"] = policy_loss.item()
+        stats["value_loss"] = float(value_loss(values.detach(), old_values, returns, mask, cfg.value_clip,
+                                               cfg.huber_delta))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.actor_params + self.critic_params,
+                                                                  cfg.grad_clip))
+        self.optimizer.step()
+        self.policy.eval()
+        return stats

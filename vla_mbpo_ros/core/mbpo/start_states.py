@@ -1,0 +1,95 @@
+"""Start states for branched rollouts: chunk-aligned frames of real episodes (demos and policy rollouts,
+successes and failures), sampled uniformly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from vla_mbpo_ros.core.policy.base import ObsBatch
+from vla_mbpo_ros.core.policy.bc import to_uint8_hwc
+
+
+@dataclass
+class StartState:
+    views: dict[str, np.ndarray]  # name -> (H,W,3) uint8
+    state: np.ndarray  # (d,) joint state
+    instruction: str
+    sim_state: np.ndarray | None = None  # physics state, only where the simulator is the world model
+    episode_index: int = -1
+    frame_index: int = 0
+    source: str = "demo"  # "demo" or "rollout"
+    success: bool | None = None  # outcome of the episode the frame comes from, when known
+
+
+def start_states_to_batch(states: Sequence[StartState]) -> ObsBatch:
+    names = list(states[0].views)
+    return ObsBatch(views={n: np.stack([s.views[n] for s in states]) for n in names},
+                    states=np.stack([np.asarray(s.state, dtype=np.float32) for s in states]),
+                    instructions=[s.instruction for s in states])
+
+
+class StartStateSampler:
+    """Holds chunk-aligned frames (every ``stride``-th frame of each episode) and samples them uniformly."""
+
+    def __init__(self, stride: int) -> None:
+        if stride <= 0:
+            raise ValueError(f"stride must be positive, got {stride}")
+        self.stride = stride
+        self.states: list[StartState] = []
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def add_episode(self, views: dict[str, np.ndarray], states: np.ndarray, instruction: str,
+                    sim_states: np.ndarray | None = None, episode_index: int | None = None,
+                    source: str = "demo", success: bool | None = None) -> None:
+        """Add one episode: views name -> (T,H,W,3), states (T,d), optional sim_states (T,S)."""
+        if source not in ("demo", "rollout"):
+            raise ValueError(f"source must be 'demo' or 'rollout', got {source!r}")
+        length = len(states)
+        if episode_index is None:
+            episode_index = 1 + max((s.episode_index for s in self.states), default=-1)
+        for frame in range(0, length, self.stride):
+            self.states.append(StartState(
+                views={n: np.asarray(v[frame], dtype=np.uint8) for n, v in views.items()},
+                state=np.asarray(states[frame], dtype=np.float32), instruction=instruction,
+                sim_state=None if sim_states is None else np.asarray(sim_states[frame]),
+                episode_index=episode_index, frame_index=frame, source=source, success=success))
+
+    def add_episodes(self, episodes: Iterable[dict[str, Any]], source: str = "demo") -> None:
+        """Episodes as dicts with "views", "states", "instruction", optional "sim_states" and "success"."""
+        for episode in episodes:
+            self.add_episode(episode["views"], episode["states"], episode["instruction"],
+                             episode.get("sim_states"), source=episode.get("source", source),
+                             success=episode.get("success"))
+
+    def add_lerobot_dataset(self, dataset: Any, view_names: Sequence[str], image_size: int | None = None,
+                            source: str = "demo", sim_state_key: str | None = None) -> None:
+        """Add the chunk-aligned frames of every episode of a LeRobotDataset (frames read one by one)."""
+        offset = 1 + max((s.episode_index for s in self.states), default=-1)
+        episode_start: dict[int, int] = {}
+        for index in range(len(dataset)):
+            frame = dataset[index]
+            episode = int(frame["episode_index"])
+            start = episode_start.setdefault(episode, index)
+            if (index - start) % self.stride:
+                continue
+            self.states.append(StartState(
+                views={n: to_uint8_hwc(frame[f"observation.images.{n}"], image_size) for n in view_names},
+                state=np.asarray(frame["observation.state"], dtype=np.float32),
+                instruction=str(frame.get("task", "")),
+                sim_state=None if sim_state_key is None else np.asarray(frame[sim_state_key]),
+                episode_index=offset + episode, frame_index=index - start, source=source))
+
+    def sample(self, count: int, rng: np.random.Generator) -> list[StartState]:
+        """``count`` states drawn uniformly with replacement."""
+        if not self.states:
+            raise ValueError("StartStateSampler is empty: add episodes first")
+        return [self.states[i] for i in rng.integers(0, len(self.states), size=count)]
+
+    def initial_states(self) -> list[StartState]:
+        """Frame 0 of every episode (start states of the full-horizon baseline)."""
+        return [s for s in self.states if s.frame_index == 0]

@@ -1,0 +1,212 @@
+"""VLA-MBPO policy optimisation loop (and the baselines that share it).
+
+One iteration = refill the imagined buffer with branched rollouts from real start states, compute
+chunk-level GAE, then ``update_to_data`` PPO steps on minibatches of valid transitions: the first
+``critic_warmup_updates`` are critic-only, and values/advantages are recomputed with the current critic
+every ``recompute_every`` updates. Modes:
+- "branched": VLA-MBPO (n chunks from uniformly sampled chunk-aligned real frames);
+- "full_horizon": imagination from episode starts for ``full_horizon_chunks`` chunks (WMPO-style baseline);
+  with the simulator as world model and ``episode_budget`` set, this is model-free PPO in the simulator
+  with a real-episode budget.
+The BC-only baseline is ``policy.bc.train_bc`` with no RL.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from vla_mbpo_ros.core.mbpo.gae import chunk_discount, chunk_gae, normalize_advantages
+from vla_mbpo_ros.core.mbpo.ppo import PPOConfig, PPOUpdater
+from vla_mbpo_ros.core.mbpo.rollout import RolloutBuffer, branched_rollout, deterministic_success_rate
+from vla_mbpo_ros.core.mbpo.start_states import StartStateSampler
+
+
+@dataclass
+class MBPOConfig:
+    num_iterations: int = 15  # buffer refills
+    samples_per_refill: int = 512  # imagined transitions per refill; branches = samples // chunks per branch
+    num_chunks: int = 2  # n, chunks per branch
+    rollout_mode: str = "branched"  # "branched" or "full_horizon"
+    full_horizon_chunks: int = 20  # chunks per branch in full_horizon mode
+    rollout_batch_size: int = 64  # branches per policy / world-model call
+    update_to_data: int = 20  # PPO steps per refill
+    minibatch_size: int = 512  # transitions per PPO step (drawn without replacement from valid transitions)
+    critic_warmup_updates: int = 10  # critic-only steps right after each refill
+    recompute_every: int = 10  # recompute values and advantages with the current critic every N updates
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    discount_per_step: bool = False  # True: gamma ** k per chunk (paper); False: gamma per chunk (code)
+    normalize_advantages: bool = True
+    episode_budget: int = 0  # >0: stop once this many branches (episodes) were rolled out (model-free PPO)
+    validation_starts: int = 64  # start states for the deterministic success check before/after training
+    validation_chunks: int = 2
+    rollback_on_drop: bool = True  # restore the pre-RL weights if validation success dropped
+    seed: int = 0
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ppo, dict):
+            self.ppo = PPOConfig(**self.ppo)
+        for name in ("num_iterations", "samples_per_refill", "num_chunks", "full_horizon_chunks",
+                     "rollout_batch_size", "update_to_data", "minibatch_size", "recompute_every",
+                     "validation_chunks"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("critic_warmup_updates", "episode_budget", "validation_starts"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.rollout_mode not in ("branched", "full_horizon"):
+            raise ValueError(f"rollout_mode must be 'branched' or 'full_horizon', got {self.rollout_mode!r}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+
+    @property
+    def chunks_per_branch(self) -> int:
+        return self.num_chunks if self.rollout_mode == "branched" else self.full_horizon_chunks
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MBPOConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown MBPOConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, node_name: str = "world_model_node", prefix: str = "mbpo") -> "MBPOConfig":
+        """Read a plain mapping of fields, or a ROS 2 params file laid out as
+        ``<node_name>: ros__parameters: <prefix>: {field: value}``."""
+        import yaml
+
+        with open(path, encoding="utf-8") as stream:
+            data = yaml.safe_load(stream) or {}
+        if isinstance(data, dict) and isinstance(data.get(node_name), dict):
+            data = data[node_name].get("ros__parameters", {}).get(prefix, {})
+        return cls.from_dict(data)
+
+
+@dataclass
+class Advantages:
+    advantages: torch.Tensor  # (M, n), normalized if configured
+    returns: torch.Tensor  # (M, n)
+    values: torch.Tensor  # (M, n) the values the targets were computed with (old values for clipping)
+    valid: torch.Tensor  # (M, n)
+
+
+class MBPOTrainer:
+    def __init__(self, policy: Any, world_model: Any, start_states: StartStateSampler, config: MBPOConfig) -> None:
+        self.policy = policy
+        self.world_model = world_model
+        self.start_states = start_states
+        self.config = config
+        self.updater = PPOUpdater(policy, config.ppo)
+        self.rng = np.random.default_rng(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.discount = chunk_discount(config.gamma, policy.chunk_size, config.discount_per_step)
+        self.episodes_used = 0
+
+    # ----------------------------------------------------------------- data
+    def _draw_start_states(self, count: int) -> list:
+        if self.config.rollout_mode == "branched":
+            return self.start_states.sample(count, self.rng)
+        initial = self.start_states.initial_states()
+        if not initial:
+            raise ValueError("full_horizon mode needs episodes with frame 0 in the start-state sampler")
+        return [initial[i] for i in self.rng.integers(0, len(initial), size=count)]
+
+    def collect(self) -> RolloutBuffer:
+        cfg = self.config
+        branches = max(1, cfg.samples_per_refill // cfg.chunks_per_branch)
+        if cfg.episode_budget:
+            branches = min(branches, cfg.episode_budget - self.episodes_used)
+            if branches <= 0:
+                raise RuntimeError("episode budget exhausted")
+        starts = self._draw_start_states(branches)
+        parts = [branched_rollout(self.policy, self.world_model, starts[i: i + cfg.rollout_batch_size],
+                                  cfg.chunks_per_branch, self.generator)
+                 for i in range(0, branches, cfg.rollout_batch_size)]
+        self.episodes_used += branches
+        return RolloutBuffer.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    @torch.no_grad()
+    def recompute_values(self, buffer: RolloutBuffer) -> tuple[torch.Tensor, torch.Tensor]:
+        """V at every stored step and at the bootstrap states, with the current critic."""
+        self.policy.eval()
+        size = self.config.rollout_batch_size
+        obs, final = buffer.observations, buffer.final_observations
+
+        def batched(batch) -> torch.Tensor:
+            return torch.cat([self.policy.value(batch.select(np.arange(i, min(i + size, len(batch)))))
+                              for i in range(0, len(batch), size)])
+
+        values = batched(obs).view(buffer.num_chunks, buffer.num_branches).T.contiguous()
+        return values, batched(final)
+
+    def advantages(self, buffer: RolloutBuffer, values: torch.Tensor, bootstrap: torch.Tensor) -> Advantages:
+        adv, returns, valid = chunk_gae(buffer.rewards, values, bootstrap, buffer.dones, self.discount,
+                                        self.config.gae_lambda)
+        if self.config.normalize_advantages:
+            adv = normalize_advantages(adv, valid)
+        return Advantages(adv, returns, values, valid)
+
+    # ----------------------------------------------------------------- optimisation
+    def iteration(self) -> dict[str, float]:
+        """One refill + ``update_to_data`` PPO steps. Returns averaged statistics."""
+        cfg = self.config
+        buffer = self.collect()
+        targets = self.advantages(buffer, buffer.values, buffer.bootstrap_values)
+        branch_idx, chunk_idx = torch.nonzero(targets.valid, as_tuple=True)
+        history: list[dict[str, float]] = []
+        for update in range(cfg.update_to_data):
+            if update > 0 and update % cfg.recompute_every == 0:
+                targets = self.advantages(buffer, *self.recompute_values(buffer))
+            pick = torch.from_numpy(self.rng.permutation(len(branch_idx))[: cfg.minibatch_size])
+            b, c = branch_idx[pick], chunk_idx[pick]
+            history.append(self.updater.update(
+                observations=buffer.observations.select(buffer.observation_rows(b, c)),
+                chains=buffer.chains[b, c], denoise_index=buffer.denoise_index[b, c],
+                old_log_probs=buffer.log_probs[b, c], old_values=targets.values[b, c],
+                advantages=targets.advantages[b, c], returns=targets.returns[b, c],
+                mask=torch.ones(len(b), dtype=torch.bool), critic_only=update < cfg.critic_warmup_updates))
+        stats = {key: float(np.mean([h[key] for h in history if key in h]))
+                 for key in sorted({k for h in history for k in h})}
+        stats.update(imagined_success=buffer.success_rate(), valid_transitions=float(len(branch_idx)),
+                     episodes_used=float(self.episodes_used))
+        return stats
+
+    def validation_success(self) -> float:
+        """Deterministic success over a fixed (seeded) set of start states."""
+        if not self.config.validation_starts:
+            return float("nan")
+        rng = np.random.default_rng(self.config.seed + 1)
+        pool = self.start_states.states if self.config.rollout_mode == "branched" else \
+            self.start_states.initial_states()
+        starts = [pool[i] for i in rng.integers(0, len(pool), size=self.config.validation_starts)]
+        return deterministic_success_rate(self.policy, self.world_model, starts, self.config.validation_chunks)
+
+    def train(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+        """Run all iterations; validate before and after, rolling back on a drop when configured."""
+        snapshot = copy.deepcopy(self.policy.state_dict())
+        before = self.validation_success()
+        history = []
+        for index in range(self.config.num_iterations):
+            if self.config.episode_budget and self.episodes_used >= self.config.episode_budget:
+                break
+            stats = self.iteration()
+            history.append(stats)
+            if on_iteration is not None:
+                on_iteration(index, stats)
+        after = self.validation_success()
+        accepted = not (after < before)
+        if not accepted and self.config.rollback_on_drop:
+            self.policy.load_state_dict(snapshot)
+        return {"success_before": before, "success_after": after, "accepted": accepted, "history": history}

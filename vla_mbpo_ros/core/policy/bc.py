@@ -1,0 +1,148 @@
+"""Behaviour cloning (flow-matching loss) from a LeRobotDataset or from in-memory arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vla_mbpo_ros.core.policy.base import ObsBatch
+
+
+@dataclass
+class BCArrays:
+    """Frames with the action chunk that starts at each frame.
+
+    ``action_chunks[i]`` = actions[t : t+k] of frame i's episode, padded with the episode's last action
+    past its end; ``action_valid`` marks the real (unpadded) entries.
+    """
+
+    views: dict[str, np.ndarray]  # name -> (N,H,W,3) uint8
+    states: np.ndarray  # (N, sd) float32
+    action_chunks: np.ndarray  # (N, k, d) float32
+    action_valid: np.ndarray  # (N, k) bool
+    instructions: list[str]
+    actions: np.ndarray  # (N, d) the per-frame actions (for normalization stats)
+
+    def __len__(self) -> int:
+        return self.states.shape[0]
+
+    @classmethod
+    def from_episodes(cls, episodes: Sequence[dict[str, Any]], chunk_size: int) -> "BCArrays":
+        """Episodes as dicts with "views" (name -> (T,H,W,3)), "states" (T,sd), "actions" (T,d), "instruction"."""
+        if not episodes:
+            raise ValueError("from_episodes needs at least one episode")
+        names = list(episodes[0]["views"])
+        views: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        states, chunks, valid, instructions, actions = [], [], [], [], []
+        for episode in episodes:
+            episode_actions = np.asarray(episode["actions"], dtype=np.float32)
+            length = episode_actions.shape[0]
+            offsets = np.arange(length)[:, None] + np.arange(chunk_size)[None, :]
+            valid.append(offsets < length)
+            chunks.append(episode_actions[np.minimum(offsets, length - 1)])
+            states.append(np.asarray(episode["states"], dtype=np.float32))
+            actions.append(episode_actions)
+            instructions += [episode["instruction"]] * length
+            for n in names:
+                views[n].append(np.asarray(episode["views"][n], dtype=np.uint8))
+        return cls(
+            views={n: np.concatenate(v) for n, v in views.items()},
+            states=np.concatenate(states),
+            action_chunks=np.concatenate(chunks),
+            action_valid=np.concatenate(valid),
+            instructions=instructions,
+            actions=np.concatenate(actions),
+        )
+
+
+def bc_arrays_from_lerobot(dataset: Any, view_names: Sequence[str], chunk_size: int,
+                           image_size: int | None = None) -> BCArrays:
+    """Read a LeRobotDataset (features ``observation.images.<view>``, ``observation.state``, ``action``).
+
+    Images are decoded once and optionally resized to ``image_size`` to keep the arrays small.
+    """
+    episodes: dict[int, dict[str, Any]] = {}
+    for index in range(len(dataset)):
+        frame = dataset[index]
+        episode = episodes.setdefault(int(frame["episode_index"]), {
+            "views": {n: [] for n in view_names}, "states": [], "actions": [], "instruction": frame.get("task", "")})
+        for name in view_names:
+            episode["views"][name].append(to_uint8_hwc(frame[f"observation.images.{name}"], image_size))
+        episode["states"].append(np.asarray(frame["observation.state"], dtype=np.float32))
+        episode["actions"].append(np.asarray(frame["action"], dtype=np.float32))
+    ordered = []
+    for key in sorted(episodes):
+        episode = episodes[key]
+        ordered.append({
+            "views": {n: np.stack(v) for n, v in episode["views"].items()},
+            "states": np.stack(episode["states"]), "actions": np.stack(episode["actions"]),
+            "instruction": episode["instruction"]})
+    return BCArrays.from_episodes(ordered, chunk_size)
+
+
+def to_uint8_hwc(image: Any, size: int | None) -> np.ndarray:
+    tensor = torch.as_tensor(image)
+    if tensor.dtype != torch.uint8:  # LeRobot returns float CHW in [0, 1]
+        tensor = (tensor.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    if tensor.shape[0] == 3 and tensor.shape[-1] != 3:
+        tensor = tensor.permute(1, 2, 0)
+    if size is not None and tuple(tensor.shape[:2]) != (size, size):
+        chw = tensor.permute(2, 0, 1)[None].float()
+        chw = F.interpolate(chw, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        tensor = chw[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+    return tensor.numpy()
+
+
+@dataclass
+class BCConfig:
+    steps: int = 2000
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    seed: int = 0
+    fit_normalization: bool = True  # recompute state/action stats from the data before training
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+def train_bc(policy: Any, data: Any, config: BCConfig | None = None) -> list[float]:
+    """Behaviour-clone ``policy`` (a CompactFlowVLA) on ``data`` (BCArrays or a LeRobotDataset).
+
+    Returns the per-step loss. Leaves the policy in eval mode.
+    """
+    config = config or BCConfig()
+    if not isinstance(data, BCArrays):
+        data = bc_arrays_from_lerobot(data, policy.view_names, policy.chunk_size, policy.config.image_size)
+    if data.action_chunks.shape[1] != policy.chunk_size:
+        raise ValueError(f"data chunks have k={data.action_chunks.shape[1]}, policy has k={policy.chunk_size}")
+    if config.fit_normalization or not bool(policy.normalization_fitted):
+        policy.fit_normalization(data.states, data.actions)
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    trainable = [p for name, p in policy.named_parameters() if not name.startswith("value_head.")]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    policy.train()
+    losses = []
+    for _ in range(config.steps):
+        index = rng.integers(0, len(data), size=min(config.batch_size, len(data)))
+        batch = ObsBatch(views={n: v[index] for n, v in data.views.items()}, states=data.states[index],
+                         instructions=[data.instructions[i] for i in index])
+        loss = policy.flow_matching_loss(batch, torch.from_numpy(data.action_chunks[index]),
+                                         torch.from_numpy(data.action_valid[index]), generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+    policy.eval()
+    return losses
