@@ -1,0 +1,123 @@
+"""The outer VLA-MBPO iteration (pipeline): BC bootstrap, world model + RL + publish, resumability.
+
+Real parts only: episodes of the MuJoCo sim recorded into a real LeRobotDataset with the recorder's
+store, the tiny Janus world model, the compact flow VLA.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from vla_mbpo_ros.core.data import EpisodeStore, Outcome, RecordedFrame, RecordingConfig
+from vla_mbpo_ros.core.data.episodes import load_recorded_episodes
+from vla_mbpo_ros.core.mbpo.pipeline import PipelineConfig, read_state, run_iteration
+from vla_mbpo_ros.core.policy.base import load_policy
+from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
+from vla_mbpo_ros.core.sim import SimConfig, So101Sim
+from vla_mbpo_ros.core.sim.expert import ScriptedExpert
+
+IMAGE = (32, 32)
+
+
+def record_sim_episodes(root: Path, seeds, noisy_after: int = 2) -> None:
+    """Scripted-expert episodes (the later ones noisy, so some fail) at 10 fps, 30 Hz control."""
+    sim = So101Sim(SimConfig(image_size=IMAGE, camera_fps=10.0, control_fps=30.0))
+    store = EpisodeStore(root, RecordingConfig(image_size=IMAGE, fps=10, min_free_disk_mb=0.0))
+    for i, seed in enumerate(seeds):
+        sim.reset(seed)
+        expert = ScriptedExpert(sim, seed=seed)
+        if i >= noisy_after:
+            expert.config = type(expert.config)(**{**vars(expert.config), "target_noise_std": 0.15})
+        store.begin("pick up the cube", "scripted_expert")
+        for step in range(150):
+            target = expert.act(sim)
+            if step % 3 == 0:
+                store.add(RecordedFrame(sim.render(fresh=True), sim.joint_positions(), target, sim.time, sim.time))
+            sim.set_joint_targets(target)
+            sim.step()
+            if sim.is_success() and step % 3 == 2:
+                break
+        store.save(Outcome.SUCCESS if sim.is_success() else Outcome.FAILURE)
+    store.close()
+    sim.close()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "dataset"
+    record_sim_episodes(root, seeds=range(4))
+    return root
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    """config/finetune_sim.yaml, shrunk further so the test stays around a minute."""
+    data = yaml.safe_load((Path(__file__).parents[2] / "config" / "finetune_sim.yaml").read_text())
+    data["bc"]["steps"] = 30
+    data["world_model"]["train"].update(steps=20, vq_fit_steps=20)
+    data["mbpo"].update(num_iterations=1, samples_per_refill=16, rollout_batch_size=8, minibatch_size=16, validation_starts=4)
+    path = tmp_path / "finetune.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_recorded_episodes_read_back_whole(dataset):
+    episodes = load_recorded_episodes(dataset, ("head", "wrist"))
+    assert len(episodes) == 4
+    first = episodes[0]
+    assert first.success is True and first.source == "scripted_expert" and first.instruction == "pick up the cube"
+    assert first.views["head"].shape == (len(first), *IMAGE, 3) and first.states.shape == (len(first), 6)
+    assert 20 <= len(first) <= 50
+
+
+def test_bootstrap_then_world_model_and_rl_iteration_publish_verified_versions(dataset, config, tmp_path):
+    run = tmp_path / "run"
+    first = run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    assert first["published"] and first["version"] == "v0001"
+    assert checkpoint_sha256(Path(first["path"])) == first["sha256"]
+    assert load_policy(Path(first["path"])).version == "v0001"
+
+    second = run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    metrics = second["metrics"]
+    image_loss = metrics["world_model.image_loss"]
+    assert image_loss[1] < image_loss[0], "the world model's image-token loss must fall during finetuning"
+    assert 0.0 <= metrics["rl.success_after"] <= 1.0 and metrics["rl.start_states"] >= 4
+    it_dir = run / "iterations" / "0001"
+    assert (it_dir / "world_model" / "config.json").is_file() and (it_dir / "real_vs_imagined.png").is_file()
+    state = read_state(run)
+    assert state["iterations_done"] == 2
+    if second["published"]:
+        assert second["version"] == "v0002" and state["current_policy"]["version"] == "v0002"
+    else:
+        assert "imagined success" in second["reason"] and state["current_policy"]["version"] == "v0001"
+    assert (run / "report" / "metrics.csv").read_text().count("\n") == 3
+    assert (run / "report" / "learning_curves.png").is_file()
+
+
+def test_a_restarted_iteration_skips_finished_phases(dataset, config, tmp_path):
+    run = tmp_path / "run"
+    run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    after_bootstrap = (run / "state.json").read_text()
+    run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    it_dir = run / "iterations" / "0001"
+    wm_stamp = (it_dir / "world_model" / "config.json").stat().st_mtime_ns
+    # As if killed after the world model phase: later markers gone, the run state as it was then.
+    for marker in ("rl.done", "publish.done", "result.json"):
+        (it_dir / marker).unlink()
+    (run / "state.json").write_text(after_bootstrap)
+    resumed = run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    assert resumed["iteration"] == 1
+    assert (it_dir / "world_model" / "config.json").stat().st_mtime_ns == wm_stamp, "world model must not be retrained"
+    assert np.isfinite(resumed["metrics"]["rl.success_after"])
+
+
+def test_too_few_episodes_is_a_clear_error(dataset, config, tmp_path):
+    data = yaml.safe_load(config.read_text())
+    data["min_episodes"] = 99
+    config.write_text(yaml.safe_dump(data))
+    with pytest.raises(RuntimeError, match="only 4 labelled episodes"):
+        run_iteration(tmp_path / "run", dataset, PipelineConfig.from_yaml(config))
