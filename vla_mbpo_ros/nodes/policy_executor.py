@@ -1,0 +1,585 @@
+"""Safety-gated policy executor: the only path from a policy or an operator to the arm.
+
+Glue around ``vla_mbpo_ros.core.executor.ExecutorCore`` (all decisions live there). Threads:
+
+* control loop: its own thread on absolute monotonic deadlines (a fixed-rate timer that does not
+  drift and does not wait behind the executor's other callbacks); each cycle asks the core for a
+  command and publishes it on the arm interface + one ExecutedCommand;
+* inference: its own thread, started by the core's watermark request, on the latest observation;
+* hot-swap: its own thread that checks a PolicyUpdate (trusted root, sha256), loads the candidate,
+  runs it on recent real observations through ``SafetyGate.check_chunk`` and hands it over; the swap
+  itself happens at an episode boundary;
+* ROS callbacks (MultiThreadedExecutor): the e-stop has a callback group of its own and publishes
+  the hold from the callback itself, before the next control cycle.
+
+Topics (names remappable): in /joint_states, /vla_mbpo/observation, /vla_mbpo/estop (Bool,
+reliable), /vla_mbpo/heartbeat (std_msgs/Header: stamp = sender time, frame_id = sender; best-effort
+subscription, so reliable and best-effort publishers both match), /vla_mbpo/teleop/joint_command
+(JointState name + position, best effort or reliable), /vla_mbpo/episode_event (INTERVENTION_START
+/ END), /vla_mbpo/policy_update (transient local). Out: the arm command, /vla_mbpo/action_chunk,
+/vla_mbpo/executed_command, /vla_mbpo/safety_status (transient local; header.stamp = time of the
+change it reports, for an e-stop the receipt of the e-stop message), /vla_mbpo/policy_status
+(transient local std_msgs/String JSON: version, accepted, state pending/active/rejected, reason),
+/diagnostics. Services: /vla_mbpo/reset_estop, /vla_mbpo/executor/start_episode, .../end_episode.
+
+The stale-observation watchdog watches /vla_mbpo/observation when a policy can run
+(policy_enabled), and /joint_states otherwise (teleop profile: no cameras needed to move).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+from builtin_interfaces.msg import Duration
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray, Header, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from vla_mbpo_ros.bringup import config_dir
+from vla_mbpo_ros.conversions import image_to_numpy, stamp_to_seconds, to_rgb
+from vla_mbpo_ros.core.executor import (
+    Command,
+    ExecutorConfig,
+    ExecutorCore,
+    InferenceRequest,
+    resolve_checkpoint_uri,
+    validate_candidate,
+)
+from vla_mbpo_ros.core.policy import replay  # noqa: F401  (registers the "replay" policy type)
+from vla_mbpo_ros.core.policy.base import ChunkPolicy, load_policy
+from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
+from vla_mbpo_ros.core.safety import SafetyGate, SafetyState, load_safety_config
+from vla_mbpo_ros.core.sync import RateStats
+from vla_mbpo_ros.core.types import Observation
+from vla_mbpo_ros.msg import ActionChunk, EpisodeEvent, ExecutedCommand, MultiViewObservation, PolicyUpdate, SafetyStatus
+from vla_mbpo_ros.nodes._diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
+from vla_mbpo_ros.nodes._runtime import (
+    LATCHED_QOS,
+    OBSERVATION_QOS,
+    RELIABLE_QOS,
+    SENSOR_QOS,
+    ConfigError,
+    declare,
+    publishing_until_shutdown,
+    run_node,
+)
+from vla_mbpo_ros.srv import EndEpisode, StartEpisode
+
+INTERFACES = ("trajectory", "position")
+_STATE_CODES = {
+    SafetyState.IDLE: SafetyStatus.STATE_IDLE,
+    SafetyState.ACTIVE: SafetyStatus.STATE_ACTIVE,
+    SafetyState.LATCHED: SafetyStatus.STATE_LATCHED,
+}
+
+
+def _reorder(names, values, wanted: tuple[str, ...]) -> np.ndarray:
+    """``values`` (parallel to ``names``) in the order of ``wanted``; ValueError naming missing joints."""
+    index = {n: i for i, n in enumerate(names)}
+    missing = [n for n in wanted if n not in index]
+    if missing or len(values) < len(names):
+        raise ValueError(f"joint message lacks joints {missing or '(positions shorter than names)'}; got {list(names)}")
+    return np.array([values[index[n]] for n in wanted], dtype=np.float64)
+
+
+class PolicyExecutorNode(Node):
+    def __init__(self) -> None:
+        super().__init__("policy_executor")
+        self.policy_enabled = declare(self, "policy_enabled", True, "false: teleop only, no policy is loaded")
+        checkpoint = declare(self, "policy_checkpoint", "", "checkpoint directory loaded at start ('' = wait for a PolicyUpdate)")
+        self.trusted_roots = list(
+            declare(self, "trusted_checkpoint_roots", ["outputs/checkpoints"], "PolicyUpdate uris must lie under one of these")
+        )
+        safety_path = declare(self, "safety_config", "", "robot yaml with joint_names + safety ('' = config/robots/so101.yaml)")
+        interface = declare(self, "command_interface", "trajectory", "trajectory (JointTrajectory) or position (Float64MultiArray)")
+        trajectory_topic = declare(self, "trajectory_topic", "/arm_controller/joint_trajectory")
+        position_topic = declare(self, "position_topic", "/forward_position_controller/commands")
+        observation_topic = declare(self, "observation_topic", "/vla_mbpo/observation")
+        joint_state_topic = declare(self, "joint_state_topic", "/joint_states")
+        self.status_period = declare(self, "status_period", 1.0, "SafetyStatus is also published this often (s)")
+        diagnostics_period = declare(self, "diagnostics_period", 1.0, "s")
+        diagnostics_window = declare(self, "diagnostics_window_s", 10.0, "percentiles over this window (s)")
+        self.validation_count = declare(self, "validation_observations", 3, "recent observations a candidate policy is run on")
+        self.validation_wait = declare(self, "validation_wait_s", 10.0, "wait this long for them before rejecting (s)")
+        torch.set_num_threads(declare(self, "inference_threads", 1, "torch CPU threads for inference"))
+        # A Python thread that wants the GIL waits up to this long behind inference code: keep it
+        # well under the control period so the control cycle starts on time.
+        sys.setswitchinterval(declare(self, "gil_switch_interval_s", 0.0005, "sys.setswitchinterval (s)"))
+        try:
+            self.config = ExecutorConfig(
+                control_rate=declare(self, "control_rate", 30.0, "Hz"),
+                blend=declare(self, "blend", "linear", "none, linear or exponential"),
+                exp_decay=declare(self, "exp_decay", 0.01),
+                request_watermark=declare(self, "request_watermark", 2, "request a chunk when this many actions remain"),
+                teleop_stale_s=declare(self, "teleop_stale_s", 0.25, "older operator targets hold (s)"),
+                joint_state_stale_s=declare(self, "joint_state_stale_s", 0.25, "s"),
+            )
+            safety = load_safety_config(safety_path or config_dir() / "robots" / "so101.yaml")
+        except (ValueError, OSError) as err:
+            raise ConfigError(str(err)) from err
+        if interface not in INTERFACES:
+            raise ConfigError(f"command_interface: expected one of {list(INTERFACES)}, got {interface!r}")
+        if self.validation_count < 1:
+            raise ConfigError(f"validation_observations: expected >= 1, got {self.validation_count}")
+        self.interface = interface
+        self.core = ExecutorCore(self.config, safety)
+        self.joint_names = safety.limits.names
+        self.validation_gate = SafetyGate(safety)  # check_chunk only: stateless, safe off the lock
+        self._lock = threading.Lock()  # every call into self.core, and the publishes that follow it
+        self._stats_lock = threading.Lock()
+        self.stats = RateStats(window_s=diagnostics_window)
+
+        self.policy: ChunkPolicy | None = None
+        self.policy_version = ""
+        self._pending: tuple[ChunkPolicy, str] | None = None  # validated candidate waiting for a boundary
+        self._chunk_counter = 0
+        self._latest_obs: MultiViewObservation | None = None
+        self._recent_obs: deque[MultiViewObservation] = deque(maxlen=self.validation_count)
+        self._last_status_key: tuple | None = None
+        self._last_status_time = -float("inf")
+        self._latches_logged = 0
+        self._overruns = 0
+        self._estop_holds = 0  # holds published from the e-stop callback
+        self._swap_note = ""
+        self._stop = threading.Event()
+
+        # Publishers.
+        if interface == "trajectory":
+            self.arm_pub = self.create_publisher(JointTrajectory, trajectory_topic, RELIABLE_QOS)
+        else:
+            self.arm_pub = self.create_publisher(Float64MultiArray, position_topic, RELIABLE_QOS)
+        self.executed_pub = self.create_publisher(ExecutedCommand, "/vla_mbpo/executed_command", RELIABLE_QOS)
+        self.chunk_pub = self.create_publisher(ActionChunk, "/vla_mbpo/action_chunk", RELIABLE_QOS)
+        self.status_pub = self.create_publisher(SafetyStatus, "/vla_mbpo/safety_status", LATCHED_QOS)
+        self.policy_status_pub = self.create_publisher(String, "/vla_mbpo/policy_status", LATCHED_QOS)
+
+        if self.policy_enabled and checkpoint:
+            try:
+                policy = load_policy(Path(checkpoint))
+            except (ValueError, OSError) as err:
+                raise ConfigError(f"policy_checkpoint: cannot load {checkpoint}: {err}") from err
+            self._install_policy(policy, policy.version, "loaded at start")
+
+        # Subscriptions and services, in callback groups so the e-stop never waits behind the rest.
+        estop_group = MutuallyExclusiveCallbackGroup()
+        sensor_group = MutuallyExclusiveCallbackGroup()
+        control_group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Bool, "/vla_mbpo/estop", self._on_estop, RELIABLE_QOS, callback_group=estop_group)
+        self.create_subscription(JointState, joint_state_topic, self._on_joint_state, SENSOR_QOS, callback_group=sensor_group)
+        self.create_subscription(
+            MultiViewObservation, observation_topic, self._on_observation, OBSERVATION_QOS, callback_group=sensor_group
+        )
+        self.create_subscription(Header, "/vla_mbpo/heartbeat", self._on_heartbeat, SENSOR_QOS, callback_group=sensor_group)
+        self.create_subscription(
+            JointState, "/vla_mbpo/teleop/joint_command", self._on_teleop, SENSOR_QOS, callback_group=sensor_group
+        )
+        self.create_subscription(
+            EpisodeEvent, "/vla_mbpo/episode_event", self._on_episode_event, RELIABLE_QOS, callback_group=control_group
+        )
+        self.create_subscription(PolicyUpdate, "/vla_mbpo/policy_update", self._on_policy_update, LATCHED_QOS, callback_group=control_group)
+        self.create_service(Trigger, "/vla_mbpo/reset_estop", self._on_reset, callback_group=control_group)
+        self.create_service(StartEpisode, "/vla_mbpo/executor/start_episode", self._on_start, callback_group=control_group)
+        self.create_service(EndEpisode, "/vla_mbpo/executor/end_episode", self._on_end, callback_group=control_group)
+        self.diagnostics = DiagnosticsPublisher(self, self._report, period=diagnostics_period)
+
+        self._requests: queue.Queue[InferenceRequest] = queue.Queue()  # the core keeps one in flight
+        self._updates: queue.Queue[PolicyUpdate] = queue.Queue()
+        self._threads = [
+            threading.Thread(target=self._control_loop, name="control", daemon=True),
+            threading.Thread(target=self._inference_loop, name="inference", daemon=True),
+            threading.Thread(target=self._swap_loop, name="hot_swap", daemon=True),
+        ]
+        with self._lock:
+            self._publish_status(self.get_clock().now().to_msg())
+        for thread in self._threads:
+            thread.start()
+        self.get_logger().info(
+            f"executor: {self.config.control_rate} Hz, {interface} interface, policy "
+            f"{self.policy_version or ('none yet' if self.policy_enabled else 'disabled (teleop only)')}, "
+            f"heartbeat {'required' if safety.require_heartbeat else 'not required'}"
+        )
+
+    # ------------------------------------------------------------------ inputs
+    def _on_estop(self, msg: Bool) -> None:
+        received = time.monotonic()  # latency statistics include the wait for the lock
+        with self._lock:
+            stamp = self.get_clock().now().to_msg()  # the status reports when the gate saw the press
+            was_latched = self.core.monitor.state is SafetyState.LATCHED
+            command = self.core.estop(msg.data, received)
+            if command is not None:
+                self._publish_command(command)
+            published = time.monotonic()
+            self._publish_status(stamp)
+            self._log_latch()
+        if command is not None and command.positions is not None:
+            with self._stats_lock:
+                self.stats.add("estop_to_hold_ms", (published - received) * 1e3, published)
+                self._estop_holds += 1
+        if msg.data and not was_latched:
+            self.get_logger().error("e-stop pressed: latched, holding")
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        now = time.monotonic()
+        try:
+            q = _reorder(msg.name, msg.position, self.joint_names)
+        except ValueError as err:
+            self.get_logger().error(f"/joint_states ignored: {err}", throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self.core.set_joint_state(q, now)
+            if not self.policy_enabled:
+                self.core.observation(now)
+
+    def _on_observation(self, msg: MultiViewObservation) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._latest_obs = msg
+            self._recent_obs.append(msg)
+            if self.policy_enabled:
+                self.core.observation(now)
+
+    def _on_heartbeat(self, msg: Header) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.core.heartbeat(now)
+
+    def _on_teleop(self, msg: JointState) -> None:
+        now = time.monotonic()
+        try:
+            target = _reorder(msg.name, msg.position, self.joint_names)
+        except ValueError as err:
+            self.get_logger().error(f"teleop command ignored: {err}", throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self.core.set_teleop_target(target, now)
+
+    def _on_episode_event(self, msg: EpisodeEvent) -> None:
+        if msg.event not in (EpisodeEvent.INTERVENTION_START, EpisodeEvent.INTERVENTION_END):
+            return
+        active = msg.event == EpisodeEvent.INTERVENTION_START
+        with self._lock:
+            changed = self.core.set_intervention(active)
+        if changed:
+            self.get_logger().info("operator took over" if active else "operator handed back to the policy")
+
+    # ------------------------------------------------------------------ services
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            response.success, response.message = self.core.reset_estop(time.monotonic())
+            if response.success:
+                self._swap_if_pending()
+                self._publish_status(self.get_clock().now().to_msg())
+        if response.success:
+            self.get_logger().info(f"reset_estop: {response.message}")
+        else:
+            self.get_logger().warning(f"reset_estop: {response.message}")
+        return response
+
+    def _on_start(self, request: StartEpisode.Request, response: StartEpisode.Response) -> StartEpisode.Response:
+        with self._lock:
+            policy = self.policy
+            ok, message, index = self.core.start_episode(request.task, request.source, time.monotonic())
+            if ok and request.source == "policy" and policy is not None:
+                policy.reset()
+            self._publish_status(self.get_clock().now().to_msg())
+        response.success, response.message, response.episode_index = ok, message, index
+        if ok:
+            self.get_logger().info(f"start_episode: {message}")
+        else:
+            self.get_logger().warning(f"start_episode: {message}")
+        return response
+
+    def _on_end(self, request: EndEpisode.Request, response: EndEpisode.Response) -> EndEpisode.Response:
+        with self._lock:
+            ok, message, index = self.core.end_episode()
+            self._swap_if_pending()
+            self._publish_status(self.get_clock().now().to_msg())
+        response.success, response.message, response.episode_index = ok, message, index
+        self.get_logger().info(f"end_episode: {message}")
+        return response
+
+    # ------------------------------------------------------------------ control loop
+    def _control_loop(self) -> None:
+        period = self.config.period
+        deadline = time.monotonic() + period
+        last = None
+        while not self._stop.is_set() and self.context.ok():
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            now = time.monotonic()
+            try:
+                self._cycle(now)
+            except Exception as err:  # noqa: BLE001 - the loop must outlive a bad cycle; the next one retries
+                self.get_logger().error(f"control cycle failed: {type(err).__name__}: {err}", throttle_duration_sec=1.0)
+            with self._stats_lock:
+                if last is not None:
+                    self.stats.add("period_error_ms", abs(now - last - period) * 1e3, now)
+            last = now
+            deadline += period
+            if now - deadline > period:  # fell more than a cycle behind: skip, don't burst
+                self._overruns += 1
+                deadline = now + period
+
+    def _cycle(self, now: float) -> None:
+        with self._lock:
+            result = self.core.tick(now)
+            self._publish_command(result.command)
+            if result.request is not None:
+                self._requests.put(result.request)
+            stamp = self.get_clock().now().to_msg()
+            self._publish_status(stamp, periodic=now - self._last_status_time >= self.status_period)
+            self._log_latch()
+            depth = self.core.queue_depth()
+        with self._stats_lock:
+            self.stats.add("queue_depth", depth, now)
+
+    def _publish_command(self, command: Command) -> None:
+        """Arm command + ExecutedCommand (caller holds the lock, so the order is the decision order)."""
+        if command.positions is None:
+            return
+        positions = [float(x) for x in command.positions]
+        with publishing_until_shutdown(self):
+            if self.interface == "trajectory":
+                ns = int(round(self.config.period * 1e9))
+                point = JointTrajectoryPoint(positions=positions, time_from_start=Duration(sec=ns // 10**9, nanosec=ns % 10**9))
+                self.arm_pub.publish(JointTrajectory(joint_names=list(self.joint_names), points=[point]))
+            else:
+                self.arm_pub.publish(Float64MultiArray(data=positions))
+            executed = ExecutedCommand(
+                joint_names=list(self.joint_names),
+                positions=positions,
+                source=command.source,
+                intervention=command.intervention,
+                held=command.held,
+                clamped=command.clamped,
+                policy_version=self.policy_version,
+                chunk_id=command.chunk_id,
+            )
+            executed.header.stamp = self.get_clock().now().to_msg()
+            executed.header.frame_id = "base_link"
+            self.executed_pub.publish(executed)
+
+    def _publish_status(self, stamp, periodic: bool = False) -> None:
+        """SafetyStatus when anything but the counters changed, or when ``periodic`` (caller holds the lock)."""
+        monitor = self.core.monitor
+        latch_reason = monitor.first_cause or ""
+        key = (monitor.state, monitor.estop_pressed, latch_reason, self.core.last_violation, self.policy_version)
+        if key == self._last_status_key and not periodic:
+            return
+        self._last_status_key = key
+        self._last_status_time = time.monotonic()
+        c = monitor.counters
+        msg = SafetyStatus(
+            state=_STATE_CODES[monitor.state],
+            estop_input=monitor.estop_pressed,
+            latch_reason=latch_reason,
+            last_violation=self.core.last_violation,
+            commands_sent=c.commands,
+            holds=c.holds,
+            clamps=c.clamps,
+            violations=c.violations,
+            latches=c.latches,
+            policy_version=self.policy_version,
+        )
+        msg.header.stamp = stamp
+        with publishing_until_shutdown(self):
+            self.status_pub.publish(msg)
+
+    def _log_latch(self) -> None:
+        monitor = self.core.monitor
+        if monitor.counters.latches > self._latches_logged:
+            self._latches_logged = monitor.counters.latches
+            self.get_logger().error(f"e-stop latched: {'; '.join(monitor.latch_causes)}")
+
+    # ------------------------------------------------------------------ inference
+    def _inference_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                request = self._requests.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            with self._lock:
+                policy, version, msg = self.policy, self.policy_version, self._latest_obs
+                task = self.core.episode.task if self.core.episode is not None else ""
+            started = time.monotonic()
+            try:
+                if policy is None:
+                    raise RuntimeError("no policy loaded")
+                if msg is None:
+                    raise RuntimeError("no observation received yet")
+                actions = np.asarray(policy.predict_chunk(self._to_observation(msg, task)), dtype=np.float32)
+            except Exception as err:  # noqa: BLE001 - a failing policy latches the e-stop, never kills the node
+                error = f"{type(err).__name__}: {err}"
+                with self._lock:
+                    self.core.inference_failed(error, request, time.monotonic())
+                    self._log_latch()
+                self.get_logger().error(f"inference failed: {error}", throttle_duration_sec=2.0)
+                continue
+            finished = time.monotonic()
+            with self._lock:
+                self._chunk_counter += 1
+                chunk_id = self._chunk_counter
+                self.core.chunk_ready(actions, chunk_id, request, finished)
+                self._log_latch()
+            with self._stats_lock:
+                self.stats.add("inference_ms", (finished - started) * 1e3, finished)
+            self._publish_chunk(actions, chunk_id, version, msg, finished - started)
+
+    def _to_observation(self, msg: MultiViewObservation, task: str) -> Observation:
+        views = {name: to_rgb(image_to_numpy(image), image.encoding) for name, image in zip(msg.view_names, msg.images)}
+        state = _reorder(msg.joint_state.name, msg.joint_state.position, self.joint_names)
+        return Observation(views, state, task, stamp_to_seconds(msg.header.stamp), tuple(msg.view_names))
+
+    def _publish_chunk(self, actions: np.ndarray, chunk_id: int, version: str, obs: MultiViewObservation, latency: float) -> None:
+        msg = ActionChunk(
+            chunk_id=chunk_id,
+            policy_version=version,
+            joint_names=list(self.joint_names),
+            chunk_length=int(actions.shape[0]) if actions.ndim == 2 else 0,
+            actions=[float(x) for x in actions.reshape(-1)],
+            control_period=float(self.config.period),
+            inference_latency=float(latency),
+        )
+        msg.header.stamp = obs.header.stamp
+        with publishing_until_shutdown(self):
+            self.chunk_pub.publish(msg)
+
+    # ------------------------------------------------------------------ hot-swap
+    def _on_policy_update(self, msg: PolicyUpdate) -> None:
+        self._updates.put(msg)
+
+    def _swap_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                update = self._updates.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            try:
+                candidate = self._check_candidate(update)
+            except ValueError as err:
+                self._policy_status(update.version, False, "rejected", str(err), update)
+                self.get_logger().error(f"policy {update.version!r} rejected, keeping {self.policy_version!r}: {err}")
+                continue
+            with self._lock:
+                self._pending = (candidate, update.version)
+                swapped = self._swap_if_pending()
+                if swapped:
+                    self._publish_status(self.get_clock().now().to_msg())
+            if not swapped:
+                self._policy_status(update.version, True, "pending", "validated; swaps in at the next episode boundary", update)
+                self.get_logger().info(f"policy {update.version!r} validated; swapping at the end of the episode")
+
+    def _check_candidate(self, update: PolicyUpdate) -> ChunkPolicy:
+        """Trusted root, sha256, load, outputs on recent real observations; ValueError says why not."""
+        if not self.policy_enabled:
+            raise ValueError("policy_enabled is false on this executor")
+        directory = resolve_checkpoint_uri(update.uri, self.trusted_roots)
+        try:
+            digest = checkpoint_sha256(directory)
+        except OSError as err:
+            raise ValueError(f"cannot hash checkpoint {directory}: {err}") from err
+        if digest != update.sha256.strip().lower():
+            raise ValueError(f"sha256 mismatch: announced {update.sha256 or '(empty)'}, checkpoint has {digest}")
+        try:
+            candidate = load_policy(directory)
+        except Exception as err:  # noqa: BLE001 - a corrupt checkpoint is a rejection, whatever the parser raises
+            raise ValueError(f"load failed: {type(err).__name__}: {err}") from err
+        deadline = time.monotonic() + self.validation_wait
+        while True:
+            with self._lock:
+                recent = list(self._recent_obs)
+            if len(recent) >= self.validation_count or time.monotonic() > deadline or self._stop.is_set():
+                break
+            time.sleep(0.05)
+        try:
+            observations = [self._to_observation(m, "") for m in recent]
+        except ValueError as err:
+            raise ValueError(f"cannot decode recent observations: {err}") from err
+        problems = validate_candidate(candidate, observations, self.validation_gate)
+        candidate.reset()
+        if problems:
+            shown = "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
+            raise ValueError(f"validation failed on {len(observations)} recent observations: {shown}")
+        return candidate
+
+    def _swap_if_pending(self) -> bool:
+        """Swap a validated candidate in when no episode is running (caller holds the lock)."""
+        if self._pending is None or self.core.episode is not None:
+            return False
+        candidate, version = self._pending
+        self._pending = None
+        previous = self.policy_version
+        self._install_policy(candidate, version, f"swapped in at the episode boundary (was {previous!r})")
+        self.get_logger().info(f"policy {version!r} is running (was {previous!r})")
+        return True
+
+    def _install_policy(self, policy: ChunkPolicy, version: str, reason: str) -> None:
+        self.policy, self.policy_version = policy, version
+        self.core.set_policy(policy.chunk_size)
+        self._swap_note = reason
+        self._policy_status(version, True, "active", reason)
+
+    def _policy_status(self, version: str, accepted: bool, state: str, reason: str, update: PolicyUpdate | None = None) -> None:
+        status = {"version": version, "accepted": accepted, "state": state, "reason": reason, "running": self.policy_version}
+        if update is not None:
+            status.update(uri=update.uri, sha256=update.sha256)
+        if not accepted:
+            self._swap_note = f"rejected {version!r}: {reason}"
+        with publishing_until_shutdown(self):
+            self.policy_status_pub.publish(String(data=json.dumps(status)))
+
+    # ------------------------------------------------------------------ diagnostics
+    def _report(self):
+        now = time.monotonic()
+        with self._lock:
+            monitor = self.core.monitor
+            c = monitor.counters
+            state, cause = monitor.state, monitor.first_cause
+            values: dict[str, object] = {
+                "state": state.value,
+                "latch_reason": cause or "",
+                "policy_version": self.policy_version,
+                "policy_status": self._swap_note,
+                "queue_depth": self.core.queue_depth(),
+                "commands_sent": c.commands,
+                "holds": c.holds,
+                "clamps": c.clamps,
+                "violations": c.violations,
+                "latches": c.latches,
+                "last_violation": self.core.last_violation,
+                "overruns": self._overruns,
+                "control_period_ms": self.config.period * 1e3,
+            }
+        with self._stats_lock:
+            values.update(self.stats.summary(now))
+            values["estop_holds"] = self._estop_holds
+        if state is SafetyState.LATCHED:
+            return ERROR, f"latched: {cause}", values
+        if self._overruns:
+            return WARN, f"{state.value}; {self._overruns} control overruns", values
+        return OK, state.value, values
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+
+
+def main() -> int:
+    return run_node(PolicyExecutorNode, threads=4)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
