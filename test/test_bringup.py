@@ -99,7 +99,8 @@ def _node_processes(runner: subprocess.Popen) -> dict[str, psutil.Process]:
     return found
 
 
-RUNNER_PROFILE = ("teleop", "robot:=so101")
+# The default sim backend: robot:=so101 refuses to start without the arm's serial port.
+RUNNER_PROFILE = ("teleop", "robot:=sim")
 
 
 @pytest.mark.ros

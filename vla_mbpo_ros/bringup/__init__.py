@@ -33,32 +33,50 @@ class NodeSpec:
     remappings: tuple[tuple[str, str], ...] = ()
     required: bool = True  # the graph shuts down (non-zero) when a required node dies
     robots: tuple[str, ...] = ()  # started only for these robot:= values (empty: always)
+    cameras: tuple[str, ...] = ()  # started only for these cameras:= values (empty: always)
 
 
 LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("robot", "sim", "robot backend", ("sim", "so101", "ros2_control")),
+    LaunchArgument("cameras", "usb", "camera drivers for robot:=so101: USB/V4L2 (OpenCV) or RealSense", ("usb", "realsense")),
     LaunchArgument("config", "", "extra ROS parameter file (YAML) applied to every node after the defaults"),
     LaunchArgument("output_dir", "outputs", "datasets, checkpoints and reports are written here"),
 )
 
 # Camera drivers of the real SO-101 setup (robot:=so101). The ros2_control backend brings its own
 # drivers and controllers, so no node of ours talks to the hardware there.
-_REAL_CAMERAS = (
-    NodeSpec("head_camera", "opencv_camera", ("cameras/so101_usb.yaml",), robots=("so101",)),
-    NodeSpec("wrist_camera", "opencv_camera", ("cameras/so101_usb.yaml",), robots=("so101",)),
+_REAL_CAMERAS = tuple(
+    NodeSpec(name, executable, (f"cameras/{profile}.yaml",), robots=("so101",), cameras=(kind,))
+    for kind, executable, profile in (("usb", "opencv_camera", "so101_usb"), ("realsense", "realsense_camera", "so101_realsense"))
+    for name in ("head_camera", "wrist_camera")
 )
+
+# The real arm: LeRobot's SO-101 follower behind /joint_states and the arm command topics.
+_SO101 = (NodeSpec("so101_driver", "so101_driver", ("so101_driver.yaml",), robots=("so101",)),)
 
 _SIM = (NodeSpec("sim_robot", "sim_robot", ("sim_robot.yaml",), robots=("sim",)),)
 
-_DRIVERS = (*_SIM, *_REAL_CAMERAS)
+_DRIVERS = (*_SIM, *_SO101, *_REAL_CAMERAS)
 
 PROFILES: dict[str, tuple[NodeSpec, ...]] = {
     # Robot drivers + observation sync + policy executor + recorder + episode manager + world model.
-    "finetune": (*_DRIVERS,),
+    "finetune": (
+        *_DRIVERS,
+        NodeSpec("observation_sync", "observation_sync", ("observation_sync.yaml",)),
+        NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml",)),
+    ),
     # Robot drivers + observation sync + teleop + recorder.
-    "teleop": (*_DRIVERS,),
+    "teleop": (
+        *_DRIVERS,
+        NodeSpec("observation_sync", "observation_sync", ("observation_sync.yaml",)),
+        NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml", "policy_executor_teleop.yaml")),
+    ),
     # Robot drivers + observation sync + safety-gated policy executor.
-    "deploy": (*_DRIVERS,),
+    "deploy": (
+        *_DRIVERS,
+        NodeSpec("observation_sync", "observation_sync", ("observation_sync.yaml",)),
+        NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml",)),
+    ),
 }
 
 
@@ -119,6 +137,8 @@ def resolve(profile: str, arguments: Mapping[str, str] | None = None, config: Pa
     nodes = []
     for spec in PROFILES[profile]:
         if spec.robots and args["robot"] not in spec.robots:
+            continue
+        if spec.cameras and args["cameras"] not in spec.cameras:
             continue
         nodes.append(
             ResolvedNode(

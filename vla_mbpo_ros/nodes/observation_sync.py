@@ -3,7 +3,9 @@
 Matching is core.sync.ApproximateTimeSync on header stamps (the head view is the reference; one set
 per head frame). Subscriptions use the sensor-data QoS of the drivers; the output is reliable. The
 images are forwarded as received (no decode, no copy). /diagnostics reports per-stream rates, drops,
-the matched-set rate, skew and latency percentiles, and stale streams.
+the matched-set rate, skew and latency percentiles, and stale streams. ``latency_ms`` is the
+latency the node adds: from the DDS receipt of a set's last-arriving member (rmw reception
+timestamp, so executor queueing counts) to the publish of the set.
 """
 
 from __future__ import annotations
@@ -45,34 +47,39 @@ class ObservationSyncNode(Node):
         self.pub = self.create_publisher(MultiViewObservation, output_topic, OBSERVATION_QOS)
         for view in self.views:
             topic = image_topic.format(view=view)
-            self.create_subscription(Image, topic, lambda msg, v=view: self._on_message(v, msg), SENSOR_QOS)
-        self.create_subscription(JointState, joint_topic, lambda msg: self._on_message(JOINTS, msg), SENSOR_QOS)
+            self.create_subscription(Image, topic, lambda msg, info, v=view: self._on_message(v, msg, info), SENSOR_QOS)
+        self.create_subscription(JointState, joint_topic, lambda msg, info: self._on_message(JOINTS, msg, info), SENSOR_QOS)
         self.diagnostics = DiagnosticsPublisher(self, self._report, period=1.0)
         self._warned_stale: set[str] = set()
 
-    def _on_message(self, stream: str, msg) -> None:
+    def _on_message(self, stream: str, msg, info) -> None:
         received = time.monotonic()
+        # Host (system clock) time at which DDS received the message; the callback time if unknown.
+        received_wall = info["received_timestamp"] * 1e-9 if info.get("received_timestamp") else time.time()
         self.stats.tick(stream, received)
-        for matched in self.sync.add(stream, stamp_to_seconds(msg.header.stamp), msg, received):
-            self._publish(matched, received)
+        for matched in self.sync.add(stream, stamp_to_seconds(msg.header.stamp), (msg, received_wall), received):
+            self._publish(matched)
 
-    def _publish(self, matched, received: float) -> None:
+    def _publish(self, matched) -> None:
+        last_receipt = max(received_wall for _, received_wall in matched.items.values())
+        items = {stream: msg for stream, (msg, _) in matched.items.items()}
         obs = MultiViewObservation()
         obs.header.stamp = seconds_to_stamp(matched.stamp)
         obs.header.frame_id = "base_link"
         obs.sequence = self.sequence
         obs.view_names = list(self.views)
-        obs.images = [matched.items[v] for v in self.views]
+        obs.images = [items[v] for v in self.views]
         obs.view_offsets = [float(matched.offsets[v]) for v in self.views]
         obs.joint_state_offset = float(matched.offsets[JOINTS])
         obs.max_skew = float(matched.max_skew)
-        obs.joint_state = matched.items[JOINTS]
+        obs.joint_state = items[JOINTS]
         self.pub.publish(obs)
+        latency_ms = (time.time() - last_receipt) * 1e3
         self.sequence += 1
         now = time.monotonic()
         self.stats.tick("sets", now)
         self.stats.add("skew_ms", matched.max_skew * 1e3, now)
-        self.stats.add("latency_ms", (now - received) * 1e3, now)
+        self.stats.add("latency_ms", latency_ms, now)
 
     def _report(self):
         now = time.monotonic()
