@@ -12,39 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
-from vla_mbpo_ros.core.data import EpisodeStore, Outcome, RecordedFrame, RecordingConfig
 from vla_mbpo_ros.core.data.episodes import load_recorded_episodes
 from vla_mbpo_ros.core.mbpo.pipeline import PipelineConfig, read_state, run_iteration
 from vla_mbpo_ros.core.policy.base import load_policy
 from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
-from vla_mbpo_ros.core.sim import SimConfig, So101Sim
-from vla_mbpo_ros.core.sim.expert import ScriptedExpert
-
-IMAGE = (32, 32)
-
-
-def record_sim_episodes(root: Path, seeds, noisy_after: int = 2) -> None:
-    """Scripted-expert episodes (the later ones noisy, so some fail) at 10 fps, 30 Hz control."""
-    sim = So101Sim(SimConfig(image_size=IMAGE, camera_fps=10.0, control_fps=30.0))
-    store = EpisodeStore(root, RecordingConfig(image_size=IMAGE, fps=10, min_free_disk_mb=0.0))
-    for i, seed in enumerate(seeds):
-        sim.reset(seed)
-        expert = ScriptedExpert(sim, seed=seed)
-        if i >= noisy_after:
-            expert.config = type(expert.config)(**{**vars(expert.config), "target_noise_std": 0.15})
-        store.begin("pick up the cube", "scripted_expert")
-        for step in range(150):
-            target = expert.act(sim)
-            if step % 3 == 0:
-                store.add(RecordedFrame(sim.render(fresh=True), sim.joint_positions(), target, sim.time, sim.time))
-            sim.set_joint_targets(target)
-            sim.step()
-            if sim.is_success() and step % 3 == 2:
-                break
-        store.save(Outcome.SUCCESS if sim.is_success() else Outcome.FAILURE)
-    store.close()
-    sim.close()
-
+from sim_data import IMAGE, record_sim_episodes
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:

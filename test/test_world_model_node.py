@@ -1,0 +1,78 @@
+"""The world-model node as a real process: bootstrap policy, update on demand, kill -9 and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+pytestmark = pytest.mark.ros
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    from sim_data import record_sim_episodes
+
+    record_sim_episodes(tmp_path / "dataset", seeds=range(4))
+    config = yaml.safe_load((REPO / "config" / "finetune_sim.yaml").read_text())
+    config["bc"]["steps"] = 30
+    # Long enough to be killed in the middle of the world-model phase.
+    config["world_model"]["train"].update(steps=400, vq_fit_steps=20)
+    config["mbpo"].update(num_iterations=1, samples_per_refill=16, rollout_batch_size=8, minibatch_size=16, validation_starts=4)
+    (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path
+
+
+def _workers(run_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "vla_mbpo_ros.core.mbpo.pipeline" in cmdline and str(run_dir) in cmdline:
+            found.append(proc)
+    return found
+
+
+def test_bootstraps_then_resumes_an_update_after_kill_9(ros, launch_node, workspace):
+    from ros_harness import wait_until
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
+    from vla_mbpo_ros.msg import PolicyUpdate
+    from vla_mbpo_ros.nodes._runtime import LATCHED_QOS
+
+    params = {"output_dir": str(workspace), "pipeline_config": str(workspace / "finetune.yaml"), "episodes_per_update": 100}
+    node = launch_node("vla_mbpo_ros.nodes.world_model_node", "world_model_node", params=params)
+    updates = ros.subscribe(PolicyUpdate, "/vla_mbpo/policy_update", LATCHED_QOS)
+    statuses = ros.subscribe(String, "/vla_mbpo/world_model/status", LATCHED_QOS)
+
+    first = wait_until(lambda: updates and updates[-1], 240.0, "the bootstrap (BC) policy announced")
+    assert first.version == "v0001" and first.uri.startswith("file://")
+    assert checkpoint_sha256(Path(first.uri[len("file://"):])) == first.sha256
+
+    response = ros.call(Trigger, "/world_model_node/update_now", Trigger.Request())
+    assert response.success
+    wait_until(lambda: statuses and json.loads(statuses[-1].data).get("phase") == "world_model", 120.0, "world-model phase")
+    run_dir = workspace / "finetune"
+    wait_until(lambda: _workers(run_dir), 30.0, "the training worker process")
+    node.kill9()
+    wait_until(lambda: not _workers(run_dir), 30.0, "the orphaned worker to exit")
+    assert not (run_dir / "iterations" / "0001" / "result.json").exists()
+
+    statuses.clear()
+    launch_node("vla_mbpo_ros.nodes.world_model_node", "world_model_node", params=params)
+    wait_until(lambda: statuses and json.loads(statuses[-1].data).get("state") == "training", 60.0, "the update resumed")
+    done = wait_until(
+        lambda: [s for s in statuses if json.loads(s.data).get("last_result", {}).get("iteration") == 1], 600.0, "iteration 1 done"
+    )
+    result = json.loads(done[-1].data)["last_result"]
+    assert (run_dir / "iterations" / "0001" / "result.json").is_file()
+    if result["published"]:
+        wait_until(lambda: updates[-1].version == "v0002", 30.0, "v0002 announced")
+    else:
+        assert "imagined success" in result["reason"]

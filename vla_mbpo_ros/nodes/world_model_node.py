@@ -1,0 +1,218 @@
+"""Offboard world-model node: between episodes, improve the policy with VLA-MBPO and publish it.
+
+After every ``episodes_per_update`` labelled real episodes (EpisodeEvent SUCCESS/FAILURE), or on
+``~/update_now``, it runs one outer iteration of core.mbpo.pipeline in a worker *process* (training
+never blocks this node's executor, and a GPU job can't take the ROS graph down with it): finetune
+the world model on the dataset, branched imagined rollouts + PPO, validation, a versioned
+checkpoint with its sha256. An accepted version is announced on /vla_mbpo/policy_update (transient
+local: a policy node that starts later still gets it). With no policy yet, the first iteration is
+behaviour cloning on the recorded demonstrations.
+
+It shares nothing with the policy node but the dataset and checkpoint directory (output_dir, which
+can be a shared mount when this node runs on a GPU server) and the ROS topics. Killed at any point,
+it resumes the unfinished iteration when restarted (the worker exits when its node is gone).
+Progress: latched JSON on /vla_mbpo/world_model/status, /diagnostics, and the worker's log with tqdm
+bars in <output_dir>/finetune/worker.log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from vla_mbpo_ros.bringup import config_dir
+from vla_mbpo_ros.core.mbpo.pipeline import PipelineConfig, read_state
+from vla_mbpo_ros.msg import EpisodeEvent, PolicyUpdate
+from vla_mbpo_ros.nodes._diagnostics import ERROR, OK, DiagnosticsPublisher
+from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS, ConfigError, declare, run_node
+
+_LABELLED_ENDS = (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE)
+
+
+def count_labelled_episodes(dataset: Path) -> int:
+    """Episodes saved in the dataset (cheap: the metadata's total, no frames read)."""
+    info = dataset / "meta" / "info.json"
+    return int(json.loads(info.read_text()).get("total_episodes", 0)) if info.is_file() else 0
+
+
+class WorldModelNode(Node):
+    def __init__(self) -> None:
+        super().__init__("world_model_node")
+        output_dir = Path(declare(self, "output_dir", "outputs", "dataset and checkpoints live here")).resolve()
+        self.dataset = output_dir / declare(self, "dataset_name", "dataset")
+        self.run_dir = output_dir / "finetune"
+        self.real_episodes_csv = output_dir / "episodes.csv"
+        config = declare(self, "pipeline_config", "", "pipeline YAML; '' = the package's config/finetune_sim.yaml")
+        self.pipeline_config = Path(config) if config else config_dir() / "finetune_sim.yaml"
+        self.episodes_per_update = declare(self, "episodes_per_update", 4, "labelled real episodes per update")
+        self.bootstrap = declare(self, "bootstrap", True, "without a policy, behaviour-clone the first one")
+        self.device = declare(self, "device", "cpu", "torch device of the worker (cpu, cuda, cuda:1)")
+        try:
+            self.min_episodes = PipelineConfig.from_yaml(self.pipeline_config).min_episodes
+        except (OSError, ValueError, TypeError) as err:
+            raise ConfigError(f"pipeline_config {self.pipeline_config}: {err}") from err
+        if self.episodes_per_update < 1:
+            raise ConfigError(f"episodes_per_update must be >= 1, got {self.episodes_per_update}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+        self.update_pub = self.create_publisher(PolicyUpdate, "/vla_mbpo/policy_update", LATCHED_QOS)
+        self.status_pub = self.create_publisher(String, "/vla_mbpo/world_model/status", LATCHED_QOS)
+        self.create_subscription(EpisodeEvent, "/vla_mbpo/episode_event", self._on_episode_event, RELIABLE_QOS)
+        self.create_service(Trigger, "~/update_now", self._on_update_now)
+        self._lock = threading.Lock()
+        self._worker: subprocess.Popen | None = None
+        self.status: dict = {"state": "idle", "iteration": read_state(self.run_dir)["iterations_done"], "updates_finished": 0}
+        self.episodes_since_update = 0
+        self.diagnostics = DiagnosticsPublisher(self, self._report, period=1.0)
+        # Timers share one group: the tick never runs concurrently with itself.
+        self.create_timer(1.0, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
+
+        current = read_state(self.run_dir)["current_policy"]
+        if current is not None:
+            self._announce(current, {})
+        if self._unfinished_iteration():
+            self.get_logger().info("resuming the unfinished iteration")
+            self._start_worker("resume")
+        self._publish_status()
+
+    # ---------------------------------------------------------------- triggers
+    def _on_episode_event(self, msg: EpisodeEvent) -> None:
+        if msg.event in _LABELLED_ENDS:
+            with self._lock:
+                self.episodes_since_update += 1
+
+    def _on_update_now(self, _request, response):
+        started = self._start_worker("requested")
+        response.success = started
+        response.message = "update started" if started else "an update is already running"
+        return response
+
+    def _unfinished_iteration(self) -> bool:
+        state = read_state(self.run_dir)
+        path = self.run_dir / "iterations" / f"{state['iterations_done']:04d}"
+        return path.is_dir() and not (path / "result.json").exists()
+
+    def _tick(self) -> None:
+        with self._lock:
+            running = self._worker is not None and self._worker.poll() is None
+            due = self.episodes_since_update >= self.episodes_per_update
+        if running:
+            return
+        if read_state(self.run_dir)["current_policy"] is None:
+            if self.bootstrap and count_labelled_episodes(self.dataset) >= self.min_episodes:
+                self._start_worker("bootstrap")
+        elif due:
+            self._start_worker(f"{self.episodes_per_update} new episodes")
+
+    # ---------------------------------------------------------------- worker
+    def _start_worker(self, reason: str) -> bool:
+        with self._lock:
+            if self._worker is not None and self._worker.poll() is None:
+                return False
+            self.episodes_since_update = 0
+            cmd = [
+                sys.executable, "-u", "-m", "vla_mbpo_ros.core.mbpo.pipeline",
+                "--run-dir", str(self.run_dir), "--dataset", str(self.dataset),
+                "--config", str(self.pipeline_config), "--real-episodes", str(self.real_episodes_csv),
+                "--parent-pid", str(os.getpid()),
+            ]
+            env = dict(os.environ)
+            if self.device.startswith("cuda:"):
+                env["CUDA_VISIBLE_DEVICES"] = self.device.split(":", 1)[1]
+            elif self.device == "cpu":
+                env["CUDA_VISIBLE_DEVICES"] = ""
+            log = open(self.run_dir / "worker.log", "ab")
+            self._worker = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env)
+            log.close()
+            self.status.update(state="training", reason=reason, phase="starting", started=time.time())
+        self.get_logger().info(f"update started ({reason}); log: {self.run_dir / 'worker.log'}")
+        threading.Thread(target=self._follow_worker, args=(self._worker,), daemon=True).start()
+        self._publish_status()
+        return True
+
+    def _follow_worker(self, worker: subprocess.Popen) -> None:
+        result = None
+        for raw in iter(worker.stdout.readline, b""):
+            try:
+                line = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            event = line.pop("event", "")
+            with self._lock:
+                if event == "start":
+                    self.status["iteration"] = line["iteration"]
+                elif event == "phase":
+                    self.status.update(phase=line["phase"], step=0, total=0)
+                    self.get_logger().info(f"iteration {line['iteration']}: phase {line['phase']}")
+                elif event == "progress":
+                    self.status.update(step=line.get("step", 0), total=line.get("total", 0))
+                elif event == "done":
+                    result = line
+                elif event == "error":
+                    self.status["error"] = line["message"]
+            self._publish_status()
+        code = worker.wait()
+        with self._lock:
+            self.status.update(state="idle", phase="", updates_finished=self.status["updates_finished"] + 1)
+            if result is not None:
+                self.status["last_result"] = {k: result.get(k) for k in ("iteration", "published", "version", "reason")}
+        if result is None:
+            self.get_logger().error(f"update failed (worker exit code {code}): {self.status.get('error', 'see worker.log')}")
+        elif result.get("published"):
+            self._announce(result, result.get("metrics", {}))
+        else:
+            self.get_logger().warn(f"candidate rejected, keeping the running policy: {result.get('reason')}")
+        self._publish_status()
+
+    def _announce(self, published: dict, metrics: dict) -> None:
+        msg = PolicyUpdate(version=published["version"], uri=Path(published["path"]).as_uri(), sha256=published["sha256"])
+        msg.policy_type = published.get("policy_type", "compact_flow_vla")
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        msg.metric_names, msg.metric_values = list(numeric), list(numeric.values())
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.update_pub.publish(msg)
+        self.get_logger().info(f"published policy {msg.version} ({msg.uri})")
+
+    # ---------------------------------------------------------------- status
+    def _publish_status(self) -> None:
+        with self._lock:
+            status = dict(self.status, episodes_since_update=self.episodes_since_update)
+        self.status_pub.publish(String(data=json.dumps(status, default=str)))
+
+    def _report(self):
+        with self._lock:
+            values = {k: v for k, v in self.status.items() if not isinstance(v, dict)}
+            values["episodes_since_update"] = self.episodes_since_update
+            started = self.status.get("started")
+        if self.status["state"] == "training" and started:
+            values["elapsed_s"] = round(time.time() - started, 1)
+        if "error" in self.status:
+            return ERROR, f"last update failed: {self.status['error']}", values
+        return OK, self.status["state"], values
+
+    def close(self) -> None:
+        worker = self._worker
+        if worker is not None and worker.poll() is None:
+            worker.terminate()  # a clean stop; resumable from its last finished phase
+            try:
+                worker.wait(timeout=10.0)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def main() -> int:
+    return run_node(WorldModelNode)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
