@@ -352,3 +352,14 @@ def test_validate_candidate_reports_exceptions_nonfinite_and_limit_problems():
     assert any("shoulder_pan outside" in p for p in validate_candidate(ReplayPolicy(far[None]), [_observation()], gate))
     narrow = ReplayPolicy(np.zeros((1, 4, D - 1)))
     assert "action_dim" in validate_candidate(narrow, [_observation()], gate)[0]
+
+
+def test_actions_at_the_dataset_rate_are_interpolated_over_control_steps():
+    from vla_mbpo_ros.core.executor import upsample_actions
+
+    actions = np.array([[0.0, 10.0], [3.0, 7.0], [6.0, 4.0]])
+    up = upsample_actions(actions, 3)
+    assert up.shape == (9, 2)
+    np.testing.assert_allclose(up[:, 0], [0, 1, 2, 3, 4, 5, 6, 6, 6])
+    np.testing.assert_allclose(up[:, 1], [10, 9, 8, 7, 6, 5, 4, 4, 4])
+    assert upsample_actions(actions, 1) is actions

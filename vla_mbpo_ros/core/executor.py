@@ -43,8 +43,14 @@ class ExecutorConfig:
     request_watermark: int = 2  # request the next chunk when this many queued actions remain
     teleop_stale_s: float = 0.25  # an operator target older than this (receipt time) holds
     joint_state_stale_s: float = 0.25  # an older measured position is not used as the hold anchor
+    # Control steps per policy action: control_rate / the frame rate the policy was trained at (the
+    # dataset fps). A chunk then spans the time it spanned in the data; actions are linearly
+    # interpolated between control steps.
+    steps_per_action: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.steps_per_action, bool) or not isinstance(self.steps_per_action, int) or self.steps_per_action < 1:
+            raise ValueError(f"steps_per_action: expected an integer >= 1, got {self.steps_per_action!r}")
         for name in ("control_rate", "teleop_stale_s", "joint_state_stale_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -59,6 +65,19 @@ class ExecutorConfig:
     @property
     def period(self) -> float:
         return 1.0 / self.control_rate
+
+
+def upsample_actions(actions: np.ndarray, factor: int) -> np.ndarray:
+    """(k, d) actions at the policy's rate -> (k * factor, d) control steps, linearly interpolated
+    from each action towards the next; the last action is held for its slot."""
+    if factor == 1:
+        return actions
+    k = len(actions)
+    t = np.minimum(np.arange(k * factor) / factor, k - 1)
+    lower = np.floor(t).astype(int)
+    upper = np.minimum(lower + 1, k - 1)
+    alpha = (t - lower)[:, None]
+    return (1 - alpha) * actions[lower] + alpha * actions[upper]
 
 
 @dataclass(frozen=True)
@@ -134,8 +153,9 @@ class ExecutorCore:
         if chunk_size is None:
             self._queue = None
         else:
-            watermark = min(self.config.request_watermark, chunk_size - 1)
-            self._queue = ActionQueue(chunk_size, self.config.blend, self.config.exp_decay, watermark)
+            steps = chunk_size * self.config.steps_per_action
+            watermark = min(self.config.request_watermark, steps - 1)
+            self._queue = ActionQueue(steps, self.config.blend, self.config.exp_decay, watermark)
         self._flush()
 
     # ---- inputs -------------------------------------------------------------------------
@@ -219,11 +239,12 @@ class ExecutorCore:
         if request.generation != self.generation or self._queue is None:
             return False
         arr = np.asarray(actions, dtype=np.float64)
-        if arr.ndim != 2 or arr.shape != (self._queue.chunk_size, len(self.joint_names)):
+        expected = (self._queue.chunk_size // self.config.steps_per_action, len(self.joint_names))
+        if arr.shape != expected:
             # A wrong shape is a broken policy: report it as an inference error (latches).
-            expected = (self._queue.chunk_size, len(self.joint_names))
             self.monitor.inference_finished(now, f"chunk shape {arr.shape}, expected {expected}")
             return False
+        arr = upsample_actions(arr, self.config.steps_per_action)
         self._queue.push(arr, request.start_step)
         self._spans.append((request.start_step, request.start_step + len(arr), int(chunk_id)))
         return True

@@ -124,6 +124,9 @@ class PolicyExecutorNode(Node):
                 request_watermark=declare(self, "request_watermark", 2, "request a chunk when this many actions remain"),
                 teleop_stale_s=declare(self, "teleop_stale_s", 0.25, "older operator targets hold (s)"),
                 joint_state_stale_s=declare(self, "joint_state_stale_s", 0.25, "s"),
+                steps_per_action=declare(
+                    self, "steps_per_action", 1, "control steps per policy action (control_rate / dataset fps)"
+                ),
             )
             safety = load_safety_config(safety_path or config_dir() / "robots" / "so101.yaml")
         except (ValueError, OSError) as err:
