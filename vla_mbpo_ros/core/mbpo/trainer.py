@@ -14,7 +14,6 @@ The BC-only baseline is ``policy.bc.train_bc`` with no RL.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from vla_mbpo_ros.core.config import config_from_dict, read_params_section
 from vla_mbpo_ros.core.mbpo.gae import chunk_discount, chunk_gae, normalize_advantages
 from vla_mbpo_ros.core.mbpo.ppo import PPOConfig, PPOUpdater
 from vla_mbpo_ros.core.mbpo.rollout import RolloutBuffer, branched_rollout, deterministic_success_rate
@@ -75,23 +75,12 @@ class MBPOConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MBPOConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown MBPOConfig fields: {sorted(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "mbpo")
 
     @classmethod
     def from_yaml(cls, path: str | Path, node_name: str = "world_model_node", prefix: str = "mbpo") -> "MBPOConfig":
-        """Read a plain mapping of fields, or a ROS 2 params file laid out as
-        ``<node_name>: ros__parameters: <prefix>: {field: value}``."""
-        import yaml
-
-        with open(path, encoding="utf-8") as stream:
-            data = yaml.safe_load(stream) or {}
-        if isinstance(data, dict) and isinstance(data.get(node_name), dict):
-            data = data[node_name].get("ros__parameters", {}).get(prefix, {})
-        return cls.from_dict(data)
+        """Read a plain mapping of fields, or a ROS 2 params file (``<node_name>: ros__parameters: <prefix>:``)."""
+        return cls.from_dict(read_params_section(path, node_name, prefix))
 
 
 @dataclass

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vla_mbpo_ros.core.config import config_from_dict, read_params_section
 from vla_mbpo_ros.core.policy.base import ChunkSample, ObsBatch, register_policy_type
 from vla_mbpo_ros.core.policy.checkpoint import load_tensors, read_config, save_checkpoint
 from vla_mbpo_ros.core.policy.flow_sde import FlowSDEConfig, chain_log_prob, sample_chain
@@ -93,24 +94,12 @@ class CompactFlowVLAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CompactFlowVLAConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown CompactFlowVLAConfig fields: {sorted(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "policy")
 
     @classmethod
-    def from_yaml(cls, path: str | Path, node_name: str = "policy_node",
-                  prefix: str = "policy") -> "CompactFlowVLAConfig":
-        """Read a plain mapping of fields, or a ROS 2 params file laid out as
-        ``<node_name>: ros__parameters: <prefix>: {field: value}``."""
-        import yaml
-
-        with open(path, encoding="utf-8") as stream:
-            data = yaml.safe_load(stream) or {}
-        if isinstance(data, dict) and isinstance(data.get(node_name), dict):
-            data = data[node_name].get("ros__parameters", {}).get(prefix, {})
-        return cls.from_dict(data)
+    def from_yaml(cls, path: str | Path, node_name: str = "policy_node", prefix: str = "policy") -> "CompactFlowVLAConfig":
+        """Read a plain mapping of fields, or a ROS 2 params file (``<node_name>: ros__parameters: <prefix>:``)."""
+        return cls.from_dict(read_params_section(path, node_name, prefix))
 
 
 def hash_instruction(text: str, vocab_size: int, max_tokens: int) -> list[int]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vla_mbpo_ros.core.config import config_from_dict, read_params_section
+
 _VIEW_NAMES = ("head", "wrist")
 
 
@@ -148,26 +150,12 @@ class SimConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SimConfig:
         """Build from a plain mapping (YAML, ROS parameters); unknown keys raise ValueError."""
-        if not isinstance(values, dict):
-            raise ValueError(f"sim config must be a mapping, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown sim config field(s): {', '.join(unknown)}")
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
-        return cls(**kwargs)
+        return config_from_dict(cls, values, "sim")
 
     @classmethod
     def from_yaml(cls, path: str | Path, node_name: str = "sim_robot", prefix: str = "sim") -> SimConfig:
-        """Read a plain mapping of fields, or a ROS 2 params file laid out for the sim node
-        (``<node_name>: ros__parameters: <prefix>: {field: value}``)."""
-        import yaml
-
-        with open(path, encoding="utf-8") as stream:
-            data = yaml.safe_load(stream) or {}
-        if isinstance(data, dict) and isinstance(data.get(node_name), dict):
-            data = data[node_name].get("ros__parameters", {}).get(prefix, {})
-        return cls.from_dict(data)
+        """Read a plain mapping of fields, or the sim node's ROS 2 params file."""
+        return cls.from_dict(read_params_section(path, node_name, prefix))
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
