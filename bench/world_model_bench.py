@@ -1,0 +1,205 @@
+"""UMM world model benchmarks (not part of the test run).
+
+(a) Batched generation: one ``step`` over B branches vs B single-branch ``step`` calls, same model;
+    prints the throughput ratio (goal >= 5x at B = 16).
+(b) IVD ablation on simulated episodes: scripted-expert SO-101 pick episodes from the MuJoCo sim, one VQ
+    tokenizer fitted once and shared, then two world models trained identically except for ``ivd``;
+    prints per-view PSNR/SSIM on held-out episodes next to two references: copying the current frame
+    (no model) and the VQ reconstruction of the real target (the best any model can do with this tokenizer).
+
+    .venv/bin/python bench/world_model_bench.py [--part a|b|all] [--steps 600] [--out /tmp/wm_bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np
+import torch
+
+from vla_mbpo_ros.core.world_model.codec import ActionStats
+from vla_mbpo_ros.core.world_model.data import DataConfig, Episode, action_stats, build_samples
+from vla_mbpo_ros.core.world_model.evaluate import EvalConfig, evaluate_dynamics, psnr, render_examples, ssim
+from vla_mbpo_ros.core.world_model.model import TinyArchConfig, UMMWorldModel, WorldModelConfig
+from vla_mbpo_ros.core.world_model.train import TrainConfig, fit_vq_tokenizer, train_world_model
+
+VIEWS = ("head", "wrist")
+INSTRUCTION = "pick up the cube"
+
+
+def bench_batched(batch: int, image_size: int, chunk: int, repeats: int) -> dict:
+    stats = ActionStats(low=-np.ones(6), high=np.ones(6))
+    model = UMMWorldModel.tiny(VIEWS, stats, image_size, seed=0, instructions=[INSTRUCTION])
+    rng = np.random.default_rng(0)
+    views = {v: rng.integers(0, 255, (batch, image_size, image_size, 3), dtype=np.uint8) for v in VIEWS}
+    chunks = rng.uniform(-1, 1, (batch, chunk, 6)).astype(np.float32)
+    instructions = [INSTRUCTION] * batch
+    model.step({v: x[:1] for v, x in views.items()}, chunks[:1], instructions[:1])  # warm-up
+    batched, sequential = [], []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        model.step(views, chunks, instructions)
+        batched.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        for b in range(batch):
+            model.step({v: x[b : b + 1] for v, x in views.items()}, chunks[b : b + 1], instructions[b : b + 1])
+        sequential.append(time.perf_counter() - began)
+    t_batched, t_sequential = float(np.median(batched)), float(np.median(sequential))
+    return {
+        "branches": batch,
+        "image_tokens_per_view": model.core.n_vq,
+        "parameters": model.num_parameters(),
+        "batched_s": t_batched,
+        "sequential_s": t_sequential,
+        "batched_s_per_branch": t_batched / batch,
+        "throughput_ratio": t_sequential / t_batched,
+    }
+
+
+def sim_episodes(count: int, length: int, image_size: int, seed: int) -> list[Episode]:
+    """Scripted-expert pick episodes at 10 Hz (one action per frame); a third with noisy targets."""
+    from vla_mbpo_ros.core.sim import ExpertConfig, ScriptedExpert, SimConfig, So101Sim
+
+    sim = So101Sim(SimConfig(image_size=(image_size, image_size), control_fps=10.0, camera_fps=10.0, physics_substeps=48))
+    episodes = []
+    for index in range(count):
+        noisy = index % 3 == 2
+        expert = ScriptedExpert(sim, ExpertConfig(target_noise_std=0.08 if noisy else 0.01), seed=seed + index)
+        sim.reset(seed=seed + index)
+        frames = {v: [] for v in VIEWS}
+        actions, success = [], False
+        for _ in range(length):
+            for v, image in sim.render(fresh=True).items():
+                frames[v].append(image)
+            action = expert.act(sim)
+            sim.set_joint_targets(action)
+            sim.step()
+            actions.append(action.astype(np.float32))
+            success = success or sim.is_success()
+        episodes.append(Episode({v: np.stack(f) for v, f in frames.items()}, np.stack(actions), success, INSTRUCTION))
+    sim.close()
+    return episodes
+
+
+def references(model: UMMWorldModel, dynamics, limit: int) -> dict:
+    """PSNR/SSIM of copying the current frame and of the tokenizer's reconstruction of the target."""
+    indices = np.unique(np.linspace(0, len(dynamics) - 1, min(limit, len(dynamics))).round().astype(int))
+    items = [dynamics[int(i)] for i in indices]
+    result = {}
+    for v in VIEWS:
+        current = np.stack([it["current"][v].numpy() for it in items])
+        target = np.stack([it["next"][v].numpy() for it in items])
+        with torch.no_grad():
+            recon = model.core.vq_decode(model.core.vq_encode(torch.from_numpy(target))).cpu().numpy()
+        result[v] = {
+            "copy_current_psnr": float(psnr(current, target).mean()),
+            "copy_current_ssim": float(ssim(current, target).mean()),
+            "vq_reconstruction_psnr": float(psnr(recon, target).mean()),
+            "vq_reconstruction_ssim": float(ssim(recon, target).mean()),
+        }
+    return result
+
+
+def bench_ivd(args) -> dict:
+    began = time.perf_counter()
+    episodes = sim_episodes(args.episodes + args.held_out, args.length, args.image_size, seed=100)
+    train_eps, held_eps = episodes[: args.episodes], episodes[args.episodes :]
+    sim_seconds = time.perf_counter() - began
+    data = DataConfig(chunk_size=args.chunk, reward_yes_window=5, reward_no_margin=10, yes_oversample=3)
+    dynamics, reward = build_samples(train_eps, VIEWS, data)
+    held_dynamics, _ = build_samples(held_eps, VIEWS, data)
+    arch = TinyArchConfig(image_size=args.image_size, tokens_per_side=args.tokens_per_side)
+    stats = action_stats(train_eps)
+    train_config = TrainConfig(
+        steps=args.steps, batch_size=8, reward_batch_size=8, lr=args.lr, warmup_steps=50, seed=0,
+        vq_fit_steps=args.vq_steps, vq_fit_batch_size=16, log_every=50,
+    )
+    base = UMMWorldModel.tiny(VIEWS, stats, args.image_size, 0, arch=arch, instructions=[INSTRUCTION])
+    frames = np.concatenate([ep.views[v] for ep in train_eps for v in VIEWS])
+    began = time.perf_counter()
+    vq_losses = fit_vq_tokenizer(base.core, frames, train_config, progress=True)
+    vq_seconds = time.perf_counter() - began
+    state = copy.deepcopy(base.core.janus.state_dict())
+    out = Path(args.out)
+    result = {
+        "episodes": {"train": len(train_eps), "held_out": len(held_eps), "length": args.length,
+                     "train_successes": int(sum(e.success for e in train_eps))},
+        "dynamics_samples": {"train": len(dynamics), "held_out": len(held_dynamics)},
+        "sim_seconds": sim_seconds,
+        "vq_fit": {"steps": args.vq_steps, "seconds": vq_seconds, "recon_mse_last": float(np.mean(vq_losses[-20:]))},
+        "references": references(base, held_dynamics, args.eval_samples),
+        "parameters": base.num_parameters(),
+    }
+    for ivd in (True, False):
+        config = WorldModelConfig(view_names=VIEWS, ivd=ivd)
+        model = UMMWorldModel.tiny(VIEWS, stats, args.image_size, 0, arch=arch, config=config, instructions=[INSTRUCTION])
+        model.core.janus.load_state_dict(state)
+        began = time.perf_counter()
+        history = train_world_model(model, dynamics, reward, dataclasses.replace(train_config, vq_fit_steps=0), progress=True)
+        train_seconds = time.perf_counter() - began
+        name = "ivd" if ivd else "no_ivd"
+        metrics = evaluate_dynamics(model, held_dynamics, EvalConfig(batch_size=16, max_samples=args.eval_samples))
+        render_examples(model, held_dynamics, out / f"{name}_real_vs_predicted.png", rows=8)
+        result[name] = {
+            "metrics": metrics,
+            "train_seconds": train_seconds,
+            "image_loss_first_last": [float(np.mean(history.image_loss[:25])), float(np.mean(history.image_loss[-25:]))],
+            "answer_loss_first_last": [float(np.mean(history.answer_loss[:25])), float(np.mean(history.answer_loss[-25:]))]
+            if history.answer_loss else [],
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("a", "b", "all"), default="all")
+    parser.add_argument("--branches", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--tokens-per-side", type=int, default=8)
+    parser.add_argument("--chunk", type=int, default=10)
+    parser.add_argument("--episodes", type=int, default=12)
+    parser.add_argument("--held-out", type=int, default=3)
+    parser.add_argument("--length", type=int, default=45)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--vq-steps", type=int, default=600)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-samples", type=int, default=48)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="/tmp/world_model_bench")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {}
+    if args.part in ("a", "all"):
+        report["batched_generation"] = bench_batched(args.branches, args.image_size, args.chunk, args.repeats)
+        r = report["batched_generation"]
+        print(f"(a) B={r['branches']}: batched {r['batched_s']:.3f} s, sequential {r['sequential_s']:.3f} s, "
+              f"throughput ratio {r['throughput_ratio']:.1f}x (goal >= 5x)")
+    if args.part in ("b", "all"):
+        report["ivd_ablation"] = bench_ivd(args)
+        r = report["ivd_ablation"]
+        for name in ("ivd", "no_ivd"):
+            m = r[name]["metrics"]
+            print(f"(b) {name:6s}: " + ", ".join(
+                f"{v} PSNR {m[v]['psnr']:.2f} dB SSIM {m[v]['ssim']:.3f}" for v in VIEWS))
+        for v in VIEWS:
+            ref = r["references"][v]
+            print(f"(b) {v}: copy-current PSNR {ref['copy_current_psnr']:.2f} dB, "
+                  f"VQ reconstruction PSNR {ref['vq_reconstruction_psnr']:.2f} dB")
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(f"report and side-by-side PNGs in {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""World-model training data from recorded episodes (a LeRobotDataset or in-memory arrays).
+
+Dynamics samples (frame skipping): (views_t, a_{t:t+k}) -> views_{t+k} for every t with t + k inside the
+episode. Reward samples: "Yes" = the last ``yes_window`` frames of successful episodes, "No" = frames more
+than ``no_margin`` steps before the end of any episode; frames in between are left out (method notes 2.1).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from vla_mbpo_ros.core.world_model.codec import ActionStats
+
+
+@dataclass
+class Episode:
+    """One recorded episode: views name -> (T,H,W,3) uint8, actions (T,d), success flag, instruction."""
+
+    views: dict[str, np.ndarray]
+    actions: np.ndarray
+    success: bool
+    instruction: str = ""
+
+    def __post_init__(self) -> None:
+        self.actions = np.asarray(self.actions, dtype=np.float32)
+        if self.actions.ndim != 2:
+            raise ValueError(f"Episode.actions must be (T, d), got {self.actions.shape}")
+        for name, frames in self.views.items():
+            if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != len(self.actions):
+                raise ValueError(f"Episode.views[{name!r}] must be ({len(self.actions)},H,W,3) uint8, got {frames.shape}")
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+@dataclass
+class DataConfig:
+    """Sample construction; the defaults are the paper's."""
+
+    chunk_size: int = 10  # k: actions per chunk = frames skipped
+    stride: int = 1  # dynamics samples every `stride` frames (1 = every t)
+    reward_yes_window: int = 5  # last frames of a successful episode labelled "Yes"
+    reward_no_margin: int = 10  # frames more than this many steps before the end are "No"
+    yes_oversample: int = 1  # each "Yes" sample appears this many times (class balance)
+
+    def __post_init__(self) -> None:
+        for name in ("chunk_size", "stride", "reward_yes_window", "yes_oversample"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.reward_no_margin < 0:
+            raise ValueError(f"reward_no_margin must be >= 0, got {self.reward_no_margin}")
+
+
+class DynamicsSamples(Dataset):
+    """(views_t, a_{t:t+k}) -> views_{t+k}; items are dicts of tensors (images stay uint8)."""
+
+    def __init__(self, episodes: Sequence[Episode], view_names: Sequence[str], chunk_size: int, stride: int = 1):
+        self.episodes = list(episodes)
+        self.view_names = tuple(view_names)
+        self.chunk_size = chunk_size
+        self.index = [
+            (e, t) for e, ep in enumerate(self.episodes) for t in range(0, len(ep) - chunk_size, stride)
+        ]
+        self.tokens: list[dict[str, np.ndarray]] | None = None
+
+    def set_tokens(self, tokens: list[dict[str, np.ndarray]] | None) -> None:
+        """VQ ids of every frame (per episode: view -> (T, n)), from a frozen tokenizer; items then carry
+        them so training does not re-encode the same frames every epoch."""
+        if tokens is not None and len(tokens) != len(self.episodes):
+            raise ValueError(f"tokens for {len(tokens)} episodes, dataset has {len(self.episodes)}")
+        self.tokens = tokens
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        e, t = self.index[i]
+        ep, k = self.episodes[e], self.chunk_size
+        item = {
+            "current": {v: torch.from_numpy(ep.views[v][t]) for v in self.view_names},
+            "next": {v: torch.from_numpy(ep.views[v][t + k]) for v in self.view_names},
+            "actions": torch.from_numpy(ep.actions[t : t + k]),
+        }
+        if self.tokens is not None:
+            ids = self.tokens[e]
+            item["current_tokens"] = {v: torch.from_numpy(ids[v][t]) for v in self.view_names}
+            item["next_tokens"] = {v: torch.from_numpy(ids[v][t + k]) for v in self.view_names}
+        return item
+
+
+def reward_labels(length: int, success: bool, yes_window: int, no_margin: int) -> list[tuple[int, bool]]:
+    """(frame, is_yes) pairs of one episode; the frames near the end of a failure are left out."""
+    last = length - 1
+    labels = [(t, False) for t in range(length) if last - t > no_margin]
+    if success:
+        labels += [(t, True) for t in range(max(0, length - yes_window), length)]
+    return labels
+
+
+class RewardSamples(Dataset):
+    """Head frames labelled "task done" (Yes) or not (No)."""
+
+    def __init__(self, episodes: Sequence[Episode], head_view: str, config: DataConfig):
+        self.episodes = list(episodes)
+        self.head_view = head_view
+        self.index = []
+        for e, ep in enumerate(self.episodes):
+            for t, yes in reward_labels(len(ep), ep.success, config.reward_yes_window, config.reward_no_margin):
+                self.index += [(e, t, yes)] * (config.yes_oversample if yes else 1)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([yes for _, _, yes in self.index], dtype=bool)
+
+    def __getitem__(self, i: int) -> dict:
+        e, t, yes = self.index[i]
+        ep = self.episodes[e]
+        return {"image": torch.from_numpy(ep.views[self.head_view][t]), "success": yes, "instruction": ep.instruction}
+
+
+def build_samples(
+    episodes: Sequence[Episode], view_names: Sequence[str], config: DataConfig
+) -> tuple[DynamicsSamples, RewardSamples]:
+    return (
+        DynamicsSamples(episodes, view_names, config.chunk_size, config.stride),
+        RewardSamples(episodes, view_names[0], config),
+    )
+
+
+def action_stats(episodes: Sequence[Episode], quantiles: tuple[float, float] = (0.0, 1.0)) -> ActionStats:
+    """Clip range of the actions of these episodes (use the training split only)."""
+    return ActionStats.from_actions(np.concatenate([ep.actions for ep in episodes]), quantiles)
+
+
+def split_episodes(episodes: Sequence[Episode], holdout: int, seed: int = 0) -> tuple[list[Episode], list[Episode]]:
+    """Random (train, held-out) split by whole episodes."""
+    if not 0 <= holdout < len(episodes):
+        raise ValueError(f"holdout must be in [0, {len(episodes)}), got {holdout}")
+    order = np.random.default_rng(seed).permutation(len(episodes))
+    held = set(order[:holdout].tolist())
+    return [e for i, e in enumerate(episodes) if i not in held], [e for i, e in enumerate(episodes) if i in held]
+
+
+def _to_uint8(image: torch.Tensor, size: int | None) -> np.ndarray:
+    """LeRobot frame (3,H,W) float in [0,1] -> (S,S,3) uint8 (or (H,W,3) when size is None)."""
+    x = image.float()[None]
+    if size is not None and x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return (x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def episodes_from_lerobot(
+    root: str | Path,
+    view_keys: dict[str, str],
+    *,
+    repo_id: str = "local/dataset",
+    image_size: int | None = None,
+    action_key: str = "action",
+    success_key: str = "next.success",
+    episode_success: dict[int, bool] | None = None,
+    episodes: Sequence[int] | None = None,
+) -> list[Episode]:
+    """Read episodes from a local LeRobotDataset. ``view_keys`` maps view name -> camera feature key.
+
+    An episode is successful when any of its frames has ``success_key`` true; ``episode_success``
+    (episode index -> flag) overrides that, e.g. for datasets labelled afterwards.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    dataset = LeRobotDataset(repo_id, root=root, episodes=list(episodes) if episodes is not None else None)
+    missing = [k for k in list(view_keys.values()) + [action_key] if k not in dataset.features]
+    if missing:
+        raise ValueError(f"view_keys/action_key name features the dataset lacks: {missing}")
+    if episode_success is None and success_key not in dataset.features:
+        raise ValueError(f"success_key {success_key!r} is not a dataset feature; pass episode_success instead")
+    columns = dataset.hf_dataset.with_format("numpy")
+    episode_index = np.asarray(columns["episode_index"]).reshape(-1)
+    actions_all = np.asarray(columns[action_key], dtype=np.float32)
+    # > 0: a bool flag (LeRobot's next.success) or the recorder's label (1 success, 0 failure, -1 none).
+    success_all = (
+        (np.asarray(columns[success_key]).reshape(len(episode_index), -1) > 0).any(axis=1)
+        if success_key in dataset.features
+        else np.zeros(len(episode_index), dtype=bool)
+    )
+    result = []
+    for ep in dict.fromkeys(episode_index.tolist()):
+        rows = np.flatnonzero(episode_index == ep)
+        frames = {name: [] for name in view_keys}
+        instruction = ""
+        for row in rows:
+            item = dataset[int(row)]
+            instruction = item.get("task", instruction)
+            for name, key in view_keys.items():
+                frames[name].append(_to_uint8(item[key], image_size))
+        success = episode_success[ep] if episode_success is not None else bool(success_all[rows].any())
+        result.append(
+            Episode(
+                views={n: np.stack(f) for n, f in frames.items()},
+                actions=actions_all[rows],
+                success=success,
+                instruction=instruction,
+            )
+        )
+    return result

@@ -1,0 +1,187 @@
+"""World-model evaluation: per-view PSNR/SSIM of predicted vs real frames k steps ahead, reward
+accuracy/precision/recall, generation time per branch; and real-vs-predicted side-by-side PNGs.
+
+    python -m vla_mbpo_ros.core.world_model.evaluate --checkpoint CKPT --dataset-root DATA \\
+        --config config/world_model.yaml --out EVAL_DIR
+
+The held-out episodes are those ``train.py`` left out (same seed, same ``holdout_episodes``).
+Metrics are computed at the model's image size (frames are resized to it when read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vla_mbpo_ros.core.world_model.data import DataConfig, DynamicsSamples, RewardSamples, build_samples
+from vla_mbpo_ros.core.world_model.model import UMMWorldModel
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 16
+    max_samples: int = 256  # per metric, evenly spaced over the held-out samples
+    side_by_side_rows: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_samples", "side_by_side_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def psnr(predicted: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Per-image PSNR in dB of (N,H,W,3) uint8 arrays (capped at 100 dB for identical images)."""
+    diff = predicted.astype(np.float64) - real.astype(np.float64)
+    mse = (diff**2).reshape(len(diff), -1).mean(axis=1)
+    return np.where(mse > 0, 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)), 100.0)
+
+
+def ssim(predicted: np.ndarray, real: np.ndarray, window: int = 7, sigma: float = 1.5) -> np.ndarray:
+    """Per-image SSIM of (N,H,W,3) uint8 arrays: Gaussian window, per channel, averaged.
+
+    The window (7 instead of the usual 11) fits the small frames of the CPU model; it is clipped to
+    the image size.
+    """
+    x = torch.from_numpy(predicted).permute(0, 3, 1, 2).double()
+    y = torch.from_numpy(real).permute(0, 3, 1, 2).double()
+    size = min(window, x.shape[-1], x.shape[-2])
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    kernel = (g[:, None] * g[None, :] / g.sum() ** 2).expand(3, 1, size, size)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, kernel, groups=3)
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return value.mean(dim=(1, 2, 3)).numpy()
+
+
+def _spread(n: int, limit: int) -> np.ndarray:
+    return np.unique(np.linspace(0, n - 1, min(n, limit)).round().astype(int)) if n else np.zeros(0, int)
+
+
+def _stack(dataset, indices: Sequence[int]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    items = [dataset[int(i)] for i in indices]
+    views = dataset.view_names
+    current = {v: np.stack([it["current"][v].numpy() for it in items]) for v in views}
+    following = {v: np.stack([it["next"][v].numpy() for it in items]) for v in views}
+    return current, following, np.stack([it["actions"].numpy() for it in items])
+
+
+def evaluate_dynamics(model: UMMWorldModel, dataset: DynamicsSamples, config: EvalConfig) -> dict:
+    """Mean per-view PSNR/SSIM of predicted vs real views at t+k, and generation seconds per branch."""
+    indices = _spread(len(dataset), config.max_samples)
+    if len(indices) == 0:
+        raise ValueError("no dynamics samples to evaluate")
+    scores = {v: {"psnr": [], "ssim": []} for v in dataset.view_names}
+    seconds = 0.0
+    for start in range(0, len(indices), config.batch_size):
+        current, following, chunks = _stack(dataset, indices[start : start + config.batch_size])
+        began = time.perf_counter()
+        predicted = model.predict(current, chunks)
+        seconds += time.perf_counter() - began
+        for v in dataset.view_names:
+            scores[v]["psnr"].extend(psnr(predicted[v], following[v]).tolist())
+            scores[v]["ssim"].extend(ssim(predicted[v], following[v]).tolist())
+    result = {v: {m: float(np.mean(s)) for m, s in per.items()} for v, per in scores.items()}
+    result["samples"] = int(len(indices))
+    result["seconds_per_branch"] = seconds / len(indices)
+    return result
+
+
+def evaluate_reward(model: UMMWorldModel, dataset: RewardSamples, config: EvalConfig) -> dict:
+    """Accuracy, precision and recall of the Yes/No answers on labelled head frames."""
+    indices = _spread(len(dataset), config.max_samples)
+    predicted, truth = [], []
+    for start in range(0, len(indices), config.batch_size):
+        items = [dataset[int(i)] for i in indices[start : start + config.batch_size]]
+        images = np.stack([it["image"].numpy() for it in items])
+        predicted.extend(model.reward(images, [it["instruction"] for it in items]).astype(bool).tolist())
+        truth.extend(bool(it["success"]) for it in items)
+    p, t = np.array(predicted, bool), np.array(truth, bool)
+    tp = int((p & t).sum())
+    return {
+        "samples": int(len(t)),
+        "positives": int(t.sum()),
+        "accuracy": float((p == t).mean()) if len(t) else float("nan"),
+        "precision": tp / int(p.sum()) if p.any() else float("nan"),
+        "recall": tp / int(t.sum()) if t.any() else float("nan"),
+    }
+
+
+def side_by_side(real: dict[str, np.ndarray], predicted: dict[str, np.ndarray], path: str | Path, scale: int = 4) -> Path:
+    """PNG grid: one row per sample; for each view a real | predicted pair, pairs separated by a gap."""
+    from PIL import Image
+
+    views = list(real)
+    rows, height, width = real[views[0]].shape[:3]
+    gap = 2
+    canvas = np.full((rows * (height + gap), len(views) * (2 * width + 3 * gap), 3), 255, np.uint8)
+    for r in range(rows):
+        y = r * (height + gap)
+        for c, v in enumerate(views):
+            x = c * (2 * width + 3 * gap)
+            canvas[y : y + height, x : x + width] = real[v][r]
+            canvas[y : y + height, x + width + gap : x + 2 * width + gap] = predicted[v][r]
+    image = Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def render_examples(model: UMMWorldModel, dataset: DynamicsSamples, path: str | Path, rows: int) -> Path:
+    indices = _spread(len(dataset), rows)
+    current, following, chunks = _stack(dataset, indices)
+    return side_by_side(following, model.predict(current, chunks), path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from vla_mbpo_ros.core.world_model.train import SourceConfig, TrainConfig, _dataclass_from, load_config
+    from vla_mbpo_ros.core.world_model.data import episodes_from_lerobot, split_episodes
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--dataset-root", required=True)
+    parser.add_argument("--config", default="config/world_model.yaml")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    sections = load_config(args.config)
+    source = _dataclass_from(SourceConfig, sections["source"], "source")
+    data_config = _dataclass_from(DataConfig, sections["data"], "data")
+    train_config = _dataclass_from(TrainConfig, sections["train"], "train")
+    eval_config = _dataclass_from(EvalConfig, sections["eval"], "eval")
+    model = UMMWorldModel.from_pretrained(args.checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
+    episodes = episodes_from_lerobot(
+        args.dataset_root, source.view_keys, repo_id=source.repo_id, image_size=model.core.und_size,
+        action_key=source.action_key, success_key=source.success_key,
+    )
+    _, held = split_episodes(episodes, source.holdout_episodes, train_config.seed)
+    if not held:
+        raise ValueError("source.holdout_episodes is 0: nothing held out to evaluate on")
+    dynamics, reward = build_samples(held, model.view_names, data_config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {"dynamics": evaluate_dynamics(model, dynamics, eval_config)}
+    if len(reward):
+        metrics["reward"] = evaluate_reward(model, reward, eval_config)
+    render_examples(model, dynamics, out / "real_vs_predicted.png", eval_config.side_by_side_rows)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    main()
