@@ -590,8 +590,8 @@ def _result(kind: str, held: bool = False, clamped: bool = False) -> GateResult:
 
 def test_violations_within_the_window_latch():
     monitor = active_monitor(latch_violation_count=3, latch_violation_window_s=1.0, stale_observation_s=100.0)
-    monitor.record_gate(_result("position", clamped=True), 0.0)
-    monitor.record_gate(_result("position", clamped=True), 0.5)
+    monitor.record_gate(_result("nonfinite", held=True), 0.0)
+    monitor.record_gate(_result("shape", held=True), 0.5)
     assert monitor.state is SafetyState.ACTIVE
     monitor.record_gate(_result("nonfinite", held=True), 1.0)
     assert monitor.state is SafetyState.LATCHED and monitor.first_cause.startswith("violations: 3")
@@ -600,14 +600,15 @@ def test_violations_within_the_window_latch():
 def test_violations_spread_over_more_than_the_window_do_not_latch():
     monitor = active_monitor(latch_violation_count=3, latch_violation_window_s=1.0, stale_observation_s=100.0)
     for t in (0.0, 0.6, 1.2, 1.8, 2.4):
-        monitor.record_gate(_result("position"), t)
+        monitor.record_gate(_result("nonfinite"), t)
     assert monitor.state is SafetyState.ACTIVE
 
 
-def test_rate_limit_clamps_do_not_count_toward_the_latch_by_default():
+@pytest.mark.parametrize("kind", ["step", "velocity", "position", "gripper"])
+def test_clamps_do_not_count_toward_the_latch_by_default(kind):
     monitor = active_monitor(latch_violation_count=3, stale_observation_s=100.0)
     for i in range(10):
-        monitor.record_gate(_result("step", clamped=True), 0.01 * i)
+        monitor.record_gate(_result(kind, clamped=True), 0.01 * i)
     assert monitor.state is SafetyState.ACTIVE
     assert monitor.counters.violations == 10 and monitor.counters.clamps == 10
 

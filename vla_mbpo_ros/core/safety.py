@@ -130,7 +130,9 @@ class SafetyConfig:
     # and gripper clamps are normal rate limiting and are not listed by default.
     latch_violation_count: int = 5
     latch_violation_window_s: float = 1.0
-    latch_violation_kinds: tuple[str, ...] = ("nonfinite", "shape", "dt", "position", "workspace")
+    # Kinds that signal a malfunction rather than a policy leaning on a limit: a position clamp keeps
+    # the arm inside its range by itself, while NaNs or wrong shapes mean the command source is broken.
+    latch_violation_kinds: tuple[str, ...] = ("nonfinite", "shape", "dt", "workspace")
 
     def __post_init__(self) -> None:
         names = self.limits.names
