@@ -12,10 +12,10 @@ from vla_mbpo_ros.core.sim.expert import ExpertConfig, ScriptedExpert
 IMAGE = (32, 32)
 
 
-def record_sim_episodes(root: Path, seeds, noisy_after: int = 2) -> None:
+def record_sim_episodes(root: Path, seeds, noisy_after: int = 2, codec: str = "h264") -> None:
     """Scripted-expert episodes (the later ones noisy, so some fail) at 10 fps, 30 Hz control."""
     sim = So101Sim(SimConfig(image_size=IMAGE, camera_fps=10.0, control_fps=30.0))
-    store = EpisodeStore(root, RecordingConfig(image_size=IMAGE, fps=10, min_free_disk_mb=0.0))
+    store = EpisodeStore(root, RecordingConfig(image_size=IMAGE, fps=10, min_free_disk_mb=0.0, video_codec=codec))
     for i, seed in enumerate(seeds):
         sim.reset(seed)
         noise = 0.15 if i >= noisy_after else 0.0

@@ -29,11 +29,16 @@ class NodeSpec:
     name: str  # ROS node name
     executable: str  # vla_mbpo_ros/nodes/<executable>.py, installed as lib/vla_mbpo_ros/<executable>
     param_files: tuple[str, ...] = ()  # relative to config/, applied in order
-    arg_parameters: tuple[tuple[str, str], ...] = ()  # (parameter name, launch argument it takes its value from)
+    # (parameter, value template): templates are formatted with the launch arguments, e.g. "{output_dir}".
+    parameters: tuple[tuple[str, str], ...] = ()
     remappings: tuple[tuple[str, str], ...] = ()
     required: bool = True  # the graph shuts down (non-zero) when a required node dies
-    robots: tuple[str, ...] = ()  # started only for these robot:= values (empty: always)
-    cameras: tuple[str, ...] = ()  # started only for these cameras:= values (empty: always)
+    when: tuple[tuple[str, tuple[str, ...]], ...] = ()  # started only if each launch argument has one of these values
+
+
+def only(**conditions: str | tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``when`` condition: only(robot="sim"), only(robot="so101", cameras=("usb",))."""
+    return tuple((arg, (values,) if isinstance(values, str) else tuple(values)) for arg, values in conditions.items())
 
 
 LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
@@ -41,41 +46,57 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("cameras", "usb", "camera drivers for robot:=so101: USB/V4L2 (OpenCV) or RealSense", ("usb", "realsense")),
     LaunchArgument("config", "", "extra ROS parameter file (YAML) applied to every node after the defaults"),
     LaunchArgument("output_dir", "outputs", "datasets, checkpoints and reports are written here"),
+    LaunchArgument("world_model_device", "cpu", "torch device of the world-model training worker (cpu, cuda, cuda:N)"),
 )
 
-# Camera drivers of the real SO-101 setup (robot:=so101). The ros2_control backend brings its own
-# drivers and controllers, so no node of ours talks to the hardware there.
-_REAL_CAMERAS = tuple(
-    NodeSpec(name, executable, (f"cameras/{profile}.yaml",), robots=("so101",), cameras=(kind,))
-    for kind, executable, profile in (("usb", "opencv_camera", "so101_usb"), ("realsense", "realsense_camera", "so101_realsense"))
-    for name in ("head_camera", "wrist_camera")
+# Drivers, one set per robot backend. ros2_control brings its own drivers and controllers, so no
+# node of ours talks to the hardware there: our nodes use its topics (set in config:=).
+_DRIVERS = (
+    NodeSpec("sim_robot", "sim_robot", ("sim_robot.yaml",), when=only(robot="sim")),
+    # The real arm: LeRobot's SO-101 follower behind /joint_states and the arm command topics.
+    NodeSpec("so101_driver", "so101_driver", ("so101_driver.yaml",), when=only(robot="so101")),
+    *(
+        NodeSpec(name, executable, (f"cameras/{profile}.yaml",), when=only(robot="so101", cameras=kind))
+        for kind, executable, profile in (("usb", "opencv_camera", "so101_usb"), ("realsense", "realsense_camera", "so101_realsense"))
+        for name in ("head_camera", "wrist_camera")
+    ),
 )
 
-# The real arm: LeRobot's SO-101 follower behind /joint_states and the arm command topics.
-_SO101 = (NodeSpec("so101_driver", "so101_driver", ("so101_driver.yaml",), robots=("so101",)),)
-
-_SIM = (NodeSpec("sim_robot", "sim_robot", ("sim_robot.yaml",), robots=("sim",)),)
-
-_DRIVERS = (*_SIM, *_SO101, *_REAL_CAMERAS)
+_SYNC = NodeSpec("observation_sync", "observation_sync", ("observation_sync.yaml",))
+# The executor trusts checkpoints only from where the world-model node writes them.
+_EXECUTOR_PARAMETERS = (("trusted_checkpoint_roots", "['{output_dir}/finetune/checkpoints']"),)
+_RECORDER = NodeSpec("recorder", "recorder", ("recorder.yaml",), parameters=(("output_dir", "{output_dir}"),))
 
 PROFILES: dict[str, tuple[NodeSpec, ...]] = {
-    # Robot drivers + observation sync + policy executor + recorder + episode manager + world model.
+    # Drivers + sync + policy executor + recorder + episode manager + world model: the whole loop.
     "finetune": (
         *_DRIVERS,
-        NodeSpec("observation_sync", "observation_sync", ("observation_sync.yaml",)),
-        NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml",)),
+        _SYNC,
+        NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml",), parameters=_EXECUTOR_PARAMETERS),
+        _RECORDER,
+        NodeSpec("episode_manager", "episode_manager", ("episode_manager.yaml",), parameters=(("output_dir", "{output_dir}"),)),
+        NodeSpec(
+            "world_model_node",
+            "world_model_node",
+            ("world_model_node.yaml",),
+            parameters=(("output_dir", "{output_dir}"), ("device", "{world_model_device}")),
+        ),
     ),
-    # Robot drivers + observation sync + teleop + recorder.
+    # Drivers + sync + executor (operator targets only) + teleop + recorder.
     "teleop": (
-        *_DRIVERS,
-        NodeSpec("observation_sync", "observation_sync", ("observation_sync.yaml",)),
+        # On the sim, the scripted expert demonstrates: its targets go through the executor's gate.
+        NodeSpec("sim_robot", "sim_robot", ("sim_robot.yaml",), parameters=(("expert_teleop", "true"),), when=only(robot="sim")),
+        *(spec for spec in _DRIVERS if spec.name != "sim_robot"),
+        _SYNC,
         NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml", "policy_executor_teleop.yaml")),
+        _RECORDER,
+        NodeSpec("teleop", "teleop", ("teleop.yaml",)),
     ),
-    # Robot drivers + observation sync + safety-gated policy executor.
+    # Drivers + sync + safety-gated policy executor.
     "deploy": (
         *_DRIVERS,
-        NodeSpec("observation_sync", "observation_sync", ("observation_sync.yaml",)),
-        NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml",)),
+        _SYNC,
+        NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml",), parameters=_EXECUTOR_PARAMETERS),
     ),
 }
 
@@ -136,16 +157,14 @@ def resolve(profile: str, arguments: Mapping[str, str] | None = None, config: Pa
             raise ValueError(f"launch argument config:={path}: file not found")
     nodes = []
     for spec in PROFILES[profile]:
-        if spec.robots and args["robot"] not in spec.robots:
-            continue
-        if spec.cameras and args["cameras"] not in spec.cameras:
+        if any(args[arg] not in values for arg, values in spec.when):
             continue
         nodes.append(
             ResolvedNode(
                 name=spec.name,
                 executable=spec.executable,
                 param_files=[config / f for f in spec.param_files] + extra,
-                parameters={param: args[arg] for param, arg in spec.arg_parameters},
+                parameters={param: template.format(**args) for param, template in spec.parameters},
                 remappings=list(spec.remappings),
                 required=spec.required,
             )

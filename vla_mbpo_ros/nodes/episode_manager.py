@@ -9,17 +9,18 @@ writes <output_dir>/episodes.csv and exits 0, which ends the launched graph.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
 
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from vla_mbpo_ros.core.episodes import EpisodeLog, EpisodeRecord, ScheduleConfig
-from vla_mbpo_ros.msg import EpisodeEvent, PolicyUpdate, SafetyStatus
+from vla_mbpo_ros.msg import EpisodeEvent, SafetyStatus
 from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS, ConfigError, declare, run_node
 from vla_mbpo_ros.srv import EndEpisode, ResetSim, StartEpisode
 
@@ -54,7 +55,7 @@ class EpisodeManagerNode(Node):
         self.start_delay_s = float(declare(self, "start_delay_s", 2.0, "wait before the first episode (s)"))
         self.output_dir = Path(declare(self, "output_dir", "outputs"))
         group = ReentrantCallbackGroup()
-        self.clients = {
+        self.episode_services = {
             "executor_start": self.create_client(StartEpisode, "/vla_mbpo/executor/start_episode", callback_group=group),
             "executor_end": self.create_client(EndEpisode, "/vla_mbpo/executor/end_episode", callback_group=group),
             "recorder_start": self.create_client(StartEpisode, "/vla_mbpo/recorder/start_episode", callback_group=group),
@@ -64,12 +65,12 @@ class EpisodeManagerNode(Node):
         self.events = self.create_publisher(EpisodeEvent, "/vla_mbpo/episode_event", RELIABLE_QOS)
         self._success = False
         self._status = SafetyStatus()
-        self._latest_update = ""
+        self._world_model: dict = {}
         self._operator_outcome: int | None = None
         self._operator_ready = threading.Event()
         self.create_subscription(Bool, "/sim/success", self._on_success, LATCHED_QOS, callback_group=group)
         self.create_subscription(SafetyStatus, "/vla_mbpo/safety_status", self._on_status, LATCHED_QOS, callback_group=group)
-        self.create_subscription(PolicyUpdate, "/vla_mbpo/policy_update", self._on_update, LATCHED_QOS, callback_group=group)
+        self.create_subscription(String, "/vla_mbpo/world_model/status", self._on_world_model, LATCHED_QOS, callback_group=group)
         self.create_service(EndEpisode, "~/end_episode", self._on_operator_end, callback_group=group)
         self.create_service(Trigger, "~/operator_ready", self._on_operator_ready, callback_group=group)
         self.log = EpisodeLog()
@@ -84,8 +85,8 @@ class EpisodeManagerNode(Node):
     def _on_status(self, msg: SafetyStatus) -> None:
         self._status = msg
 
-    def _on_update(self, msg: PolicyUpdate) -> None:
-        self._latest_update = msg.version
+    def _on_world_model(self, msg: String) -> None:
+        self._world_model = json.loads(msg.data)
 
     def _on_operator_end(self, request, response):
         self._operator_outcome = request.outcome
@@ -129,7 +130,7 @@ class EpisodeManagerNode(Node):
     def _start_episode(self) -> int:
         request = StartEpisode.Request(task=self.schedule.task, source=self.schedule.source)
         while True:  # the executor refuses while the e-stop is latched: the operator must reset it
-            response = self._call(self.clients["executor_start"], request)
+            response = self._call(self.episode_services["executor_start"], request)
             if response.success:
                 break
             self.get_logger().warn(f"executor refused to start: {response.message}", throttle_duration_sec=10.0)
@@ -137,9 +138,9 @@ class EpisodeManagerNode(Node):
                 raise TimeoutError("stopped")
         index = response.episode_index
         if self.record:
-            recorded = self._call(self.clients["recorder_start"], request)
+            recorded = self._call(self.episode_services["recorder_start"], request)
             if not recorded.success:
-                self._call(self.clients["executor_end"], EndEpisode.Request(outcome=EndEpisode.Request.OUTCOME_DISCARD))
+                self._call(self.episode_services["executor_end"], EndEpisode.Request(outcome=EndEpisode.Request.OUTCOME_DISCARD))
                 raise RuntimeError(f"recorder refused to start: {recorded.message}")
             index = recorded.episode_index
         return index
@@ -166,14 +167,20 @@ class EpisodeManagerNode(Node):
                 return "time_limit", EndEpisode.Request.OUTCOME_FAILURE
         raise TimeoutError("stopped")
 
-    def _wait_for_new_policy(self, previous: str) -> None:
-        self.get_logger().info(f"iteration done; waiting for a policy newer than {previous or 'the initial one'}")
+    def _wait_for_update(self, previous: str, updates_before: int) -> None:
+        """Until the executor runs a newer policy, or the world-model node finished an update that
+        it did not publish (the candidate was rejected: go on with the running policy)."""
+        self.get_logger().info(f"iteration done; waiting for the world model's update of {previous}")
         deadline = time.monotonic() + self.schedule.policy_update_timeout_s
         while self._status.policy_version == previous:
+            last = self._world_model.get("last_result") or {}
+            if self._world_model.get("updates_finished", 0) > updates_before and not last.get("published", True):
+                self.get_logger().info(f"update rejected ({last.get('reason')}); continuing with {previous}")
+                return
             if self._stop.wait(0.2):
                 raise TimeoutError("stopped")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no new policy within {self.schedule.policy_update_timeout_s:.0f} s")
+                raise TimeoutError(f"no policy update within {self.schedule.policy_update_timeout_s:.0f} s")
         self.get_logger().info(f"policy {self._status.policy_version} is running")
 
     # ---------------------------------------------------------------- schedule
@@ -182,27 +189,29 @@ class EpisodeManagerNode(Node):
             self._stop.wait(self.start_delay_s)
             count = 0
             while not self.schedule.finished(count) and not self._stop.is_set():
-                version = self._status.policy_version
+                if count == 0 or self.schedule.iteration_done(count):
+                    updates_before = self._world_model.get("updates_finished", 0)
                 self._reset_robot()
                 index = self._start_episode()
+                version = self._status.policy_version
                 self._success = False
                 self._publish_event(EpisodeEvent.START, index)
                 started = time.monotonic()
                 reason, outcome = self._wait_for_end(started)
                 request = EndEpisode.Request(outcome=outcome)
-                self._call(self.clients["executor_end"], request)
+                self._call(self.episode_services["executor_end"], request)
                 if self.record:
-                    self._call(self.clients["recorder_end"], request, timeout=120.0)
+                    self._call(self.episode_services["recorder_end"], request, timeout=120.0)
                 self._publish_event(_OUTCOME_TO_EVENT[outcome], index)
                 success = {EndEpisode.Request.OUTCOME_SUCCESS: True, EndEpisode.Request.OUTCOME_FAILURE: False}.get(outcome)
                 record = EpisodeRecord(index, self.schedule.iteration_of(count), version, success, time.monotonic() - started, reason)
                 self.log.add(record)
                 self.log.write_csv(self.output_dir / "episodes.csv")
-                self.get_logger().info(f"episode {index} ({version or 'initial policy'}): {reason}, success={success}")
+                self.get_logger().info(f"episode {index} ({version or 'no policy'}): {reason}, success={success}")
                 count += 1
                 more = not self.schedule.finished(count)
                 if more and self.schedule.iteration_done(count) and self.schedule.wait_for_policy_update and self.schedule.source == "policy":
-                    self._wait_for_new_policy(version)
+                    self._wait_for_update(version, updates_before)
             self.get_logger().info("schedule finished; real success rate per policy version:\n" + self.log.table())
         except TimeoutError as err:
             if not self._stop.is_set():

@@ -1,0 +1,91 @@
+"""The mission: `finetune` brought up by the pip-only runner on the simulated arm, end to end.
+
+Seeded with 4 recorded demonstrations, the graph bootstraps a BC policy, runs real (sim) episodes
+through the safety-gated executor and the recorder, trains the world model and the policy between
+iterations, publishes and hot-swaps the new version at an episode boundary, and ends by itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _overrides(tmp_path: Path) -> Path:
+    pipeline = yaml.safe_load((REPO / "config" / "finetune_sim.yaml").read_text())
+    pipeline["bc"]["steps"] = 60
+    pipeline["world_model"]["train"].update(steps=40, vq_fit_steps=40)
+    pipeline["mbpo"].update(num_iterations=1, samples_per_refill=16, rollout_batch_size=8, minibatch_size=16, validation_starts=4)
+    (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(pipeline))
+    params = {
+        "sim_robot": {"sim": {"image_size": [32, 32]}},
+        "recorder": {"image_size": [32, 32], "min_free_disk_mb": 0.0},
+        "episode_manager": {"episodes_per_iteration": 2, "iterations": 2, "max_episode_s": 6.0, "start_delay_s": 1.0},
+        "world_model_node": {"pipeline_config": str(tmp_path / "finetune.yaml"), "episodes_per_update": 2},
+    }
+    path = tmp_path / "overrides.yaml"
+    path.write_text(yaml.safe_dump({node: {"ros__parameters": values} for node, values in params.items()}))
+    return path
+
+
+def test_one_full_outer_iteration_end_to_end(ros, tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sim_data import record_sim_episodes
+    from std_msgs.msg import String
+
+    from vla_mbpo_ros.core.safety import load_safety_config
+    from vla_mbpo_ros.msg import ExecutedCommand, PolicyUpdate, SafetyStatus
+    from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS
+
+    record_sim_episodes(tmp_path / "dataset", seeds=range(4))
+    statuses = ros.subscribe(SafetyStatus, "/vla_mbpo/safety_status", LATCHED_QOS)
+    updates = ros.subscribe(PolicyUpdate, "/vla_mbpo/policy_update", LATCHED_QOS)
+    commands = ros.subscribe(ExecutedCommand, "/vla_mbpo/executed_command", RELIABLE_QOS)
+    world_model = ros.subscribe(String, "/vla_mbpo/world_model/status", LATCHED_QOS)
+    diagnostics = ros.subscribe(DiagnosticArray, "/diagnostics")
+
+    log_path = tmp_path / "runner.log"
+    with log_path.open("w") as log_file:
+        runner = subprocess.run(
+            [sys.executable, "-m", "vla_mbpo_ros.bringup", "finetune", f"output_dir:={tmp_path}", f"config:={_overrides(tmp_path)}"],
+            stdout=log_file, stderr=subprocess.STDOUT, timeout=1500,
+        )
+    log = log_path.read_text()
+    assert runner.returncode == 0, log[-6000:]
+    assert "required node episode_manager finished" in log
+
+    with (tmp_path / "episodes.csv").open() as handle:
+        episodes = list(csv.DictReader(handle))
+    assert [int(e["iteration"]) for e in episodes] == [0, 0, 1, 1]
+    assert {e["policy_version"] for e in episodes[:2]} == {"v0001"}
+    info = json.loads((tmp_path / "dataset" / "meta" / "info.json").read_text())
+    assert info["total_episodes"] == 8, "4 demonstrations + 4 policy episodes recorded"
+
+    result = json.loads((tmp_path / "finetune" / "iterations" / "0001" / "result.json").read_text())
+    if result["published"]:
+        assert [u.version for u in updates][-1] == "v0002"
+        # Swapped at the boundary between iterations, never inside an episode.
+        assert {e["policy_version"] for e in episodes[2:]} == {"v0002"}
+    else:
+        assert {e["policy_version"] for e in episodes[2:]} == {"v0001"}
+    assert (tmp_path / "finetune" / "report" / "learning_curves.png").is_file()
+
+    assert statuses and max(s.latches for s in statuses) == 0, "no e-stop latch in the whole run"
+    limits = load_safety_config(REPO / "config" / "robots" / "so101.yaml").limits
+    policy_commands = [c for c in commands if c.source == "policy"]
+    assert policy_commands, "the policy drove the arm"
+    for c in commands:
+        assert all(lo - 1e-9 <= q <= hi + 1e-9 for q, lo, hi in zip(c.positions, limits.position_min, limits.position_max))
+    reporters = {s.name for d in diagnostics for s in d.status}
+    assert {"vla_mbpo_ros: policy_executor", "vla_mbpo_ros: world_model_node", "vla_mbpo_ros: observation_sync"} <= reporters
+    assert any(json.loads(s.data).get("updates_finished", 0) >= 1 for s in world_model)
