@@ -20,7 +20,7 @@ test-core: setup  ## the ROS-free core tests only (no build needed)
 	@$(ENV) python -m pytest test/core $(PYTEST_FLAGS)
 
 demo: build  ## the finetune profile on the simulated arm (bounded run, prints the report location)
-	@$(ENV) python -m vla_mbpo_ros.bringup finetune robot:=sim $(ARGS)
+	@bash scripts/demo.sh $(ARGS)
 
 teleop: build  ## record demonstrations on the simulated arm with the scripted expert
 	@$(ENV) python -m vla_mbpo_ros.bringup teleop robot:=sim $(ARGS)

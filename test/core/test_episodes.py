@@ -32,3 +32,4 @@ def test_log_reports_success_rate_per_policy_version(tmp_path):
     log.write_csv(tmp_path / "episodes.csv")
     rows = list(csv.DictReader((tmp_path / "episodes.csv").open()))
     assert [r["policy_version"] for r in rows] == ["v0", "v0", "v1", "v1"] and rows[1]["success"] == "False"
+    assert EpisodeLog.read_csv(tmp_path / "episodes.csv").records == log.records

@@ -51,30 +51,33 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
 
 # Drivers, one set per robot backend. ros2_control brings its own drivers and controllers, so no
 # node of ours talks to the hardware there: our nodes use its topics (set in config:=).
-_DRIVERS = (
-    NodeSpec("sim_robot", "sim_robot", ("sim_robot.yaml",), when=only(robot="sim")),
-    # The real arm: LeRobot's SO-101 follower behind /joint_states and the arm command topics.
-    NodeSpec("so101_driver", "so101_driver", ("so101_driver.yaml",), when=only(robot="so101")),
-    *(
-        NodeSpec(name, executable, (f"cameras/{profile}.yaml",), when=only(robot="so101", cameras=kind))
-        for kind, executable, profile in (("usb", "opencv_camera", "so101_usb"), ("realsense", "realsense_camera", "so101_realsense"))
-        for name in ("head_camera", "wrist_camera")
-    ),
-)
+def _drivers(*sim_param_files: str) -> tuple[NodeSpec, ...]:
+    return (
+        NodeSpec("sim_robot", "sim_robot", ("sim_robot.yaml", *sim_param_files), when=only(robot="sim")),
+        # The real arm: LeRobot's SO-101 follower behind /joint_states and the arm command topics.
+        NodeSpec("so101_driver", "so101_driver", ("so101_driver.yaml",), when=only(robot="so101")),
+        *(
+            NodeSpec(name, executable, (f"cameras/{profile}.yaml",), when=only(robot="so101", cameras=kind))
+            for kind, executable, profile in (("usb", "opencv_camera", "so101_usb"), ("realsense", "realsense_camera", "so101_realsense"))
+            for name in ("head_camera", "wrist_camera")
+        ),
+    )
+
 
 _SYNC = NodeSpec("observation_sync", "observation_sync", ("observation_sync.yaml",))
 # The executor trusts checkpoints only from where the world-model node writes them.
 _EXECUTOR_PARAMETERS = (("trusted_checkpoint_roots", "['{output_dir}/finetune/checkpoints']"),)
 _RECORDER = NodeSpec("recorder", "recorder", ("recorder.yaml",), parameters=(("output_dir", "{output_dir}"),))
+_OUTPUT_DIR = (("output_dir", "{output_dir}"),)
 
 PROFILES: dict[str, tuple[NodeSpec, ...]] = {
     # Drivers + sync + policy executor + recorder + episode manager + world model: the whole loop.
     "finetune": (
-        *_DRIVERS,
+        *_drivers(),
         _SYNC,
         NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml",), parameters=_EXECUTOR_PARAMETERS),
         _RECORDER,
-        NodeSpec("episode_manager", "episode_manager", ("episode_manager.yaml",), parameters=(("output_dir", "{output_dir}"),)),
+        NodeSpec("episode_manager", "episode_manager", ("episode_manager.yaml",), parameters=_OUTPUT_DIR),
         NodeSpec(
             "world_model_node",
             "world_model_node",
@@ -82,19 +85,20 @@ PROFILES: dict[str, tuple[NodeSpec, ...]] = {
             parameters=(("output_dir", "{output_dir}"), ("device", "{world_model_device}")),
         ),
     ),
-    # Drivers + sync + executor (operator targets only) + teleop + recorder.
+    # Demonstrations: drivers + sync + executor (operator targets only) + recorder + episode manager.
+    # On the sim the scripted expert is the operator; on hardware the teleop node (joy, keyboard,
+    # leader arm) is.
     "teleop": (
-        # On the sim, the scripted expert demonstrates: its targets go through the executor's gate.
-        NodeSpec("sim_robot", "sim_robot", ("sim_robot.yaml",), parameters=(("expert_teleop", "true"),), when=only(robot="sim")),
-        *(spec for spec in _DRIVERS if spec.name != "sim_robot"),
+        *_drivers("sim_robot_expert.yaml"),
         _SYNC,
         NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml", "policy_executor_teleop.yaml")),
         _RECORDER,
-        NodeSpec("teleop", "teleop", ("teleop.yaml",)),
+        NodeSpec("episode_manager", "episode_manager", ("episode_manager.yaml", "episode_manager_teleop.yaml"), parameters=_OUTPUT_DIR),
+        NodeSpec("teleop", "teleop", ("teleop.yaml",), when=only(robot=("so101", "ros2_control"))),
     ),
     # Drivers + sync + safety-gated policy executor.
     "deploy": (
-        *_DRIVERS,
+        *_drivers(),
         _SYNC,
         NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml",), parameters=_EXECUTOR_PARAMETERS),
     ),

@@ -82,6 +82,23 @@ class EpisodeLog:
             lines.append(f"{iteration:>9}  {version or '-':>14}  {n:>8}  {s:>9}  {s / n:>12.2f}")
         return "\n".join(lines)
 
+    @classmethod
+    def read_csv(cls, path: Path) -> EpisodeLog:
+        with Path(path).open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return cls([
+            EpisodeRecord(
+                index=int(r["index"]),
+                iteration=int(r["iteration"]),
+                policy_version=r["policy_version"],
+                success={"True": True, "False": False}.get(r["success"]),
+                duration_s=float(r["duration_s"]),
+                end_reason=r["end_reason"],
+                interventions=int(r["interventions"]),
+            )
+            for r in rows
+        ])
+
     def write_csv(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -128,6 +128,11 @@ class EpisodeManagerNode(Node):
                 raise TimeoutError("stopped while waiting for the operator")
 
     def _start_episode(self) -> int:
+        if self.schedule.source == "policy" and not self._status.policy_version:
+            self.get_logger().info("waiting for the first policy (the world-model node trains it from the demonstrations)")
+            while not self._status.policy_version:
+                if self._stop.wait(0.5):
+                    raise TimeoutError("stopped")
         request = StartEpisode.Request(task=self.schedule.task, source=self.schedule.source)
         while True:  # the executor refuses while the e-stop is latched: the operator must reset it
             response = self._call(self.episode_services["executor_start"], request)
