@@ -223,6 +223,8 @@ class EpisodeManagerNode(Node):
                 self.get_logger().error(f"schedule aborted: {err}")
                 self._exit_code = 1
         except Exception as err:  # noqa: BLE001  (a failed schedule must end the graph, named)
+            if self._stop.is_set() or not self.context.ok():
+                return  # shut down (SIGINT) while calling a service: not a failure
             self.get_logger().error(f"schedule failed: {type(err).__name__}: {err}")
             self._exit_code = 1
         finally:

@@ -4,8 +4,14 @@ Publishes /cameras/<view>/image_raw + camera_info and /joint_states like the rea
 commands on both arm interfaces of the contract (JointTrajectory as ros2_control's
 JointTrajectoryController topic, Float64MultiArray as a forward position controller) and clips
 them to the joint limits as the hardware does. Ground-truth success is published for evaluation
-and labelling in sim only. Stamps are sim time on the node clock's epoch at start, so with
-realtime_factor 1 they track wall time.
+and labelling in sim only. Stamps are the simulated time elapsed since the physics loop started
+(summed over resets, so they never go backwards) on the node clock at that start, and pacing runs
+on the same elapsed time, so with realtime_factor 1 they track wall time.
+
+With ``expert_teleop`` true, the scripted pick-cube expert (privileged sim state) publishes its
+joint targets every control step on the teleop topic as a sensor_msgs/JointState, like a human
+operator's device: they reach the arm only through the policy executor's gate. The expert
+restarts at every /sim/reset.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from std_msgs.msg import Bool, Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_mbpo_ros.conversions import numpy_to_image, seconds_to_stamp, stamp_to_seconds
-from vla_mbpo_ros.core.sim import RealtimePacer, SimConfig, So101Sim
-from vla_mbpo_ros.core.trajectory import Trajectory, joint_order
+from vla_mbpo_ros.core.sim import ExpertConfig, RealtimePacer, ScriptedExpert, SimConfig, So101Sim
+from vla_mbpo_ros.core.trajectory import Trajectory
 from vla_mbpo_ros.nodes._runtime import (
     LATCHED_QOS,
     RELIABLE_QOS,
@@ -47,22 +53,59 @@ def _declare_sim_config(node: Node) -> SimConfig:
         raise ConfigError(f"sim.{err}") from err
 
 
+def _declare_expert_config(node: Node) -> ExpertConfig:
+    """Every ExpertConfig field is a ROS parameter ``expert.<field>`` (defaults from the dataclass)."""
+    values = {}
+    for f in dataclasses.fields(ExpertConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        value = declare(node, f"expert.{f.name}", list(default) if isinstance(default, tuple) else default)
+        values[f.name] = tuple(value) if isinstance(value, list) else value
+    try:
+        return ExpertConfig(**values)
+    except ValueError as err:
+        raise ConfigError(f"expert.{err}") from err
+
+
+def _position_limits(robot_yaml: str, joint_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The robot's safety position limits in the sim's joint order. The expert's IK uses the full
+    joint ranges, the gate's limits are tighter: an operator (or the expert) stays inside them
+    instead of having the gate clamp and eventually latch the e-stop."""
+    from vla_mbpo_ros.bringup import config_dir
+    from vla_mbpo_ros.core.safety import load_safety_config
+
+    try:
+        limits = load_safety_config(robot_yaml or config_dir() / "robots" / "so101.yaml").limits
+        order = [limits.names.index(name) for name in joint_names]
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"robot_config: {err}") from err
+    return limits.position_min[order], limits.position_max[order]
+
+
 class SimRobotNode(Node):
     def __init__(self) -> None:
         super().__init__("sim_robot")
         self.config = _declare_sim_config(self)
         trajectory_topic = declare(self, "trajectory_topic", "/arm_controller/joint_trajectory")
         position_topic = declare(self, "position_topic", "/forward_position_controller/commands")
+        expert_teleop = declare(self, "expert_teleop", False, "publish the scripted expert's targets as teleop commands")
+        teleop_topic = declare(self, "teleop_topic", "/vla_mbpo/teleop/joint_command", "where expert_teleop publishes")
+        expert_config = _declare_expert_config(self)
         self.sim = So101Sim(self.config)
         self.sim.reset(self.config.seed)
+        self.expert = ScriptedExpert(self.sim, expert_config, seed=self.config.seed) if expert_teleop else None
+        if self.expert is not None:
+            robot_yaml = declare(self, "robot_config", "", "expert targets stay in its safety position limits ('' = config/robots/so101.yaml)")
+            self._expert_limits = _position_limits(robot_yaml, self.sim.joint_names)
         self.resets = 0
         self.pacer = RealtimePacer(self.config.realtime_factor)
-        self._epoch = stamp_to_seconds(self.get_clock().now().to_msg())
+        self._epoch = stamp_to_seconds(self.get_clock().now().to_msg())  # node clock at elapsed time 0
+        self._time_base = 0.0  # sim seconds simulated before the last reset (sim.time restarts at 0)
         self._lock = threading.Lock()  # sim state is touched by the physics thread and callbacks
         self._trajectory: Trajectory | None = None
 
         self.joint_pub = self.create_publisher(JointState, "/joint_states", SENSOR_QOS)
         self.success_pub = self.create_publisher(Bool, "/sim/success", LATCHED_QOS)
+        self.teleop_pub = self.create_publisher(JointState, teleop_topic, RELIABLE_QOS) if self.expert else None
         self.image_pubs = {v: self.create_publisher(Image, f"/cameras/{v}/image_raw", SENSOR_QOS) for v in self.config.views}
         self.info_pubs = {v: self.create_publisher(CameraInfo, f"/cameras/{v}/camera_info", SENSOR_QOS) for v in self.config.views}
         self.create_subscription(JointTrajectory, trajectory_topic, self._on_trajectory, RELIABLE_QOS)
@@ -80,7 +123,8 @@ class SimRobotNode(Node):
     # ------------------------------------------------------------------ commands
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         with self._lock:
-            start = stamp_to_seconds(msg.header.stamp) - self._epoch if msg.header.stamp.sec or msg.header.stamp.nanosec else self.sim.time
+            stamped = msg.header.stamp.sec or msg.header.stamp.nanosec
+            start = stamp_to_seconds(msg.header.stamp) - self._epoch - self._time_base if stamped else self.sim.time
             try:
                 self._trajectory = Trajectory.build(
                     msg.joint_names,
@@ -106,29 +150,39 @@ class SimRobotNode(Node):
         with self._lock:
             self.resets += 1
             seed = int(request.seed) if request.seed >= 0 else self.config.seed + self.resets
+            # Elapsed time (stamps, pacing) continues across the reset: no re-anchoring, so nothing
+            # the physics thread read before the reset can make it sleep for the old sim time.
+            self._time_base += self.sim.time
             self.sim.reset(seed)
+            if self.expert is not None:
+                self.expert.reset(seed)
             self._trajectory = None
-            self.pacer.reset(self.sim.time)
         response.success, response.seed, response.message = True, seed, f"reset with seed {seed}"
         return response
 
     # ------------------------------------------------------------------ physics thread
     def _physics_loop(self) -> None:
         names = list(self.sim.joint_names)
+        with self._lock:  # anchor stamps and pacing together: start-up work before this is no offset
+            self.pacer.reset(self._time_base + self.sim.time)
+            self._epoch = stamp_to_seconds(self.get_clock().now().to_msg()) - self._time_base - self.sim.time
         while not self._stop.is_set() and self.context.ok():
             with self._lock:
                 if self._trajectory is not None:
                     self.sim.set_joint_targets(self._trajectory.target(self.sim.time))
+                expert = self._expert_command(names) if self.expert is not None else None
                 self.sim.step()
-                sim_time = self.sim.time
-                stamp = seconds_to_stamp(self._epoch + sim_time)
+                elapsed = self._time_base + self.sim.time
+                stamp = seconds_to_stamp(self._epoch + elapsed)
                 state = JointState(name=names, position=self.sim.joint_positions().tolist(), velocity=self.sim.joint_velocities().tolist())
                 frames = self.sim.render() if self.sim.camera_frame_due() else None
-                frame_stamp = seconds_to_stamp(self._epoch + self.sim.frame_time)
+                frame_stamp = seconds_to_stamp(self._epoch + self._time_base + self.sim.frame_time)
                 success = self.sim.is_success()
             state.header.stamp = stamp
             with publishing_until_shutdown(self):
                 self.joint_pub.publish(state)
+                if expert is not None:
+                    self.teleop_pub.publish(expert)
                 if frames is not None:
                     for view, rgb in frames.items():
                         self.image_pubs[view].publish(numpy_to_image(rgb, "rgb8", frame_stamp, f"{view}_camera_optical_frame"))
@@ -136,7 +190,14 @@ class SimRobotNode(Node):
                 if success != self._success:
                     self._success = success
                     self.success_pub.publish(Bool(data=success))
-            self.pacer.wait(sim_time)
+            self.pacer.wait(elapsed)
+
+    def _expert_command(self, names: list[str]) -> JointState:
+        """The expert's targets for the coming control period (called with the sim lock held)."""
+        target = np.clip(self.expert.act(self.sim), *self._expert_limits)
+        command = JointState(name=names, position=target.tolist())
+        command.header.stamp = seconds_to_stamp(self._epoch + self._time_base + self.sim.time)
+        return command
 
     def _camera_info(self, view: str, stamp) -> CameraInfo:
         k = self.sim.camera_info(view)

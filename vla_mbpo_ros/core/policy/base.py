@@ -147,4 +147,5 @@ def load_policy(directory: Path) -> ChunkPolicy:
 def _register_builtin_types() -> None:
     # Imported lazily: the adapters import torch models, and lerobot only when a LeRobot checkpoint is loaded.
     from vla_mbpo_ros.core.policy import flow_vla  # noqa: F401  (registers "compact_flow_vla")
+    from vla_mbpo_ros.core.policy import lerobot_adapter  # noqa: F401  (registers "lerobot_flow"; lerobot loads lazily)
     from vla_mbpo_ros.core.policy import replay  # noqa: F401  (registers "replay")

@@ -1,0 +1,426 @@
+"""VLA-MBPO learning bench (issue #7): simulated SO-101 pick-cube, in-process (no ROS).
+
+1. BC: the compact flow VLA (CompactFlowVLA) behaviour-cloned from --demos scripted-expert demonstrations
+   (deliberately few, so it is imperfect).
+2. From the BC weights, each method gets the same budget of real (simulator) episodes, --real-episodes per
+   iteration for --iterations iterations, collected with the current policy's Flow-SDE samples:
+     ppo       model-free PPO in the simulator: the real episodes themselves are the PPO data
+               (MBPOTrainer, full_horizon mode, SimWorldModel, episode_budget);
+     mbpo_sim  VLA-MBPO with the simulator as world model (upper bound): real episodes (and the demos) give
+               chunk-aligned start states; imagined branched rollouts (n chunks) run in the simulator from
+               their exact physics states and are not counted as real episodes;
+     mbpo_umm  VLA-MBPO with the tiny UMM world model (random-init Janus, UMMWorldModel.tiny) trained on the
+               demos + real episodes (dynamics and Yes/No reward); skipped with a reason if unavailable.
+3. After every iteration: deterministic success over --eval-episodes seeded episodes (the same seeds for
+   every method and iteration). Prints a table, writes curve.png and results.json into --out.
+
+    python bench/learning_bench.py --out /tmp/learning_bench            # defaults: 34 min measured (shared 2 cores)
+    python bench/learning_bench.py --out /tmp/learning_bench --quick    # smoke run, 2.5 min on idle cores
+
+Seeds: demos use sim/expert seeds 0..demos-1, real episodes 10_000 + i, evaluation 1_000_000 + i; the
+policy, BC and RL use --seed. One seed per run: with 50 evaluation episodes one success rate has a standard
+error of up to 7 points, so read small differences as noise.
+
+RL settings that differ from the paper's defaults (config/mbpo.yaml), for a 0.55 M-parameter policy instead of
+a 3 B one and a 30 Hz simulator: actor lr 3e-4 (paper 5e-6; 1e-4 left the policy unchanged here, 1e-3
+collapsed it), critic lr 1e-3, clip 0.2, 256 imagined samples per refill, 10 of the 20 updates per refill
+critic-only, and n = 4 imagined chunks (at 30 Hz a k = 10 chunk is 0.33 s and the pick takes ~10 chunks; with
+n = 2 no branch from the grasp phase reached the lift). The evaluated policy integrates 3 deterministic Euler
+steps from zero noise, the K that Flow-SDE optimises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vla_mbpo_ros.core.mbpo.ppo import PPOConfig  # noqa: E402
+from vla_mbpo_ros.core.mbpo.start_states import StartStateSampler  # noqa: E402
+from vla_mbpo_ros.core.mbpo.trainer import MBPOConfig, MBPOTrainer  # noqa: E402
+from vla_mbpo_ros.core.mbpo.world_model_api import SimWorldModel, sim_start_states  # noqa: E402
+from vla_mbpo_ros.core.policy.bc import BCArrays, BCConfig, train_bc  # noqa: E402
+from vla_mbpo_ros.core.policy.flow_sde import FlowSDEConfig  # noqa: E402
+from vla_mbpo_ros.core.policy.flow_vla import CompactFlowVLA, CompactFlowVLAConfig  # noqa: E402
+from vla_mbpo_ros.core.policy.value_head import ValueHeadConfig  # noqa: E402
+from vla_mbpo_ros.core.sim import SimConfig, So101Sim  # noqa: E402
+from vla_mbpo_ros.core.sim.rollouts import EpisodeConfig, evaluate_policy, expert_episodes, policy_episodes  # noqa: E402
+
+METHODS = ("ppo", "mbpo_sim", "mbpo_umm")
+LABELS = {"ppo": "model-free PPO (sim)", "mbpo_sim": "VLA-MBPO, sim world model",
+          "mbpo_umm": "VLA-MBPO, UMM world model"}
+DEMO_SEED_BASE, REAL_SEED_BASE, EVAL_SEED_BASE = 0, 10_000, 1_000_000
+
+# --quick: a smoke run of every stage at toy sizes (numbers are not meaningful).
+QUICK = dict(demos=6, bc_steps=150, iterations=2, real_episodes=4, eval_episodes=8, image_size=32, max_steps=120,
+             samples_per_refill=48, refills=1, update_to_data=4, minibatch=48, critic_warmup=2, recompute_every=2,
+             validation_starts=8, umm_steps=15, umm_vq_steps=20, umm_first_steps=20)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/learning_bench"), help="output directory")
+    parser.add_argument("--quick", action="store_true", help="smoke-run preset (explicit flags still win)")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
+    parser.add_argument("--seed", type=int, default=0, help="policy init, BC, RL sampling")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    task = parser.add_argument_group("task and budget")
+    task.add_argument("--demos", type=int, default=20, help="scripted-expert demonstrations for BC")
+    task.add_argument("--iterations", type=int, default=5)
+    task.add_argument("--real-episodes", type=int, default=10, help="real (sim) episodes per iteration")
+    task.add_argument("--eval-episodes", type=int, default=50)
+    task.add_argument("--image-size", type=int, default=32, help="rendered views and policy input (px)")
+    task.add_argument("--max-steps", type=int, default=150, help="control steps per episode (30 Hz)")
+    policy = parser.add_argument_group("policy and BC")
+    policy.add_argument("--chunk-size", type=int, default=10)
+    policy.add_argument("--width", type=int, default=64)
+    policy.add_argument("--inference-steps", type=int, default=3,
+                        help="deterministic denoising steps at evaluation (3 = the Flow-SDE K that RL optimises)")
+    policy.add_argument("--bc-steps", type=int, default=2000)
+    policy.add_argument("--bc-batch", type=int, default=32)
+    policy.add_argument("--bc-lr", type=float, default=1e-3)
+    policy.add_argument("--load-bc", type=Path, default=None,
+                        help="BC checkpoint to start from instead of training (e.g. OUT/bc_policy of an earlier run)")
+    rl = parser.add_argument_group("RL (shared by all methods)")
+    rl.add_argument("--actor-lr", type=float, default=3e-4)
+    rl.add_argument("--critic-lr", type=float, default=1e-3)
+    rl.add_argument("--clip", type=float, default=0.2, help="PPO ratio clip (both sides)")
+    rl.add_argument("--update-to-data", type=int, default=20, help="PPO steps per refill")
+    rl.add_argument("--minibatch", type=int, default=256)
+    rl.add_argument("--critic-warmup", type=int, default=10, help="critic-only steps after each refill")
+    rl.add_argument("--recompute-every", type=int, default=5)
+    rl.add_argument("--num-chunks", type=int, default=4,
+                    help="n, imagined chunks per branch (MBPO); at 30 Hz a k=10 chunk is 0.33 s, the pick ~10 chunks")
+    rl.add_argument("--samples-per-refill", type=int, default=256, help="imagined transitions per refill (MBPO)")
+    rl.add_argument("--refills", type=int, default=2, help="MBPO refills (+ PPO phases) per iteration")
+    rl.add_argument("--validation-starts", type=int, default=64,
+                    help="imagined start states of the MBPO accept/rollback check (0: off)")
+    umm = parser.add_argument_group("UMM world model (mbpo_umm)")
+    umm.add_argument("--umm-image-size", type=int, default=32)
+    umm.add_argument("--umm-vq-steps", type=int, default=300, help="VQ tokenizer fit before the first training")
+    umm.add_argument("--umm-first-steps", type=int, default=300, help="training steps on the demos")
+    umm.add_argument("--umm-steps", type=int, default=60, help="finetuning steps after each iteration's episodes")
+    umm.add_argument("--umm-lr", type=float, default=1e-3)
+    quick, _ = parser.parse_known_args(argv)
+    if quick.quick:
+        parser.set_defaults(**QUICK)
+    args = parser.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}, choose from {METHODS}")
+    return args
+
+
+# ----------------------------------------------------------------------------------------------- setup
+def build_policy(args: argparse.Namespace) -> CompactFlowVLA:
+    torch.manual_seed(args.seed)
+    return CompactFlowVLA(CompactFlowVLAConfig(
+        view_names=("head", "wrist"), image_size=args.image_size, chunk_size=args.chunk_size, width=args.width,
+        conv_channels=(16, 32), inference_steps=args.inference_steps, sde=FlowSDEConfig(num_steps=3, noise_level=0.5),
+        value_head=ValueHeadConfig((1024, 512, 256, 128))))
+
+
+def mbpo_config(args: argparse.Namespace, mode: str) -> MBPOConfig:
+    ppo = PPOConfig(clip_low=args.clip, clip_high=args.clip, actor_lr=args.actor_lr, critic_lr=args.critic_lr)
+    common = dict(update_to_data=args.update_to_data, minibatch_size=args.minibatch, seed=args.seed,
+                  critic_warmup_updates=args.critic_warmup, recompute_every=args.recompute_every, ppo=ppo)
+    if mode == "full_horizon":
+        horizon = math.ceil(args.max_steps / args.chunk_size)
+        return MBPOConfig(rollout_mode="full_horizon", full_horizon_chunks=horizon, num_iterations=1,
+                          samples_per_refill=args.real_episodes * horizon, rollout_batch_size=64,
+                          episode_budget=args.real_episodes * args.iterations, validation_starts=0, **common)
+    return MBPOConfig(rollout_mode="branched", num_chunks=args.num_chunks, num_iterations=args.refills,
+                      samples_per_refill=args.samples_per_refill, rollout_batch_size=64,
+                      validation_starts=args.validation_starts, validation_chunks=args.num_chunks, **common)
+
+
+def real_seeds(args: argparse.Namespace, iteration: int) -> list[int]:
+    start = REAL_SEED_BASE + iteration * args.real_episodes
+    return list(range(start, start + args.real_episodes))
+
+
+# --------------------------------------------------------------------------------------------- methods
+class Method:
+    """One RL method from the BC weights: ``iteration(i)`` spends ``real_episodes`` real episodes."""
+
+    def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, args: argparse.Namespace) -> None:
+        self.name, self.policy, self.sim, self.args = name, policy, sim, args
+        self.episode_config = EpisodeConfig(max_steps=args.max_steps, record=True)
+        self.generator = torch.Generator().manual_seed(args.seed + 1)
+        self.real_episodes_used = 0
+
+    def collect(self, iteration: int) -> list[dict]:
+        """This iteration's real episodes, Flow-SDE exploration with the current policy."""
+        episodes = policy_episodes(self.policy, self.sim, real_seeds(self.args, iteration), self.episode_config,
+                                   self.generator)
+        self.real_episodes_used += len(episodes)
+        return episodes
+
+
+class ModelFreePPO(Method):
+    """PPO on the real episodes themselves: full-horizon Flow-SDE episodes in the simulator."""
+
+    def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, args: argparse.Namespace) -> None:
+        super().__init__(name, policy, sim, args)
+        self.trainer = MBPOTrainer(policy, SimWorldModel(sim), StartStateSampler(args.chunk_size),
+                                   mbpo_config(args, "full_horizon"))
+
+    def iteration(self, iteration: int) -> dict[str, float]:
+        # Each branch of a full-horizon refill is one real episode; the trainer draws its start states (with
+        # replacement) from this iteration's seeded resets.
+        sampler = StartStateSampler(self.args.chunk_size)
+        sampler.states = sim_start_states(self.sim, real_seeds(self.args, iteration), self.episode_config.instruction)
+        self.trainer.start_states = sampler
+        stats = self.trainer.iteration()
+        self.real_episodes_used = self.trainer.episodes_used
+        return {"real_success": stats["imagined_success"], "actor_loss": stats.get("actor_loss", float("nan"))}
+
+
+class BranchedMBPO(Method):
+    """VLA-MBPO: start states from demos + real episodes, imagined branched rollouts in ``world_model``."""
+
+    def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[dict],
+                 args: argparse.Namespace, world_model: Any) -> None:
+        super().__init__(name, policy, sim, args)
+        self.sampler = StartStateSampler(args.chunk_size)
+        self.sampler.add_episodes(demos, source="demo")
+        self.trainer = MBPOTrainer(policy, world_model, self.sampler, mbpo_config(args, "branched"))
+
+    def learn_from(self, episodes: list[dict], iteration: int) -> None:
+        self.sampler.add_episodes(episodes, source="rollout")
+
+    def iteration(self, iteration: int) -> dict[str, float]:
+        episodes = self.collect(iteration)
+        self.learn_from(episodes, iteration)
+        result = self.trainer.train()
+        return {"real_success": float(np.mean([e["success"] for e in episodes])),
+                "imagined_success": float(np.mean([h["imagined_success"] for h in result["history"]])),
+                "validation_before": result["success_before"], "validation_after": result["success_after"],
+                "accepted": float(result["accepted"])}
+
+
+class UMMBranchedMBPO(BranchedMBPO):
+    """VLA-MBPO with the tiny UMM, finetuned on demos + every real episode before each policy phase."""
+
+    def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[dict],
+                 args: argparse.Namespace) -> None:
+        from vla_mbpo_ros.core.world_model.data import DataConfig, action_stats
+        from vla_mbpo_ros.core.world_model.model import TinyArchConfig, UMMWorldModel
+
+        self.data_config = DataConfig(chunk_size=args.chunk_size, yes_oversample=3)
+        self.wm_episodes = [_wm_episode(d) for d in demos]
+        self.world_model = UMMWorldModel.tiny(
+            ("head", "wrist"), action_stats(self.wm_episodes), args.umm_image_size, seed=args.seed,
+            arch=TinyArchConfig(image_size=args.umm_image_size), instructions=[EpisodeConfig().instruction])
+        self.wm_log: list[dict[str, float]] = []
+        self._fit(args, args.umm_first_steps, vq_steps=args.umm_vq_steps, seed=args.seed)
+        super().__init__(name, policy, sim, demos, args, world_model=self.world_model)
+
+    def _fit(self, args: argparse.Namespace, steps: int, vq_steps: int, seed: int) -> None:
+        from vla_mbpo_ros.core.world_model.data import build_samples
+        from vla_mbpo_ros.core.world_model.train import TrainConfig, train_world_model
+
+        dynamics, reward = build_samples(self.wm_episodes, self.world_model.view_names, self.data_config)
+        config = TrainConfig(steps=steps, batch_size=8, reward_batch_size=8, lr=args.umm_lr, warmup_steps=20,
+                             vq_fit_steps=vq_steps, vq_fit_batch_size=16, seed=seed, log_every=max(1, steps))
+        history, seconds = timed(lambda: train_world_model(self.world_model, dynamics, reward, config, progress=False))
+        self.wm_log.append({"steps": steps, "seconds": seconds,
+                            "image_loss_last": float(np.mean(history.image_loss[-20:])),
+                            "answer_loss_last": float(np.mean(history.answer_loss[-20:])) if history.answer_loss
+                            else float("nan")})
+
+    def learn_from(self, episodes: list[dict], iteration: int) -> None:
+        super().learn_from(episodes, iteration)
+        self.wm_episodes += [_wm_episode(e) for e in episodes]
+        self._fit(self.args, self.args.umm_steps, vq_steps=0, seed=self.args.seed + 1 + iteration)
+
+    def iteration(self, iteration: int) -> dict[str, float]:
+        stats = super().iteration(iteration)
+        yes_recall, no_recall = self.reward_recalls()
+        stats.update(wm_image_loss=self.wm_log[-1]["image_loss_last"], wm_reward_yes_recall=yes_recall,
+                     wm_reward_no_recall=no_recall)
+        return stats
+
+    def reward_recalls(self) -> tuple[float, float]:
+        """Recall of the UMM's Yes and No answers on the real episodes of the last iteration, labelled like its
+        training data (Yes: last frames of successes, No: frames long before any episode end); nan without any."""
+        from vla_mbpo_ros.core.world_model.data import RewardSamples
+
+        samples = RewardSamples(self.wm_episodes[-self.args.real_episodes:], "head",
+                                dataclasses.replace(self.data_config, yes_oversample=1))
+        if not len(samples):
+            return float("nan"), float("nan")
+        items = [samples[i] for i in range(len(samples))]
+        predicted = self.world_model.reward(np.stack([it["image"].numpy() for it in items]),
+                                            [it["instruction"] for it in items]) > 0.5
+        labels = samples.labels
+        return tuple(float(np.mean(predicted[labels == value] == value)) if np.any(labels == value)
+                     else float("nan") for value in (True, False))
+
+
+def _wm_episode(episode: dict) -> Any:
+    from vla_mbpo_ros.core.world_model.data import Episode
+
+    return Episode(views=episode["views"], actions=episode["actions"], success=bool(episode["success"]),
+                   instruction=episode["instruction"])
+
+
+def make_method(name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[dict],
+                args: argparse.Namespace) -> Method:
+    if name == "ppo":
+        return ModelFreePPO(name, policy, sim, args)
+    if name == "mbpo_sim":
+        return BranchedMBPO(name, policy, sim, demos, args, world_model=SimWorldModel(sim))
+    return UMMBranchedMBPO(name, policy, sim, demos, args)
+
+
+# ----------------------------------------------------------------------------------------------- main
+def evaluate(policy: CompactFlowVLA, sim: So101Sim, args: argparse.Namespace) -> float:
+    seeds = range(EVAL_SEED_BASE, EVAL_SEED_BASE + args.eval_episodes)
+    return evaluate_policy(policy, sim, seeds, EpisodeConfig(max_steps=args.max_steps, record=False)).success_rate
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - started
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    bc = results["bc_success"]
+    highest = 100 * bc
+    for name, record in results["methods"].items():
+        if "skipped" in record:
+            continue
+        xs = [0] + [row["real_episodes"] for row in record["iterations"]]
+        ys = [100 * bc] + [100 * row["success"] for row in record["iterations"]]
+        highest = max(highest, *ys)
+        axis.plot(xs, ys, marker="o", label=LABELS[name])
+    axis.axhline(100 * bc, color="gray", linestyle="--", label="BC only")
+    settings = results["settings"]
+    axis.set_xlabel("real (sim) episodes used")
+    axis.set_ylabel(f"success rate over {settings['eval_episodes']} eval episodes (%)")
+    axis.set_title(f"SO-101 pick-cube: BC from {settings['demos']} demos, then RL (seed {settings['seed']})")
+    axis.set_ylim(-2, min(102, highest + 15))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    sim = So101Sim(SimConfig(image_size=(args.image_size, args.image_size)))
+    results: dict[str, Any] = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                               "methods": {}}
+
+    demos, seconds = timed(lambda: expert_episodes(
+        sim, range(DEMO_SEED_BASE, DEMO_SEED_BASE + args.demos), EpisodeConfig(max_steps=args.max_steps),
+        successful_only=True))
+    print(f"demos: {len(demos)}/{args.demos} expert successes, {sum(d['length'] for d in demos)} frames "
+          f"({seconds:.0f} s)", flush=True)
+    if args.load_bc is not None:
+        policy = CompactFlowVLA.load(args.load_bc)
+        if policy.config != build_policy(args).config:
+            raise ValueError(f"--load-bc: {args.load_bc} was trained with another policy config")
+        losses, seconds = [float("nan")], 0.0
+        print(f"BC: loaded {args.load_bc}")
+    else:
+        policy = build_policy(args)
+        losses, seconds = timed(lambda: train_bc(policy, BCArrays.from_episodes(demos, args.chunk_size), BCConfig(
+            steps=args.bc_steps, batch_size=args.bc_batch, learning_rate=args.bc_lr, seed=args.seed)))
+        policy.save(args.out / "bc_policy")
+    bc_success, eval_seconds = timed(lambda: evaluate(policy, sim, args))
+    results.update(bc_success=bc_success, bc_loss_last=float(np.mean(losses[-50:])), bc_seconds=seconds)
+    print(f"BC: {args.bc_steps} steps ({seconds:.0f} s), final loss {results['bc_loss_last']:.4f}; "
+          f"success {100 * bc_success:.0f}% over {args.eval_episodes} eval episodes ({eval_seconds:.0f} s)", flush=True)
+    bc_state = copy.deepcopy(policy.state_dict())
+
+    for name in args.methods:
+        method_started = time.perf_counter()
+        method_policy = build_policy(args)
+        method_policy.load_state_dict(bc_state)
+        method_policy.eval()
+        try:
+            method = make_method(name, method_policy, sim, demos, args)
+        except Exception as error:  # noqa: BLE001 - the UMM is optional for this bench; say why it is missing
+            if name != "mbpo_umm":
+                raise
+            reason = f"{type(error).__name__}: {error}"
+            results["methods"][name] = {"skipped": reason}
+            print(f"{name}: skipped: {reason}", flush=True)
+            continue
+        record: dict[str, Any] = {"iterations": [], "setup_seconds": time.perf_counter() - method_started}
+        if isinstance(method, UMMBranchedMBPO):
+            record["world_model_fit"] = method.wm_log
+        for iteration in range(args.iterations):
+            stats, train_seconds = timed(lambda: method.iteration(iteration))
+            success, eval_seconds = timed(lambda: evaluate(method_policy, sim, args))
+            row = {"iteration": iteration + 1, "real_episodes": method.real_episodes_used, "success": success,
+                   "train_seconds": train_seconds, "eval_seconds": eval_seconds, **stats}
+            record["iterations"].append(row)
+            extra = ", ".join(f"{k} {v:.2f}" for k, v in stats.items())
+            print(f"{name:9s} it {iteration + 1}: real episodes {method.real_episodes_used:3d}, "
+                  f"success {100 * success:5.1f}% (BC {100 * bc_success:.1f}%) [{extra}] "
+                  f"({train_seconds:.0f} s + eval {eval_seconds:.0f} s)", flush=True)
+        record["seconds"] = time.perf_counter() - method_started
+        results["methods"][name] = record
+        (args.out / "results.json").write_text(json.dumps(results, indent=2))
+
+    results["total_seconds"] = time.perf_counter() - started
+    summarize(results)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    plot(results, args.out / "curve.png")
+    print(f"wrote {args.out / 'curve.png'} and {args.out / 'results.json'} ({results['total_seconds'] / 60:.1f} min)")
+    sim.close()
+    return results
+
+
+def summarize(results: dict[str, Any]) -> None:
+    bc = results["bc_success"]
+    print("\nsuccess rate (%) per iteration; iteration 0 = BC")
+    for name, record in results["methods"].items():
+        if "skipped" in record:
+            print(f"  {name:9s} skipped: {record['skipped']}")
+            continue
+        curve = [bc] + [row["success"] for row in record["iterations"]]
+        print(f"  {name:9s} " + " ".join(f"{100 * s:5.1f}" for s in curve))
+    finals = {name: r["iterations"][-1]["success"] for name, r in results["methods"].items()
+              if "skipped" not in r and r["iterations"]}
+    results["final_success"] = finals
+    for name in ("mbpo_sim", "mbpo_umm"):
+        if name in finals:
+            line = f"  {name} - BC = {100 * (finals[name] - bc):+.1f} points (goal >= +10)"
+            if "ppo" in finals:
+                line += f"; {name} - PPO = {100 * (finals[name] - finals['ppo']):+.1f} points (goal > 0)"
+            print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Teleop sources as real processes: gamepad (/joy) targets and interventions, the leader-arm
+refusal without hardware, and the sim's scripted expert publishing teleop targets.
+
+The auto-episode mode (scripted demonstrations) runs end to end in test_recorder.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+TELEOP = "vla_mbpo_ros.nodes.teleop"
+COMMAND_TOPIC = "/vla_mbpo/teleop/joint_command"
+JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+# Safety position limits of config/robots/so101.yaml.
+POSITION_MIN = np.array([-1.87, -1.69, -1.64, -1.60, -2.69, -0.17])
+POSITION_MAX = np.array([1.87, 1.69, 1.64, 1.60, 2.79, 1.74])
+
+
+def test_joy_drives_from_the_measured_position_only_with_the_deadman_and_toggles_intervention(ros, launch_node):
+    from ros_harness import wait_until
+    from sensor_msgs.msg import JointState, Joy
+
+    from vla_mbpo_ros.msg import EpisodeEvent
+    from vla_mbpo_ros.nodes._runtime import RELIABLE_QOS, SENSOR_QOS
+
+    commands = ros.subscribe(JointState, COMMAND_TOPIC, RELIABLE_QOS)
+    events = ros.subscribe(EpisodeEvent, "/vla_mbpo/episode_event", RELIABLE_QOS)
+    # Joint order of the measured state differs from the arm's: the node maps by name.
+    measured = ros.publisher(JointState, "/joint_states", SENSOR_QOS)
+    joy = ros.publisher(Joy, "/joy", SENSOR_QOS)
+    launch_node(TELEOP, "teleop", params={"source": "joy", "rate_hz": 30.0, "joy.axes": [0, -1, -1, -1, -1, -1],
+                                          "joy.axis_speeds": [0.5, 0.0, 0.0, 0.0, 0.0, 0.0],
+                                          "joy.deadman_button": 4, "joy.intervention_button": 3})
+    ros.wait_for_subscribers("/joy", timeout=60.0)
+    ros.wait_for_subscribers("/joint_states", timeout=60.0)
+    start = [0.3, -0.2, 0.1, 0.4, 0.0, 1.0]
+
+    def publish(axes, buttons, seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            measured.publish(JointState(name=list(reversed(JOINTS)), position=list(reversed(start))))
+            joy.publish(Joy(axes=axes, buttons=buttons))
+            time.sleep(0.02)
+
+    publish([1.0], [0, 0, 0, 0, 0], 1.0)  # full deflection without the deadman: nothing
+    assert commands == []
+    publish([1.0], [0, 0, 0, 0, 1], 1.0)  # deadman held: shoulder_pan moves at 0.5 rad/s
+    wait_until(lambda: len(commands) >= 20, 10.0, "teleop targets")
+    received = list(commands)
+    assert list(received[0].name) == JOINTS
+    positions = np.array([c.position for c in received])
+    assert positions[0, 0] == pytest.approx(0.3, abs=0.05)  # engaged from the measured position
+    assert np.all(np.diff(positions[:, 0]) > 0) and positions[-1, 0] > positions[0, 0] + 0.15
+    np.testing.assert_allclose(positions[:, 1:], np.tile(start[1:], (len(positions), 1)), atol=1e-9)
+    publish([0.0], [0, 0, 0, 0, 0], 0.5)  # released: targets stop (the executor holds)
+    count = len(commands)
+    publish([0.0], [0, 0, 0, 0, 0], 0.5)
+    assert len(commands) == count
+
+    publish([0.0], [0, 0, 0, 1, 0], 0.3)  # press + hold: one toggle, not one per message
+    publish([0.0], [0, 0, 0, 0, 0], 0.3)
+    publish([0.0], [0, 0, 0, 1, 0], 0.3)
+    wait_until(lambda: len(events) >= 2, 10.0, "two intervention events")
+    time.sleep(0.3)
+    assert [e.event for e in events] == [EpisodeEvent.INTERVENTION_START, EpisodeEvent.INTERVENTION_END]
+
+
+def test_leader_source_refuses_to_start_without_the_arm(launch_node, tmp_path):
+    from ros_harness import wait_until
+
+    port = tmp_path / "ttyACM_missing"
+    teleop = launch_node(TELEOP, "teleop", params={"source": "leader", "leader.port": str(port)})
+    wait_until(lambda: not teleop.alive(), 60.0, "the teleop node to refuse")
+    assert teleop.process.returncode == 2
+    output = teleop.output()
+    assert f"configuration: leader.port: {port} does not exist" in output
+
+
+def test_unknown_source_is_named(launch_node):
+    from ros_harness import wait_until
+
+    teleop = launch_node(TELEOP, "teleop", params={"source": "spacemouse"})
+    wait_until(lambda: not teleop.alive(), 60.0, "the teleop node to refuse")
+    assert teleop.process.returncode == 2 and "configuration: source" in teleop.output()
+
+
+def test_sim_expert_publishes_targets_within_limits_but_never_moves_the_arm_itself(ros, launch_node):
+    from ros_harness import wait_until
+    from sensor_msgs.msg import JointState
+
+    from vla_mbpo_ros.conversions import stamp_to_seconds
+    from vla_mbpo_ros.nodes._runtime import RELIABLE_QOS, SENSOR_QOS
+
+    targets = ros.subscribe(JointState, COMMAND_TOPIC, RELIABLE_QOS)
+    states = ros.subscribe(JointState, "/joint_states", SENSOR_QOS)
+    launch_node("vla_mbpo_ros.nodes.sim_robot", "sim_robot",
+                params={"sim.image_size": [48, 64], "sim.camera_fps": 10.0, "sim.control_fps": 30.0, "expert_teleop": True})
+    wait_until(lambda: len(targets) >= 60 and states, 90.0, "two seconds of expert targets")
+    received = list(targets)
+    assert list(received[-1].name) == JOINTS
+    stamps = np.array([stamp_to_seconds(t.header.stamp) for t in received])
+    assert np.median(np.diff(stamps)) == pytest.approx(1 / 30, abs=2e-3)
+    positions = np.array([t.position for t in received])
+    assert np.all(positions >= POSITION_MIN - 1e-9) and np.all(positions <= POSITION_MAX + 1e-9)
+    # The expert heads for its ready pose, but nothing forwards its targets: the arm stays home.
+    assert np.max(np.abs(positions[-1] - positions[0])) > 0.1
+    np.testing.assert_allclose(states[-1].position, np.zeros(6), atol=0.05)

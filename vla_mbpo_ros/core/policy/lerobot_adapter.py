@@ -1,0 +1,350 @@
+"""LeRobot's flow-matching VLAs (pi0, pi0.5, SmolVLA) behind ``RLChunkPolicy``.
+
+The LeRobot policy object is used as is (``from_pretrained`` from a local directory, its own pre/post-processor
+pipelines for normalization and tokenization); this adapter only drives its denoising loop:
+
+- prefix: the policy's ``embed_prefix`` and one backbone pass with ``use_cache=True`` give the KV cache and the
+  prefix hidden states; their mask-weighted mean feeds the value head (MLP, default 1024-512-256-128-1);
+- velocity: the policy's ``denoise_step`` on that cache is the velocity function of ``flow_sde.sample_chain``
+  (LeRobot's time convention, t = 1 noise and steps of -1/K, is the one ``flow_sde`` uses);
+- the chain lives in the policy's normalized, padded action space (``max_action_dim``); the chunk log-prob is
+  taken over the executed steps (``n_action_steps``) and the real action dimensions only, so padding adds no
+  noise to the PPO ratio;
+- RL trains the action expert and its projections (and the value head); the VLM backbone stays frozen unless
+  ``train_vlm_in_rl`` is set, in which case the prefix is recomputed with gradients.
+
+Checkpoint directory (type "lerobot_flow"), self-contained so that it loads offline:
+``config.json`` (adapter settings), ``model.safetensors`` (value head), ``lerobot/`` (the policy's
+``save_pretrained`` plus its processor pipelines), ``tokenizer/`` (the tokenizer the preprocessor uses) and, for
+SmolVLA, ``vlm/`` (the backbone config and processor its constructor reads). Everything is safetensors or JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vla_mbpo_ros.core.policy.base import ChunkSample, ObsBatch, register_policy_type
+from vla_mbpo_ros.core.policy.checkpoint import load_tensors, read_config, save_checkpoint
+from vla_mbpo_ros.core.policy.flow_sde import (
+    FlowSDEConfig,
+    VelocityFn,
+    gaussian_log_prob,
+    sample_chain,
+    sde_sigmas,
+    time_grid,
+    transition_mean_std,
+)
+from vla_mbpo_ros.core.policy.value_head import ValueHead, ValueHeadConfig, masked_mean_pool
+from vla_mbpo_ros.core.types import Observation
+
+POLICY_TYPE = "lerobot_flow"
+BACKENDS = ("pi0", "pi05", "smolvla")
+LEROBOT_DIR, TOKENIZER_DIR, VLM_DIR = "lerobot", "tokenizer", "vlm"
+PREPROCESSOR_FILE, POSTPROCESSOR_FILE = "policy_preprocessor.json", "policy_postprocessor.json"
+# Parameters of the VLM backbone (frozen in RL by default), by backend.
+_VLM_PREFIX = {"pi0": "paligemma_with_expert.paligemma.", "pi05": "paligemma_with_expert.paligemma.",
+               "smolvla": "vlm_with_expert.vlm."}
+
+
+@dataclass
+class LeRobotFlowConfig:
+    """Adapter settings; the LeRobot policy keeps its own config (``lerobot/config.json``)."""
+
+    view_keys: dict[str, str] = field(default_factory=dict)  # view name -> LeRobot image key; default
+    # observation.images.<view> for every image feature of the policy
+    inference_steps: int = 0  # deterministic denoising steps at deployment; 0: the LeRobot config's
+    deploy_noise: str = "zero"  # "zero": start the ODE at the prior mean (deterministic); "sample": random
+    train_vlm_in_rl: bool = False  # RL trains the action expert (+ projections) only unless set
+    device: str = "cpu"
+    sde: FlowSDEConfig = field(default_factory=FlowSDEConfig)
+    value_head: ValueHeadConfig = field(default_factory=ValueHeadConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sde, dict):
+            self.sde = FlowSDEConfig(**self.sde)
+        if isinstance(self.value_head, dict):
+            self.value_head = ValueHeadConfig(**self.value_head)
+        self.view_keys = {str(k): str(v) for k, v in dict(self.view_keys).items()}
+        if self.inference_steps < 0:
+            raise ValueError(f"inference_steps must be >= 0, got {self.inference_steps}")
+        if self.deploy_noise not in ("zero", "sample"):
+            raise ValueError(f"deploy_noise must be 'zero' or 'sample', got {self.deploy_noise!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LeRobotFlowConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown LeRobotFlowConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class _Prefix:
+    velocity: VelocityFn
+    pooled: torch.Tensor  # (B, D) mean of the prefix hidden states over valid tokens
+
+
+def backend_of(lerobot_policy: Any) -> str:
+    name = getattr(lerobot_policy, "name", None)
+    if name not in BACKENDS:
+        raise ValueError(f"unsupported LeRobot policy {name!r}; supported: {BACKENDS}")
+    return name
+
+
+class LeRobotFlowPolicy(nn.Module):
+    """A LeRobot pi0 / pi0.5 / SmolVLA policy as ``ChunkPolicy`` and ``RLChunkPolicy``."""
+
+    def __init__(self, lerobot_policy: nn.Module, preprocessor: Any, postprocessor: Any,
+                 config: LeRobotFlowConfig | None = None, version: str = "0") -> None:
+        super().__init__()
+        self.config = config or LeRobotFlowConfig()
+        self.backend = backend_of(lerobot_policy)
+        self.lerobot = lerobot_policy
+        self.preprocessor = preprocessor
+        self.postprocessor = postprocessor
+        self.version = version
+        lerobot_config = lerobot_policy.config
+        self.model_chunk = int(lerobot_config.chunk_size)  # actions the model denoises per chunk
+        self.chunk_size = int(lerobot_config.n_action_steps)  # k: actions executed per chunk
+        self.action_dim = int(lerobot_config.output_features["action"].shape[0])
+        self.padded_action_dim = int(lerobot_config.max_action_dim)
+        image_keys = list(lerobot_config.image_features)
+        if self.config.view_keys:
+            unknown = sorted(set(self.config.view_keys.values()) - set(image_keys))
+            if unknown:
+                raise ValueError(f"view_keys name image features {unknown} the policy lacks; it has {image_keys}")
+            self.view_keys = dict(self.config.view_keys)
+        else:
+            self.view_keys = {key.rsplit(".", 1)[-1]: key for key in image_keys}
+        self.view_names = tuple(self.view_keys)
+        default_steps = getattr(lerobot_config, "num_inference_steps", None) or getattr(lerobot_config, "num_steps")
+        self.inference_steps = self.config.inference_steps or int(default_steps)
+        self.value_head = ValueHead(self._prefix_width(), self.config.value_head).to(self.config.device)
+        vlm_prefix = _VLM_PREFIX[self.backend]
+        self._actor_names = [name for name, _ in self.lerobot.model.named_parameters()
+                             if self.config.train_vlm_in_rl or not name.startswith(vlm_prefix)]
+
+    def _prefix_width(self) -> int:
+        model = self.lerobot.model
+        if self.backend == "smolvla":
+            return int(model.vlm_with_expert.config.text_config.hidden_size)
+        return int(model.paligemma_with_expert.paligemma.config.text_config.hidden_size)
+
+    # ----------------------------------------------------------------- inputs
+    def _lerobot_batch(self, batch: ObsBatch) -> dict[str, Any]:
+        """ObsBatch -> the policy's preprocessed batch (normalized state, tokenized task, images in [0, 1])."""
+        missing = [n for n in self.view_names if n not in batch.views]
+        if missing:
+            raise ValueError(f"observation lacks views {missing}; policy expects {list(self.view_names)}")
+        raw: dict[str, Any] = {
+            key: torch.from_numpy(np.ascontiguousarray(batch.views[name])).permute(0, 3, 1, 2).float() / 255.0
+            for name, key in self.view_keys.items()}
+        raw["observation.state"] = torch.from_numpy(batch.states)
+        raw["task"] = list(batch.instructions)
+        return self.preprocessor(raw)
+
+    def _prefix(self, batch: ObsBatch, with_grad: bool) -> _Prefix:
+        """Prefix pass (KV cache + pooled hidden states) and the velocity function on that cache."""
+        from lerobot.policies.common.vla_utils import make_att_2d_masks, prepare_attention_masks_4d
+
+        processed = self._lerobot_batch(batch)
+        policy, model = self.lerobot, self.lerobot.model
+        tokens = processed["observation.language.tokens"]
+        token_masks = processed["observation.language.attention_mask"]
+        with torch.set_grad_enabled(with_grad):
+            if self.backend == "smolvla":
+                images, image_masks = policy.prepare_images(processed)
+                state = policy.prepare_state(processed)
+                embeddings, pad_masks, att_masks = model.embed_prefix(images, image_masks, tokens, token_masks,
+                                                                      state=state)
+                (hidden, _), cache = model.vlm_with_expert.forward(
+                    attention_mask=make_att_2d_masks(pad_masks, att_masks),
+                    position_ids=torch.cumsum(pad_masks, dim=1) - 1, past_key_values=None,
+                    inputs_embeds=[embeddings, None], use_cache=True)
+                velocity: VelocityFn = lambda x, t: model.denoise_step(pad_masks, cache, x, t)  # noqa: E731
+            else:
+                images, image_masks = policy._preprocess_images(processed)
+                embeddings, pad_masks, att_masks = model.embed_prefix(images, image_masks, tokens, token_masks)
+                # As sample_actions does: eager attention for the masked prefix pass.
+                model.paligemma_with_expert.paligemma.model.language_model.config._attn_implementation = "eager"
+                (hidden, _), cache = model.paligemma_with_expert.forward(
+                    attention_mask=prepare_attention_masks_4d(make_att_2d_masks(pad_masks, att_masks)),
+                    position_ids=torch.cumsum(pad_masks, dim=1) - 1, past_key_values=None,
+                    inputs_embeds=[embeddings, None], use_cache=True)
+                if self.backend == "pi0":
+                    state = policy.prepare_state(processed)
+                    velocity = lambda x, t: model.denoise_step(state, pad_masks, cache, x, t)  # noqa: E731
+                else:
+                    velocity = lambda x, t: model.denoise_step(pad_masks, cache, x, t)  # noqa: E731
+        pooled = masked_mean_pool(hidden.float(), pad_masks.bool())
+        return _Prefix(velocity=lambda x, t: velocity(x, t.to(device=x.device, dtype=torch.float32)).to(x.dtype),
+                       pooled=pooled)
+
+    def _noise(self, size: int, generator: torch.Generator | None, zero: bool) -> torch.Tensor:
+        shape = (size, self.model_chunk, self.padded_action_dim)
+        if zero:
+            return torch.zeros(shape)
+        return torch.randn(shape, generator=generator)
+
+    def _unnormalize(self, chain_end: torch.Tensor) -> np.ndarray:
+        actions = chain_end[:, : self.chunk_size, : self.action_dim].float().cpu()
+        return np.asarray(self.postprocessor(actions).cpu().numpy(), dtype=np.float32)
+
+    def _log_prob(self, velocity: VelocityFn, chain: torch.Tensor, denoise_index: torch.Tensor) -> torch.Tensor:
+        """Log-density of each chain's stochastic transition, over executed steps and real action dims."""
+        sde = self.config.sde
+        if chain.shape[1] != sde.num_steps + 1:
+            raise ValueError(f"chain has {chain.shape[1]} iterates, expected K+1 = {sde.num_steps + 1}")
+        grid = time_grid(sde.num_steps).to(chain.device)
+        sigmas = sde_sigmas(sde.num_steps, sde.noise_level).to(chain.device)
+        denoise_index = denoise_index.to(chain.device)
+        rows = torch.arange(chain.shape[0], device=chain.device)
+        x_t, x_next = chain[rows, denoise_index], chain[rows, denoise_index + 1]
+        t = grid[denoise_index]
+        mean, std = transition_mean_std(x_t, velocity(x_t, t), t, grid[denoise_index + 1], sigmas[denoise_index])
+        executed = (slice(None), slice(0, self.chunk_size), slice(0, self.action_dim))
+        return gaussian_log_prob(x_next[executed], mean[executed], std.expand_as(mean)[executed])
+
+    # ----------------------------------------------------------------- deployment
+    @torch.no_grad()
+    def predict_chunks(self, batch: ObsBatch) -> np.ndarray:
+        """Deterministic chunks (B,k,d), unnormalized, by Euler integration with ``inference_steps``."""
+        prefix = self._prefix(batch, with_grad=False)
+        noise = self._noise(len(batch), None, zero=self.config.deploy_noise == "zero").to(self.config.device)
+        sde = FlowSDEConfig(num_steps=self.inference_steps, noise_level=self.config.sde.noise_level)
+        return self._unnormalize(sample_chain(prefix.velocity, noise, sde, denoise_index=None)[:, -1])
+
+    def predict_chunk(self, obs: Observation) -> np.ndarray:
+        return self.predict_chunks(ObsBatch.from_observations([obs]))[0]
+
+    def reset(self) -> None:
+        self.lerobot.reset()
+
+    # ----------------------------------------------------------------- RL
+    @torch.no_grad()
+    def sample_chunks(self, batch: ObsBatch, generator: torch.Generator) -> ChunkSample:
+        """Flow-SDE chunks (K = sde.num_steps, one random stochastic step per sample) with log-prob and value."""
+        prefix = self._prefix(batch, with_grad=False)
+        sde = self.config.sde
+        noise = self._noise(len(batch), generator, zero=False)
+        denoise_index = torch.randint(0, sde.num_steps, (len(batch),), generator=generator)
+        chain = sample_chain(prefix.velocity, noise.to(self.config.device), sde, denoise_index, generator)
+        return ChunkSample(actions=self._unnormalize(chain[:, -1]), chain=chain.cpu(), denoise_index=denoise_index,
+                           log_prob=self._log_prob(prefix.velocity, chain, denoise_index).cpu(),
+                           value=self.value_head(prefix.pooled).cpu())
+
+    def evaluate_chains(self, batch: ObsBatch, chain: torch.Tensor, denoise_index: torch.Tensor,
+                        with_value: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-prob of stored chains under the current parameters (grad to the actor), and V from the prefix."""
+        prefix = self._prefix(batch, with_grad=self.config.train_vlm_in_rl)
+        log_prob = self._log_prob(prefix.velocity, chain.to(self.config.device), denoise_index)
+        value = self.value_head(prefix.pooled.detach()) if with_value else None
+        return log_prob, value
+
+    def value(self, batch: ObsBatch) -> torch.Tensor:
+        with torch.no_grad():
+            pooled = self._prefix(batch, with_grad=False).pooled
+        return self.value_head(pooled)
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        named = dict(self.lerobot.model.named_parameters())
+        return [named[name] for name in self._actor_names]
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        return list(self.value_head.parameters())
+
+    # ----------------------------------------------------------------- checkpoints
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        lerobot_dir = directory / LEROBOT_DIR
+        self.lerobot.save_pretrained(lerobot_dir)
+        self.preprocessor.save_pretrained(lerobot_dir, config_filename=PREPROCESSOR_FILE)
+        self.postprocessor.save_pretrained(lerobot_dir, config_filename=POSTPROCESSOR_FILE)
+        tokenizer = _tokenizer_step(self.preprocessor)
+        if tokenizer is not None:
+            tokenizer.input_tokenizer.save_pretrained(directory / TOKENIZER_DIR)
+        if self.backend == "smolvla":
+            backbone = self.lerobot.model.vlm_with_expert
+            backbone.config.save_pretrained(directory / VLM_DIR)
+            backbone.processor.save_pretrained(directory / VLM_DIR)
+        config = {"type": POLICY_TYPE, "version": self.version, "backend": self.backend,
+                  "adapter": self.config.to_dict()}
+        save_checkpoint(directory, {f"value_head.{k}": v for k, v in self.value_head.state_dict().items()}, config)
+
+    @classmethod
+    def load(cls, directory: Path, device: str | None = None) -> "LeRobotFlowPolicy":
+        """Load a checkpoint written by :meth:`save` (offline: tokenizer and VLM config come from it)."""
+        directory = Path(directory)
+        config = read_config(directory)
+        if config["type"] != POLICY_TYPE:
+            raise ValueError(f"{directory} holds a {config['type']!r} checkpoint, not {POLICY_TYPE!r}")
+        adapter = LeRobotFlowConfig.from_dict(config["adapter"])
+        if device is not None:
+            adapter.device = device
+        policy = cls.from_lerobot(directory / LEROBOT_DIR, adapter, version=str(config.get("version", "0")),
+                                  tokenizer_dir=_optional_dir(directory / TOKENIZER_DIR),
+                                  vlm_dir=_optional_dir(directory / VLM_DIR))
+        tensors = load_tensors(directory)
+        policy.value_head.load_state_dict(
+            {k.removeprefix("value_head."): v for k, v in tensors.items() if k.startswith("value_head.")})
+        return policy.eval()
+
+    @classmethod
+    def from_lerobot(cls, lerobot_dir: Path, config: LeRobotFlowConfig | None = None, version: str = "0",
+                     tokenizer_dir: Path | None = None, vlm_dir: Path | None = None) -> "LeRobotFlowPolicy":
+        """Wrap a LeRobot checkpoint directory (``save_pretrained`` + its processor pipelines).
+
+        ``tokenizer_dir`` replaces the tokenizer the preprocessor names (e.g. a local copy of PaliGemma's when
+        offline); ``vlm_dir`` replaces SmolVLA's ``vlm_model_name`` (backbone config + processor).
+        """
+        from lerobot.configs import PreTrainedConfig
+        from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+
+        config = config or LeRobotFlowConfig()
+        lerobot_dir = Path(lerobot_dir)
+        lerobot_config = PreTrainedConfig.from_pretrained(lerobot_dir)
+        if lerobot_config.type not in BACKENDS:
+            raise ValueError(f"{lerobot_dir} holds a LeRobot {lerobot_config.type!r} policy; supported: {BACKENDS}")
+        lerobot_config.device = config.device
+        if vlm_dir is not None:
+            lerobot_config.vlm_model_name = str(vlm_dir)
+        lerobot_policy = get_policy_class(lerobot_config.type).from_pretrained(lerobot_dir, config=lerobot_config)
+        lerobot_policy.eval()
+        overrides: dict[str, dict[str, Any]] = {"device_processor": {"device": config.device}}
+        if tokenizer_dir is not None:
+            overrides["tokenizer_processor"] = {"tokenizer_name": str(tokenizer_dir)}
+        preprocessor, postprocessor = make_pre_post_processors(
+            lerobot_config, pretrained_path=str(lerobot_dir), preprocessor_overrides=overrides,
+            preprocessor_config_filename=PREPROCESSOR_FILE, postprocessor_config_filename=POSTPROCESSOR_FILE)
+        return cls(lerobot_policy, preprocessor, postprocessor, config, version).eval()
+
+
+def _tokenizer_step(pipeline: Any) -> Any:
+    for step in getattr(pipeline, "steps", []):
+        if getattr(step, "input_tokenizer", None) is not None:
+            return step
+    return None
+
+
+def _optional_dir(path: Path) -> Path | None:
+    return path if path.is_dir() else None
+
+
+def _load(directory: Path) -> LeRobotFlowPolicy:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return LeRobotFlowPolicy.load(directory)
+
+
+register_policy_type(POLICY_TYPE, _load)

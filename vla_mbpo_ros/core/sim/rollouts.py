@@ -1,0 +1,210 @@
+"""Episodes in the simulated SO-101, in-process: scripted-expert demonstrations, policy rollouts, evaluation.
+
+Episodes come back as dicts in the format that ``BCArrays.from_episodes`` and
+``StartStateSampler.add_episodes`` read, frame t being the observation before action t:
+
+    "views" name -> (T,H,W,3) uint8, "states" (T,d) float32, "actions" (T,d) float32, "instruction" str,
+    "sim_states" (T,S) float64 (physics state at each frame), "success" bool, "length" T,
+    "steps_to_success" (control steps until the first success, -1 without one), "seed", "source".
+
+Policy episodes run in lockstep: one simulator is multiplexed over a batch of episodes through exact
+state save/restore, so the policy sees one batched call per chunk instead of one call per episode.
+The policy is queried at chunk boundaries and its whole chunk is executed open-loop (the chunk-level
+MDP the world model and VLA-MBPO work in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from vla_mbpo_ros.core.policy.base import ObsBatch
+from vla_mbpo_ros.core.sim.env import So101Sim
+from vla_mbpo_ros.core.sim.expert import ExpertConfig, ScriptedExpert
+from vla_mbpo_ros.core.types import Observation
+
+
+@dataclass
+class EpisodeConfig:
+    max_steps: int = 150  # control steps per episode (the scripted expert needs ~95 on average)
+    instruction: str = "pick up the cube"
+    stop_on_success: bool = True  # end the episode at the first successful control step
+    record: bool = True  # keep every frame (views, states, actions, sim states); False: outcomes only
+    batch_size: int = 64  # policy episodes run in lockstep groups of at most this many
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class EvalResult:
+    """Outcome of seeded evaluation episodes."""
+
+    seeds: list[int]
+    successes: np.ndarray  # (E,) bool
+    steps_to_success: np.ndarray  # (E,) int, -1 where the episode failed
+    episodes: list[dict[str, Any]] = field(default_factory=list)  # recorded episodes (when record=True)
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean(self.successes)) if len(self.successes) else float("nan")
+
+    def mean_steps_to_success(self) -> float:
+        """Mean control steps to success over successful episodes (nan without any)."""
+        done = self.steps_to_success[self.successes]
+        return float(done.mean()) if len(done) else float("nan")
+
+
+class _Recorder:
+    """Per-episode frame lists, stacked into the episode dict at the end."""
+
+    def __init__(self, record: bool) -> None:
+        self.record = record
+        self.views: dict[str, list[np.ndarray]] = {}
+        self.states: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+        self.sim_states: list[np.ndarray] = []
+
+    def add(self, views: dict[str, np.ndarray], state: np.ndarray, action: np.ndarray,
+            sim_state: np.ndarray) -> None:
+        if not self.record:
+            return
+        for name, image in views.items():
+            self.views.setdefault(name, []).append(image)
+        self.states.append(np.asarray(state, dtype=np.float32))
+        self.actions.append(np.asarray(action, dtype=np.float32))
+        self.sim_states.append(np.asarray(sim_state, dtype=np.float64))
+
+    def episode(self, instruction: str, seed: int, source: str, steps_to_success: int,
+                length: int) -> dict[str, Any]:
+        episode: dict[str, Any] = {
+            "instruction": instruction, "seed": int(seed), "source": source, "length": int(length),
+            "success": steps_to_success >= 0, "steps_to_success": int(steps_to_success)}
+        if self.record and self.states:
+            episode.update(
+                views={n: np.stack(v) for n, v in self.views.items()}, states=np.stack(self.states),
+                actions=np.stack(self.actions), sim_states=np.stack(self.sim_states))
+        return episode
+
+
+def expert_episodes(sim: So101Sim, seeds: Sequence[int], config: EpisodeConfig | None = None,
+                    expert_config: ExpertConfig | None = None, successful_only: bool = False) -> list[dict[str, Any]]:
+    """Scripted-expert demonstrations (source "demo"), one per seed (sim and expert noise seeded alike).
+
+    ``successful_only`` drops the episodes in which the expert failed (with noise options it can).
+    Every control step is rendered when recording, so this costs one render per frame.
+    """
+    config = config or EpisodeConfig()
+    expert = ScriptedExpert(sim, expert_config)
+    episodes = []
+    for seed in seeds:
+        sim.reset(seed=int(seed))
+        expert.reset(seed=int(seed))
+        recorder = _Recorder(config.record)
+        steps_to_success, length = -1, 0
+        for step in range(config.max_steps):
+            action = expert.act(sim)
+            if config.record:
+                recorder.add(sim.render(fresh=True), sim.joint_positions(), action, sim.get_state())
+            sim.set_joint_targets(action)
+            sim.step()
+            length = step + 1
+            if steps_to_success < 0 and sim.is_success():
+                steps_to_success = step + 1
+                if config.stop_on_success:
+                    break
+        if steps_to_success >= 0 or not successful_only:
+            episodes.append(recorder.episode(config.instruction, seed, "demo", steps_to_success, length))
+    return episodes
+
+
+def _chunks(policy: Any, batch: ObsBatch, generator: torch.Generator | None) -> np.ndarray:
+    """(B,k,d) chunks: Flow-SDE samples with a generator, the deterministic chunk without one."""
+    if generator is not None:
+        return np.asarray(policy.sample_chunks(batch, generator).actions, dtype=np.float64)
+    if hasattr(policy, "predict_chunks"):
+        return np.asarray(policy.predict_chunks(batch), dtype=np.float64)
+    return np.stack([np.asarray(policy.predict_chunk(Observation(
+        views={n: v[i] for n, v in batch.views.items()}, state=batch.states[i], instruction=batch.instructions[i])),
+        dtype=np.float64) for i in range(len(batch))])
+
+
+def policy_episodes(policy: Any, sim: So101Sim, seeds: Sequence[int], config: EpisodeConfig | None = None,
+                    generator: torch.Generator | None = None, source: str = "rollout") -> list[dict[str, Any]]:
+    """Episodes of ``policy`` from the simulator's reset with each seed, in lockstep batches.
+
+    ``policy`` is a ChunkPolicy (``predict_chunks`` batched if it has it, else ``predict_chunk``); with a
+    ``generator`` it must be an RLChunkPolicy and chunks are Flow-SDE samples (exploration). Views are
+    rendered at the simulator's configured size; the policy resizes them to its own input size.
+    """
+    config = config or EpisodeConfig()
+    episodes: list[dict[str, Any]] = []
+    for start in range(0, len(seeds), config.batch_size):
+        episodes += _lockstep(policy, sim, list(seeds[start: start + config.batch_size]), config, generator, source)
+    return episodes
+
+
+def _lockstep(policy: Any, sim: So101Sim, seeds: list[int], config: EpisodeConfig,
+              generator: torch.Generator | None, source: str) -> list[dict[str, Any]]:
+    count = len(seeds)
+    physics, views, joints = [], [], []
+    for seed in seeds:
+        sim.reset(seed=int(seed))
+        physics.append(sim.get_state())
+        views.append(sim.render(fresh=True))
+        joints.append(sim.joint_positions())
+    recorders = [_Recorder(config.record) for _ in seeds]
+    steps_to_success = np.full(count, -1, dtype=np.int64)
+    lengths = np.zeros(count, dtype=np.int64)
+    alive = np.ones(count, dtype=bool)
+    if hasattr(policy, "reset"):
+        policy.reset()
+    while alive.any():
+        rows = np.flatnonzero(alive)
+        batch = ObsBatch(views={n: np.stack([views[r][n] for r in rows]) for n in views[rows[0]]},
+                         states=np.stack([joints[r] for r in rows]),
+                         instructions=[config.instruction] * len(rows))
+        chunks = _chunks(policy, batch, generator)
+        for row, chunk in zip(rows, chunks):
+            sim.set_state(physics[row])
+            frame_views = views[row]
+            for action in chunk:
+                if config.record:
+                    if frame_views is None:
+                        frame_views = sim.render(fresh=True)
+                    recorders[row].add(frame_views, sim.joint_positions(), action, sim.get_state())
+                frame_views = None
+                sim.set_joint_targets(action)
+                sim.step()
+                lengths[row] += 1
+                if steps_to_success[row] < 0 and sim.is_success():
+                    steps_to_success[row] = lengths[row]
+                if lengths[row] >= config.max_steps or (config.stop_on_success and steps_to_success[row] >= 0):
+                    alive[row] = False
+                    break
+            physics[row] = sim.get_state()
+            joints[row] = sim.joint_positions()
+            views[row] = sim.render(fresh=True) if alive[row] else {}
+    return [recorders[i].episode(config.instruction, seeds[i], source, int(steps_to_success[i]), int(lengths[i]))
+            for i in range(count)]
+
+
+def evaluate_policy(policy: Any, sim: So101Sim, seeds: Sequence[int], config: EpisodeConfig | None = None,
+                    generator: torch.Generator | None = None) -> EvalResult:
+    """Success over seeded episodes: deterministic chunks unless a ``generator`` asks for Flow-SDE samples.
+
+    Frames are kept only when ``config.record`` is set (e.g. for videos); ``EpisodeConfig(record=False)``
+    is the cheap setting for success rates.
+    """
+    config = config or EpisodeConfig(record=False)
+    episodes = policy_episodes(policy, sim, seeds, config, generator, source="rollout")
+    return EvalResult(
+        seeds=[int(s) for s in seeds],
+        successes=np.array([e["success"] for e in episodes], dtype=bool),
+        steps_to_success=np.array([e["steps_to_success"] for e in episodes], dtype=np.int64),
+        episodes=episodes if config.record else [])

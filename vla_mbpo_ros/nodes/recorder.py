@@ -1,0 +1,316 @@
+"""Episode recorder: synchronized observations + the commands actually sent -> LeRobotDataset v3.
+
+Frames are MultiViewObservations (/vla_mbpo/observation) paired with the ExecutedCommand the gate
+sent first at or after each observation's stamp (core.data.recording), while an episode is open:
+/vla_mbpo/recorder/start_episode (task, source) ... /vla_mbpo/recorder/end_episode (SUCCESS,
+FAILURE, UNLABELLED: saved with that label; DISCARD: dropped without a trace). end_episode answers
+once the episode is durable on disk. Policy rollouts and demonstrations go into the same dataset,
+told apart by the ``episode_source`` and ``command_source`` features.
+
+Disk work (PNG staging, video encoding, parquet, fsync) runs on one writer thread fed by a queue,
+never in a subscription callback. Crash safety and resume are core.data.EpisodeStore's: a kill
+mid-episode loses that episode only; on restart the existing dataset is opened and appended to.
+The node refuses to start (exit 2, one line naming the cause) on a bad feature config, a dataset
+recorded with other features, or less free disk than ``min_free_disk_mb``. An episode still
+open at shutdown is discarded, not saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+
+from vla_mbpo_ros.conversions import image_to_numpy, stamp_to_seconds, to_rgb
+from vla_mbpo_ros.core.data import (
+    EpisodeStore,
+    FramePairer,
+    FrameSampler,
+    InsufficientDiskSpace,
+    Outcome,
+    RecordedFrame,
+    RecordingConfig,
+)
+from vla_mbpo_ros.core.data.recording import PairingStats, reorder
+from vla_mbpo_ros.msg import ExecutedCommand, MultiViewObservation
+from vla_mbpo_ros.nodes._diagnostics import OK, WARN, DiagnosticsPublisher
+from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS, RELIABLE_QOS, ConfigError, declare, run_node
+from vla_mbpo_ros.srv import EndEpisode, StartEpisode
+
+_OUTCOMES = {
+    EndEpisode.Request.OUTCOME_SUCCESS: Outcome.SUCCESS,
+    EndEpisode.Request.OUTCOME_FAILURE: Outcome.FAILURE,
+    EndEpisode.Request.OUTCOME_UNLABELLED: Outcome.UNLABELLED,
+    EndEpisode.Request.OUTCOME_DISCARD: Outcome.DISCARD,
+}
+
+
+def _declare_recording_config(node: Node) -> RecordingConfig:
+    """Every RecordingConfig field is a ROS parameter of the same name (defaults from the dataclass)."""
+    values = {}
+    for f in dataclasses.fields(RecordingConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        values[f.name] = declare(node, f.name, list(default) if isinstance(default, tuple) else default)
+    try:
+        return RecordingConfig.from_dict(values)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+@dataclass
+class _Episode:
+    index: int
+    task: str
+    source: str
+    started: float  # monotonic
+
+
+@dataclass
+class _Counters:
+    frames_queued: int = 0
+    frames_written: int = 0
+    backlog_drops: int = 0  # frames dropped because the writer queue was full
+    stale: int = 0  # observations received more than max_observation_age after their stamp
+    invalid: int = 0  # observations or commands that did not fit the config
+    write_seconds: float = 0.0  # time the writer spent in add_frame
+
+    def summary(self, pairer: FramePairer, sampler: FrameSampler) -> str:
+        return (f"{self.frames_written} frames, {sampler.gaps} gap(s), {self.stale} stale observation(s), "
+                f"{pairer.stats.late} late command(s), {self.backlog_drops} backlog drop(s), {self.invalid} invalid message(s)")
+
+
+class RecorderNode(Node):
+    def __init__(self) -> None:
+        super().__init__("recorder")
+        self.config = _declare_recording_config(self)
+        output_dir = declare(self, "output_dir", "outputs", "datasets are written under this directory")
+        dataset_name = declare(self, "dataset_name", "dataset", "the dataset directory under output_dir")
+        observation_topic = declare(self, "observation_topic", "/vla_mbpo/observation")
+        command_topic = declare(self, "executed_command_topic", "/vla_mbpo/executed_command")
+        self.save_timeout = declare(self, "save_timeout_s", 300.0, "longest end_episode waits for the save (s)")
+        if not dataset_name or "/" in dataset_name:
+            raise ConfigError(f"dataset_name: expected a directory name, got {dataset_name!r}")
+        root = Path(output_dir) / dataset_name
+        try:
+            self.store = EpisodeStore(root, self.config)
+        except (InsufficientDiskSpace, ValueError) as err:
+            raise ConfigError(str(err)) from err
+        if self.store.recovered:
+            self.get_logger().warning(f"recovered {root}: {self.store.recovered}")
+
+        cfg = self.config
+        self.pairer: FramePairer[tuple[dict, Any], ExecutedCommand] = FramePairer(
+            cfg.max_command_delay, cfg.command_history, cfg.max_pending_observations
+        )
+        self.sampler = FrameSampler(cfg.fps, cfg.frame_slack)
+        self.counters = _Counters()
+        self._lock = threading.Lock()  # episode state, pairer, sampler, counters
+        self._episode: _Episode | None = None
+        self._last_save_s = float("nan")
+
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._writer = threading.Thread(target=self._write_loop, name="dataset_writer", daemon=True)
+        self._writer.start()
+
+        self.create_subscription(MultiViewObservation, observation_topic, self._on_observation, OBSERVATION_QOS)
+        self.create_subscription(ExecutedCommand, command_topic, self._on_command, RELIABLE_QOS)
+        services = ReentrantCallbackGroup()  # they wait for the writer while the subscriptions go on
+        self.create_service(StartEpisode, "/vla_mbpo/recorder/start_episode", self._on_start, callback_group=services)
+        self.create_service(EndEpisode, "/vla_mbpo/recorder/end_episode", self._on_end, callback_group=services)
+        self.diagnostics = DiagnosticsPublisher(self, self._report, period=1.0)
+        self.get_logger().info(
+            f"recording to {self.store.root} ({self.store.num_episodes} episode(s) so far): {cfg.fps} fps, "
+            f"views {list(cfg.views)} {cfg.image_size}, {'video ' + cfg.video_codec if cfg.use_videos else 'images'}"
+        )
+
+    # ------------------------------------------------------------------ writer thread
+    def _write_loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    def _run_on_writer(self, work: Callable[[], Any], timeout: float) -> Any:
+        """Run ``work`` on the writer thread after every frame queued before it; return its result."""
+        future: Future = Future()
+
+        def job() -> None:
+            try:
+                future.set_result(work())
+            except Exception as err:  # noqa: BLE001  (handed back to the service caller)
+                future.set_exception(err)
+
+        self._jobs.put(job)
+        return future.result(timeout=timeout)
+
+    def _write_frame(self, frame: RecordedFrame) -> None:
+        started = time.monotonic()
+        try:
+            self.store.add(frame)
+        except ValueError as err:
+            with self._lock:
+                self.counters.invalid += 1
+            self.get_logger().error(f"frame not recorded: {err}", throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self.counters.frames_written += 1
+            self.counters.write_seconds += time.monotonic() - started
+
+    # ------------------------------------------------------------------ inputs
+    def _on_observation(self, msg: MultiViewObservation) -> None:
+        stamp = stamp_to_seconds(msg.header.stamp)
+        age = stamp_to_seconds(self.get_clock().now().to_msg()) - stamp
+        with self._lock:
+            if self._episode is None:
+                return
+            if age > self.config.max_observation_age:
+                self.counters.stale += 1
+                self.get_logger().warning(
+                    f"observation received {age:.2f} s after its stamp (> max_observation_age): not recorded; "
+                    "is the sim running behind real time, or are clocks out of sync?", throttle_duration_sec=5.0)
+                return
+            if not self.sampler.accept(stamp):
+                return
+            try:
+                images = {}
+                for view in self.config.views:
+                    if view not in msg.view_names:
+                        raise ValueError(f"observation has no view {view!r} (views: {list(msg.view_names)})")
+                    image = msg.images[list(msg.view_names).index(view)]
+                    images[view] = to_rgb(image_to_numpy(image), image.encoding)
+                state = reorder(msg.joint_state.name, msg.joint_state.position, self.config.joint_names, "observation.joint_state")
+            except ValueError as err:
+                self.counters.invalid += 1
+                self.get_logger().error(f"observation not recorded: {err}", throttle_duration_sec=5.0)
+                return
+            self._queue_frames(self.pairer.add_observation(stamp, (images, state)))
+
+    def _on_command(self, msg: ExecutedCommand) -> None:
+        with self._lock:
+            paired = self.pairer.add_command(stamp_to_seconds(msg.header.stamp), msg)
+            if self._episode is not None:
+                self._queue_frames(paired)
+
+    def _queue_frames(self, paired) -> None:
+        """Called with the lock held."""
+        for p in paired:
+            if self._jobs.qsize() >= self.config.max_queued_frames:
+                self.counters.backlog_drops += 1
+                self.get_logger().warning("writer backlog full: dropping frames (disk or encoder too slow)", throttle_duration_sec=5.0)
+                continue
+            images, state = p.observation
+            command: ExecutedCommand = p.command
+            try:
+                action = reorder(command.joint_names, command.positions, self.config.joint_names, "executed_command")
+            except ValueError as err:
+                self.counters.invalid += 1
+                self.get_logger().error(f"command not recorded: {err}", throttle_duration_sec=5.0)
+                continue
+            frame = RecordedFrame(
+                images=images, state=state, action=action, obs_stamp=p.obs_stamp, command_stamp=p.command_stamp,
+                intervention=command.intervention, policy_version=command.policy_version, command_source=command.source,
+            )
+            self.counters.frames_queued += 1
+            self._jobs.put(lambda frame=frame: self._write_frame(frame))
+
+    # ------------------------------------------------------------------ services
+    def _on_start(self, request: StartEpisode.Request, response: StartEpisode.Response) -> StartEpisode.Response:
+        with self._lock:
+            if self._episode is not None:
+                response.success, response.episode_index = False, self._episode.index
+                response.message = f"episode {self._episode.index} is still being recorded: end it first"
+                return response
+        try:
+            index = self._run_on_writer(lambda: self.store.begin(request.task, request.source), self.save_timeout)
+        except (InsufficientDiskSpace, ValueError, RuntimeError) as err:
+            response.success, response.episode_index, response.message = False, -1, str(err)
+            self.get_logger().error(f"episode not started: {err}")
+            return response
+        with self._lock:
+            self.pairer.clear()
+            self.sampler = FrameSampler(self.config.fps, self.config.frame_slack)
+            self.pairer.stats = PairingStats()
+            self.counters = _Counters()
+            self._episode = _Episode(index, request.task, request.source, time.monotonic())
+        response.success, response.episode_index = True, index
+        response.message = f"recording episode {index}: {request.task!r} ({request.source})"
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_end(self, request: EndEpisode.Request, response: EndEpisode.Response) -> EndEpisode.Response:
+        outcome = _OUTCOMES.get(request.outcome)
+        with self._lock:
+            episode, self._episode = self._episode, None
+            if episode is not None:
+                self.pairer.clear()  # observations still waiting for a command are not recorded
+        if episode is None:
+            response.success, response.episode_index, response.message = False, -1, "no episode is being recorded"
+            return response
+        response.episode_index = episode.index
+        if outcome is None:
+            outcome = Outcome.DISCARD
+            self.get_logger().error(f"unknown outcome {request.outcome}: discarding episode {episode.index}")
+        try:
+            if outcome is Outcome.DISCARD:
+                self._run_on_writer(self.store.discard, self.save_timeout)
+                response.success, response.message = True, f"discarded episode {episode.index}"
+            else:
+                saved = self._run_on_writer(lambda: self.store.save(outcome), self.save_timeout)
+                with self._lock:  # every frame of the episode has been written by now
+                    self._last_save_s = saved.save_seconds
+                    summary = self.counters.summary(self.pairer, self.sampler)
+                response.success = True
+                response.message = (f"saved episode {saved.index} ({outcome.value}) in {saved.save_seconds:.2f} s: "
+                                    f"{summary}")
+        except Exception as err:  # noqa: BLE001  (answered, not raised: the caller must know)
+            response.success, response.message = False, f"episode {episode.index} not saved: {err}"
+            self.get_logger().error(response.message)
+            return response
+        self.get_logger().info(response.message)
+        return response
+
+    # ------------------------------------------------------------------ diagnostics
+    def _report(self):
+        with self._lock:
+            c, episode = self.counters, self._episode
+            values: dict[str, object] = {
+                "recording": episode is not None,
+                "episode_index": episode.index if episode else -1,
+                "episodes_saved": self.store.num_episodes,
+                "frames_written": c.frames_written,
+                "writer_queue": self._jobs.qsize(),
+                "gaps": self.sampler.gaps,
+                "stale_observations": c.stale,
+                "late_commands": self.pairer.stats.late,
+                "pending_observations": self.pairer.pending,
+                "backlog_drops": c.backlog_drops,
+                "invalid_messages": c.invalid,
+                "last_save_s": self._last_save_s,
+                # Frames per second of writer time: how far above the recording rate the writer is.
+                "write_capacity_fps": c.frames_written / c.write_seconds if c.write_seconds > 0 else float("nan"),
+            }
+        if c.backlog_drops or c.invalid or c.stale:
+            return WARN, "dropping frames", values
+        return OK, f"recording episode {episode.index}" if episode else "idle", values
+
+    def close(self) -> None:
+        with self._lock:
+            self._episode = None
+        self._jobs.put(self.store.close)  # an unfinished episode is discarded, never half-saved
+        self._jobs.put(None)
+        self._writer.join(timeout=self.save_timeout)
+
+
+def main() -> int:
+    return run_node(RecorderNode, threads=3)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
