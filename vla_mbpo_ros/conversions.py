@@ -11,7 +11,7 @@ import array
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
 # encoding -> (dtype, channels)
 IMAGE_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
@@ -80,3 +80,18 @@ def stamp_to_seconds(stamp: Time) -> float:
 def seconds_to_stamp(seconds: float) -> Time:
     sec = int(np.floor(seconds))
     return Time(sec=sec, nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
+
+
+def pinhole_camera_info(
+    width: int, height: int, fx: float, fy: float, cx: float, cy: float, stamp: Time, frame_id: str
+) -> CameraInfo:
+    """CameraInfo of an undistorted pinhole camera (plumb_bob with zero distortion)."""
+    info = CameraInfo()
+    info.header.stamp = stamp
+    info.header.frame_id = frame_id
+    info.width, info.height = int(width), int(height)
+    info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    info.distortion_model = "plumb_bob"
+    info.d = [0.0] * 5
+    return info

@@ -14,7 +14,7 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # our own throttled warning 
 import cv2  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image
 
-from vla_mbpo_ros.conversions import numpy_to_image
+from vla_mbpo_ros.conversions import numpy_to_image, pinhole_camera_info
 from rclpy.node import Node
 
 from vla_mbpo_ros.nodes._runtime import SENSOR_QOS, ConfigError, declare, publishing_until_shutdown, run_node
@@ -93,16 +93,7 @@ class OpenCVCameraNode(Node):
 
     def _camera_info(self, width: int, height: int, stamp) -> CameraInfo:
         # Uncalibrated: a pinhole guess (fx = width) until a calibration file is configured.
-        info = CameraInfo()
-        info.header.stamp = stamp
-        info.header.frame_id = self.frame_id
-        info.width, info.height = width, height
-        f, cx, cy = float(width), width / 2.0, height / 2.0
-        info.k = [f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0]
-        info.p = [f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
-        info.distortion_model = "plumb_bob"
-        info.d = [0.0] * 5
-        return info
+        return pinhole_camera_info(width, height, float(width), float(width), width / 2.0, height / 2.0, stamp, self.frame_id)
 
     def close(self) -> None:
         self._stop.set()

@@ -25,7 +25,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
-from vla_mbpo_ros.conversions import numpy_to_image, seconds_to_stamp, stamp_to_seconds
+from vla_mbpo_ros.conversions import numpy_to_image, pinhole_camera_info, seconds_to_stamp, stamp_to_seconds
 from vla_mbpo_ros.core.sim import ExpertConfig, RealtimePacer, ScriptedExpert, SimConfig, So101Sim
 from vla_mbpo_ros.core.trajectory import Trajectory
 from vla_mbpo_ros.nodes._runtime import (
@@ -201,15 +201,7 @@ class SimRobotNode(Node):
 
     def _camera_info(self, view: str, stamp) -> CameraInfo:
         k = self.sim.camera_info(view)
-        info = CameraInfo()
-        info.header.stamp = stamp
-        info.header.frame_id = f"{view}_camera_optical_frame"
-        info.width, info.height = k.width, k.height
-        info.k = k.matrix.reshape(-1).tolist()
-        info.p = [k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
-        info.distortion_model = "plumb_bob"
-        info.d = [0.0] * 5
-        return info
+        return pinhole_camera_info(k.width, k.height, k.fx, k.fy, k.cx, k.cy, stamp, f"{view}_camera_optical_frame")
 
     def close(self) -> None:
         self._stop.set()
