@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
 
-# One ROS domain per test run (by pid, overridable), discovery on this machine only: parallel runs
-# and other ROS systems on the network never see our test traffic.
-os.environ["ROS_DOMAIN_ID"] = os.environ.get("VLA_MBPO_TEST_DOMAIN_ID", str(10 + os.getpid() % 90))
+# Discovery on this machine only: other ROS systems on the network never see our test traffic.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+# Each test gets its own ROS domain (starting from one picked by pid, overridable), so a process
+# that outlived an earlier test, or a parallel run, never talks to this test's nodes.
+_FIRST_DOMAIN = int(os.environ.get("VLA_MBPO_TEST_DOMAIN_ID", 1 + os.getpid() % 200))
+_domains = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def ros_domain(monkeypatch) -> int:
+    domain = (_FIRST_DOMAIN + next(_domains)) % 232 + 1  # Fast DDS' localhost ports allow 0-232
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    return domain
 
 
 @pytest.fixture

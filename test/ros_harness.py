@@ -1,7 +1,7 @@
 """Test harness for real rclpy processes: node processes, the test's own node, waiting with timeouts.
 
 No ROS mocks: nodes run as separate OS processes exchanging real messages over Fast DDS on this
-machine only (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a per-run ROS_DOMAIN_ID set in conftest).
+machine only (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a per-test ROS_DOMAIN_ID set in conftest).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+
+from vla_mbpo_ros.core.process import launcher_environment
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -68,8 +70,10 @@ class NodeProcess:
         for source, target in (remappings or {}).items():
             argv += ["-r", f"{source}:={target}"]
         self._log = open(self.log_path, "wb")
+        # The node dies with this test process (launcher_environment), whatever ends it.
         self.process = subprocess.Popen(
-            argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
+            argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=launcher_environment({**os.environ, **(env or {})}),
         )
 
     @property

@@ -141,3 +141,37 @@ def test_runner_exits_non_zero_naming_a_required_node_that_died(ros):
     assert runner.returncode == 1, output
     assert f"required node {victim_name} exited with code -9" in output
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children.values())
+
+
+@pytest.mark.ros
+def test_nodes_exit_when_the_runner_is_killed(ros):
+    """A runner killed with SIGKILL (no chance to forward anything) leaves no orphan node behind."""
+    from ros_harness import wait_until
+
+    runner = _runner(*RUNNER_PROFILE)
+    try:
+        children = wait_until(lambda: len(_node_processes(runner)) >= 3 and _node_processes(runner), 60.0, "node processes")
+        runner.kill()
+        runner.wait(timeout=10)
+        gone = lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children.values())  # noqa: E731
+        wait_until(gone, 30.0, f"nodes {sorted(children)} to exit after their runner died")
+    finally:
+        for process in psutil.Process().children(recursive=True):
+            process.kill()
+
+
+def test_hardware_episode_manager_waits_for_a_person():
+    """On the sim the manager resets scene and latch itself; on hardware neither, and a person labels."""
+    import yaml
+
+    def parameters(robot: str) -> dict:
+        (node,) = [n for n in bringup.resolve("finetune", {"robot": robot}) if n.name == "episode_manager"]
+        merged: dict = {}
+        for path in node.param_files:
+            merged.update(yaml.safe_load(path.read_text())["episode_manager"]["ros__parameters"])
+        return merged
+
+    sim, hardware = parameters("sim"), parameters("so101")
+    assert sim["reset_service"] == "/sim/reset" and sim["reset_estop_in_sim"] is True
+    assert hardware["reset_service"] == "" and hardware["reset_estop_in_sim"] is False
+    assert hardware["label_source"] == "operator"

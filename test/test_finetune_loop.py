@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,12 @@ import yaml
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _tail(log_path: Path, lines: int = 80) -> str:
+    """The runner log's last lines, without encoder and progress-bar noise."""
+    kept = [line for line in log_path.read_text().splitlines() if "libx264" not in line and "Map:" not in line]
+    return "\n".join(kept[-lines:])
 
 
 def _overrides(tmp_path: Path) -> Path:
@@ -38,11 +45,16 @@ def _overrides(tmp_path: Path) -> Path:
     return path
 
 
+RUN_TIMEOUT_S = 900  # about 3 min on a quiet 2-core machine
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 300)
 def test_one_full_outer_iteration_end_to_end(ros, tmp_path):
     from diagnostic_msgs.msg import DiagnosticArray
     from sim_data import record_sim_episodes
     from std_msgs.msg import String
 
+    from vla_mbpo_ros.core.process import launcher_environment
     from vla_mbpo_ros.core.safety import load_safety_config
     from vla_mbpo_ros.msg import ExecutedCommand, PolicyUpdate, SafetyStatus
     from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS
@@ -56,12 +68,18 @@ def test_one_full_outer_iteration_end_to_end(ros, tmp_path):
 
     log_path = tmp_path / "runner.log"
     with log_path.open("w") as log_file:
-        runner = subprocess.run(
+        runner = subprocess.Popen(
             [sys.executable, "-m", "vla_mbpo_ros.bringup", "finetune", f"output_dir:={tmp_path}", f"config:={_overrides(tmp_path)}"],
-            stdout=log_file, stderr=subprocess.STDOUT, timeout=1500,
+            stdout=log_file, stderr=subprocess.STDOUT, env=launcher_environment(),
         )
+        try:
+            runner.wait(timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            runner.send_signal(signal.SIGINT)  # the runner shuts its nodes down; then the log is complete
+            runner.wait(timeout=60)
+            pytest.fail(f"the finetune run did not end within {RUN_TIMEOUT_S} s:\n{_tail(log_path)}")
     log = log_path.read_text()
-    assert runner.returncode == 0, log[-6000:]
+    assert runner.returncode == 0, _tail(log_path)
     assert "required node episode_manager finished" in log
 
     with (tmp_path / "episodes.csv").open() as handle:
@@ -80,7 +98,10 @@ def test_one_full_outer_iteration_end_to_end(ros, tmp_path):
         assert {e["policy_version"] for e in episodes[2:]} == {"v0001"}
     assert (tmp_path / "finetune" / "report" / "learning_curves.png").is_file()
 
-    assert statuses and max(s.latches for s in statuses) == 0, "no e-stop latch in the whole run"
+    # The policy never trips the gate. A watchdog latch (a starved process on a loaded machine) is
+    # allowed: the sim manager resets it and the schedule goes on.
+    causes = {s.latch_reason for s in statuses if s.latch_reason}
+    assert statuses and all(c.startswith("stale_observation") for c in causes), causes
     limits = load_safety_config(REPO / "config" / "robots" / "so101.yaml").limits
     policy_commands = [c for c in commands if c.source == "policy"]
     assert policy_commands, "the policy drove the arm"

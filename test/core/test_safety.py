@@ -342,6 +342,9 @@ def test_check_chunk_reports_problems():
     assert any("NaN/inf at steps [2]" in p for p in problems)
     assert any(p.startswith("j0 outside") for p in problems)
     assert len(problems) == 2
+    near = good.copy()
+    near[5, 0] = make_config().limits.position_max[0] + 0.05
+    assert gate.check_chunk(near) and gate.check_chunk(near, limit_margin=0.1) == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -70,6 +70,19 @@ _EXECUTOR_PARAMETERS = (("trusted_checkpoint_roots", "['{output_dir}/finetune/ch
 _RECORDER = NodeSpec("recorder", "recorder", ("recorder.yaml",), parameters=(("output_dir", "{output_dir}"),))
 _OUTPUT_DIR = (("output_dir", "{output_dir}"),)
 
+
+def _episode_manager(*param_files: str) -> tuple[NodeSpec, ...]:
+    """On the sim it resets the scene itself; on hardware a person resets it and labels outcomes."""
+    files = ("episode_manager.yaml", *param_files)
+    return (
+        NodeSpec("episode_manager", "episode_manager", files, parameters=_OUTPUT_DIR, when=only(robot="sim")),
+        NodeSpec(
+            "episode_manager", "episode_manager", (*files, "episode_manager_hardware.yaml"),
+            parameters=_OUTPUT_DIR, when=only(robot=("so101", "ros2_control")),
+        ),
+    )
+
+
 PROFILES: dict[str, tuple[NodeSpec, ...]] = {
     # Drivers + sync + policy executor + recorder + episode manager + world model: the whole loop.
     "finetune": (
@@ -77,7 +90,7 @@ PROFILES: dict[str, tuple[NodeSpec, ...]] = {
         _SYNC,
         NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml",), parameters=_EXECUTOR_PARAMETERS),
         _RECORDER,
-        NodeSpec("episode_manager", "episode_manager", ("episode_manager.yaml",), parameters=_OUTPUT_DIR),
+        *_episode_manager(),
         NodeSpec(
             "world_model_node",
             "world_model_node",
@@ -93,7 +106,7 @@ PROFILES: dict[str, tuple[NodeSpec, ...]] = {
         _SYNC,
         NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml", "policy_executor_teleop.yaml")),
         _RECORDER,
-        NodeSpec("episode_manager", "episode_manager", ("episode_manager.yaml", "episode_manager_teleop.yaml"), parameters=_OUTPUT_DIR),
+        *_episode_manager("episode_manager_teleop.yaml"),
         NodeSpec("teleop", "teleop", ("teleop.yaml",), when=only(robot=("so101", "ros2_control"))),
     ),
     # Drivers + sync + safety-gated policy executor.

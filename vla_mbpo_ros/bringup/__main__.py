@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from vla_mbpo_ros.bringup import LAUNCH_ARGUMENTS, PROFILES, ResolvedNode, parse_cli_arguments, resolve, ros_arguments
+from vla_mbpo_ros.core.process import exit_with_launcher, launcher_environment
 
 GRACE_PERIOD_S = 10.0
 
@@ -44,7 +45,10 @@ def start(node: ResolvedNode, lock: threading.Lock) -> RunningNode:
     cmd = [sys.executable, "-u", "-m", node.module, *ros_arguments(node)]
     # Own process group: a terminal's Ctrl-C reaches only the runner, which forwards it, so the
     # shutdown order and grace period are the runner's.
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    # Every node exits when the runner dies, even by SIGKILL: no orphan keeps publishing.
+    process = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=launcher_environment()
+    )
     threading.Thread(target=_pump_output, args=(node.name, process.stdout, lock), daemon=True).start()
     return RunningNode(node, process)
 
@@ -68,6 +72,7 @@ def shutdown(running: list[RunningNode], sig: int = signal.SIGINT) -> None:
 
 
 def run(profile: str, arguments: dict[str, str]) -> int:
+    exit_with_launcher()  # started by a program of ours (a test): SIGTERM, a clean shutdown, when it dies
     nodes = resolve(profile, arguments)
     if not nodes:
         print(f"[bringup] profile {profile} has no nodes for {arguments}", flush=True)

@@ -353,11 +353,14 @@ def resolve_checkpoint_uri(uri: str, trusted_roots: Sequence[str | Path]) -> Pat
     return resolved
 
 
-def validate_candidate(policy: Any, observations: Sequence[Any], gate: SafetyGate) -> list[str]:
+def validate_candidate(
+    policy: Any, observations: Sequence[Any], gate: SafetyGate, limit_margin: float = 0.0
+) -> list[str]:
     """Problems of a candidate policy on recent real observations (empty list: acceptable).
 
     Runs ``predict_chunk`` on each observation and checks every chunk with ``gate.check_chunk``
-    (shape, NaN/inf, position limits). An exception from the policy is a problem, not a crash.
+    (shape, NaN/inf, position limits widened by ``limit_margin``). An exception from the policy is
+    a problem, not a crash.
     """
     if not observations:
         return ["no recent observation to validate the candidate on"]
@@ -373,5 +376,5 @@ def validate_candidate(policy: Any, observations: Sequence[Any], gate: SafetyGat
             continue
         if chunk.ndim == 2 and chunk.shape[0] != policy.chunk_size:
             problems.append(f"observation {i}: chunk has {chunk.shape[0]} steps, policy declares {policy.chunk_size}")
-        problems += [f"observation {i}: {p}" for p in gate.check_chunk(chunk)]
+        problems += [f"observation {i}: {p}" for p in gate.check_chunk(chunk, limit_margin)]
     return problems

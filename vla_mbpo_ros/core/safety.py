@@ -459,10 +459,13 @@ class SafetyGate:
             return command, reason, True, True
         return anchor + inside * (command - anchor), reason, False, True
 
-    def check_chunk(self, actions: Any) -> list[str]:
-        """Problems with a (k, d) action chunk (shape, NaN/inf, outside limits); [] if none.
+    def check_chunk(self, actions: Any, limit_margin: float = 0.0) -> list[str]:
+        """Problems with a (k, d) action chunk (shape, NaN/inf, more than ``limit_margin`` outside
+        the position limits); [] if none.
 
-        Used on a candidate policy's outputs before it is hot-swapped in.
+        Used on a candidate policy's outputs before it is hot-swapped in. A learned policy that
+        works near a limit overshoots it a little (the gate clamps those targets), so the margin
+        lets such a policy through while one that aims far outside its arm's range is refused.
         """
         d = self.config.limits.dim
         names = self.config.limits.names
@@ -482,13 +485,14 @@ class SafetyGate:
             rows = sorted(set(np.nonzero(~finite)[0].tolist()))
             problems.append(f"chunk has NaN/inf at steps {rows}")
         with np.errstate(invalid="ignore"):
-            low = finite & (arr < self._lo)
-            high = finite & (arr > self._hi)
+            low = finite & (arr < self._lo - limit_margin)
+            high = finite & (arr > self._hi + limit_margin)
         for j in range(d):
             if np.any(low[:, j]) or np.any(high[:, j]):
                 col = arr[finite[:, j], j]
                 problems.append(
-                    f"{names[j]} outside [{self._lo[j]:.4g}, {self._hi[j]:.4g}]: range in chunk [{col.min():.4g}, {col.max():.4g}]"
+                    f"{names[j]} outside [{self._lo[j]:.4g}, {self._hi[j]:.4g}] by more than {limit_margin:.4g}: "
+                    f"range in chunk [{col.min():.4g}, {col.max():.4g}]"
                 )
         return problems
 

@@ -19,6 +19,8 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
+from vla_mbpo_ros.core.process import exit_with_launcher
+
 # QoS of the interface contract (README, "ROS interface").
 SENSOR_QOS = qos_profile_sensor_data
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
@@ -64,6 +66,7 @@ def run_node(factory: Callable[[], Node], threads: int = 2, args: list[str] | No
     A ConfigError while constructing the node is reported in one line and exits with code 2, so a
     launcher shows why a node refused to start instead of a traceback.
     """
+    exit_with_launcher()  # SIGTERM (a clean shutdown) if the launcher that started us dies
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     try:

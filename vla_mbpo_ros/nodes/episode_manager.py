@@ -1,7 +1,9 @@
 """Runs the real-episode schedule: reset, start (executor + recorder), stop, label, repeat.
 
 Episodes end on success (sim ground truth), on the time limit, on the operator's
-~/end_episode call, or when the e-stop latches. Between iterations it waits until the policy
+~/end_episode call, or when the e-stop latches. After a latch the next episode waits for a person
+to reset the e-stop (/vla_mbpo/reset_estop); only on the simulated arm may the manager reset it
+itself (``reset_estop_in_sim``), after resetting the sim, so an unattended sim run goes on. Between iterations it waits until the policy
 executor runs a new policy version (published by the world-model node, swapped by the executor at
 this episode boundary). When the schedule is done it prints the success rate per policy version,
 writes <output_dir>/episodes.csv and exits 0, which ends the launched graph.
@@ -51,6 +53,11 @@ class EpisodeManagerNode(Node):
         except ValueError as err:
             raise ConfigError(str(err)) from err
         self.reset_service = declare(self, "reset_service", "/sim/reset", "sim reset; empty = wait for ~/operator_ready")
+        self.reset_estop_in_sim = declare(
+            self, "reset_estop_in_sim", False, "sim only: reset a latched e-stop after resetting the sim"
+        )
+        if self.reset_estop_in_sim and not self.reset_service:
+            raise ConfigError("reset_estop_in_sim needs a sim reset_service; on hardware a person resets the e-stop")
         self.record = declare(self, "record", True, "record episodes with the recorder node")
         self.start_delay_s = float(declare(self, "start_delay_s", 2.0, "wait before the first episode (s)"))
         self.output_dir = Path(declare(self, "output_dir", "outputs"))
@@ -62,15 +69,18 @@ class EpisodeManagerNode(Node):
             "recorder_end": self.create_client(EndEpisode, "/vla_mbpo/recorder/end_episode", callback_group=group),
         }
         self.reset_client = self.create_client(ResetSim, self.reset_service, callback_group=group) if self.reset_service else None
+        self.reset_estop_client = self.create_client(Trigger, "/vla_mbpo/reset_estop", callback_group=group)
         self.events = self.create_publisher(EpisodeEvent, "/vla_mbpo/episode_event", RELIABLE_QOS)
         self._success = False
         self._status = SafetyStatus()
         self._world_model: dict = {}
+        self._rejected_versions: dict[str, str] = {}  # candidate version -> why the executor refused it
         self._operator_outcome: int | None = None
         self._operator_ready = threading.Event()
         self.create_subscription(Bool, "/sim/success", self._on_success, LATCHED_QOS, callback_group=group)
         self.create_subscription(SafetyStatus, "/vla_mbpo/safety_status", self._on_status, LATCHED_QOS, callback_group=group)
         self.create_subscription(String, "/vla_mbpo/world_model/status", self._on_world_model, LATCHED_QOS, callback_group=group)
+        self.create_subscription(String, "/vla_mbpo/policy_status", self._on_policy_status, LATCHED_QOS, callback_group=group)
         self.create_service(EndEpisode, "~/end_episode", self._on_operator_end, callback_group=group)
         self.create_service(Trigger, "~/operator_ready", self._on_operator_ready, callback_group=group)
         self.log = EpisodeLog()
@@ -87,6 +97,11 @@ class EpisodeManagerNode(Node):
 
     def _on_world_model(self, msg: String) -> None:
         self._world_model = json.loads(msg.data)
+
+    def _on_policy_status(self, msg: String) -> None:
+        status = json.loads(msg.data)
+        if status.get("state") == "rejected":
+            self._rejected_versions[status.get("version", "")] = status.get("reason", "")
 
     def _on_operator_end(self, request, response):
         self._operator_outcome = request.outcome
@@ -134,7 +149,10 @@ class EpisodeManagerNode(Node):
                 if self._stop.wait(0.5):
                     raise TimeoutError("stopped")
         request = StartEpisode.Request(task=self.schedule.task, source=self.schedule.source)
-        while True:  # the executor refuses while the e-stop is latched: the operator must reset it
+        while True:  # the executor refuses while the e-stop is latched or a watchdog is unhappy
+            if self.reset_estop_in_sim and self._status.state == SafetyStatus.STATE_LATCHED:
+                reset = self._call(self.reset_estop_client, Trigger.Request())
+                self.get_logger().warn(f"sim: reset the e-stop latched by {self._status.latch_reason!r}: {reset.message}")
             response = self._call(self.episode_services["executor_start"], request)
             if response.success:
                 break
@@ -173,14 +191,22 @@ class EpisodeManagerNode(Node):
         raise TimeoutError("stopped")
 
     def _wait_for_update(self, previous: str, updates_before: int) -> None:
-        """Until the executor runs a newer policy, or the world-model node finished an update that
-        it did not publish (the candidate was rejected: go on with the running policy)."""
+        """Until the executor runs a newer policy, or the update was refused: by the world-model
+        node's validation (not published) or by the executor's (published, not swapped in). A
+        refused update is no failure of the loop: go on with the running policy."""
         self.get_logger().info(f"iteration done; waiting for the world model's update of {previous}")
         deadline = time.monotonic() + self.schedule.policy_update_timeout_s
+        rejected_before = set(self._rejected_versions)
         while self._status.policy_version == previous:
             last = self._world_model.get("last_result") or {}
             if self._world_model.get("updates_finished", 0) > updates_before and not last.get("published", True):
                 self.get_logger().info(f"update rejected ({last.get('reason')}); continuing with {previous}")
+                return
+            refused = set(self._rejected_versions) - rejected_before
+            if refused:
+                version = sorted(refused)[-1]
+                reason = self._rejected_versions[version]
+                self.get_logger().warn(f"the executor refused {version} ({reason}); continuing with {previous}")
                 return
             if self._stop.wait(0.2):
                 raise TimeoutError("stopped")

@@ -112,6 +112,9 @@ class PolicyExecutorNode(Node):
         diagnostics_window = declare(self, "diagnostics_window_s", 10.0, "percentiles over this window (s)")
         self.validation_count = declare(self, "validation_observations", 3, "recent observations a candidate policy is run on")
         self.validation_wait = declare(self, "validation_wait_s", 10.0, "wait this long for them before rejecting (s)")
+        self.validation_margin = declare(
+            self, "validation_limit_margin", 0.1, "a candidate may aim this far past a position limit (rad; clamped)"
+        )
         torch.set_num_threads(declare(self, "inference_threads", 1, "torch CPU threads for inference"))
         # A Python thread that wants the GIL waits up to this long behind inference code: keep it
         # well under the control period so the control cycle starts on time.
@@ -135,6 +138,8 @@ class PolicyExecutorNode(Node):
             raise ConfigError(f"command_interface: expected one of {list(INTERFACES)}, got {interface!r}")
         if self.validation_count < 1:
             raise ConfigError(f"validation_observations: expected >= 1, got {self.validation_count}")
+        if not self.validation_margin >= 0.0:
+            raise ConfigError(f"validation_limit_margin: expected >= 0 rad, got {self.validation_margin}")
         self.interface = interface
         self.core = ExecutorCore(self.config, safety)
         self.joint_names = safety.limits.names
@@ -510,7 +515,7 @@ class PolicyExecutorNode(Node):
             observations = [self._to_observation(m, "") for m in recent]
         except ValueError as err:
             raise ValueError(f"cannot decode recent observations: {err}") from err
-        problems = validate_candidate(candidate, observations, self.validation_gate)
+        problems = validate_candidate(candidate, observations, self.validation_gate, self.validation_margin)
         candidate.reset()
         if problems:
             shown = "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")

@@ -57,12 +57,15 @@ class WorldModelNode(Node):
         self.episodes_per_update = declare(self, "episodes_per_update", 4, "labelled real episodes per update")
         self.bootstrap = declare(self, "bootstrap", True, "without a policy, behaviour-clone the first one")
         self.device = declare(self, "device", "cpu", "torch device of the worker (cpu, cuda, cuda:1)")
+        self.worker_niceness = declare(self, "worker_niceness", 10, "CPU priority drop of the training worker (0-19)")
         try:
             self.min_episodes = PipelineConfig.from_yaml(self.pipeline_config).min_episodes
         except (OSError, ValueError, TypeError) as err:
             raise ConfigError(f"pipeline_config {self.pipeline_config}: {err}") from err
         if self.episodes_per_update < 1:
             raise ConfigError(f"episodes_per_update must be >= 1, got {self.episodes_per_update}")
+        if not 0 <= self.worker_niceness <= 19:
+            raise ConfigError(f"worker_niceness must be in 0..19, got {self.worker_niceness}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
         self.update_pub = self.create_publisher(PolicyUpdate, "/vla_mbpo/policy_update", LATCHED_QOS)
@@ -124,7 +127,7 @@ class WorldModelNode(Node):
                 sys.executable, "-u", "-m", "vla_mbpo_ros.core.mbpo.pipeline",
                 "--run-dir", str(self.run_dir), "--dataset", str(self.dataset),
                 "--config", str(self.pipeline_config), "--real-episodes", str(self.real_episodes_csv),
-                "--parent-pid", str(os.getpid()),
+                "--parent-pid", str(os.getpid()), "--niceness", str(self.worker_niceness),
             ]
             env = dict(os.environ)
             if self.device.startswith("cuda:"):
@@ -166,7 +169,9 @@ class WorldModelNode(Node):
             self.status.update(state="idle", phase="", updates_finished=self.status["updates_finished"] + 1)
             if result is not None:
                 self.status["last_result"] = {k: result.get(k) for k in ("iteration", "published", "version", "reason")}
-        if result is None:
+        if result is None and self._closing:
+            self.get_logger().info("update stopped with the node; a restart resumes it")
+        elif result is None:
             self.get_logger().error(f"update failed (worker exit code {code}): {self.status.get('error', 'see worker.log')}")
         elif result.get("published"):
             self._announce(result, result.get("metrics", {}))
@@ -200,7 +205,10 @@ class WorldModelNode(Node):
             return ERROR, f"last update failed: {self.status['error']}", values
         return OK, self.status["state"], values
 
+    _closing = False
+
     def close(self) -> None:
+        self._closing = True
         worker = self._worker
         if worker is not None and worker.poll() is None:
             worker.terminate()  # a clean stop; resumable from its last finished phase

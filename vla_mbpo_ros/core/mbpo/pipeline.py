@@ -34,6 +34,8 @@ import numpy as np
 import torch
 import yaml
 
+from vla_mbpo_ros.core.process import exit_with_launcher
+
 PHASES = ("bc", "world_model", "rl", "publish")
 
 
@@ -377,29 +379,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, type=Path)
     parser.add_argument("--real-episodes", type=Path, help="episodes.csv of the episode manager, for the report")
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone (orphaned worker)")
+    parser.add_argument("--niceness", type=int, default=0, help="lower this worker's CPU priority (os.nice)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.niceness:
+        # Training shares the workstation with the control loop: it must never starve it.
+        os.nice(args.niceness)
     if args.parent_pid:
-        _exit_with_parent(args.parent_pid)
+        exit_with_launcher(args.parent_pid)  # a worker whose node was killed must not train on
     try:
         run_iteration(args.run_dir, args.dataset, PipelineConfig.from_yaml(args.config), args.real_episodes)
     except Exception as err:  # noqa: BLE001  (reported to the node as one JSON line, then non-zero)
         _emit("error", message=f"{type(err).__name__}: {err}")
         raise
     return 0
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """A worker whose node was killed (even with SIGKILL) must not train on: watch the parent."""
-    import threading
-
-    def watch() -> None:
-        while True:
-            if os.getppid() != parent_pid:
-                os._exit(3)
-            time.sleep(0.5)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 if __name__ == "__main__":

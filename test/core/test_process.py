@@ -1,0 +1,41 @@
+"""A child started with launcher_environment() dies with its launcher, even one killed by SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+
+from vla_mbpo_ros.core.process import LAUNCHER_PID_ENV, exit_with_launcher, launcher_environment
+
+# launcher -> child; the child follows the launcher, then sleeps "forever".
+_CHILD = "from vla_mbpo_ros.core.process import exit_with_launcher; import time; exit_with_launcher(); time.sleep(120)"
+_LAUNCHER = (
+    "import subprocess, sys, time; from vla_mbpo_ros.core.process import launcher_environment; "
+    f"child = subprocess.Popen([sys.executable, '-c', {_CHILD!r}], env=launcher_environment()); "
+    "print(child.pid, flush=True); time.sleep(120)"
+)
+
+
+def test_the_child_gets_sigterm_when_its_launcher_is_killed():
+    launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER], stdout=subprocess.PIPE, text=True)
+    child = psutil.Process(int(launcher.stdout.readline()))
+    try:
+        time.sleep(1.0)  # the child has asked to follow its launcher
+        assert child.is_running()
+        launcher.kill()
+        launcher.wait(timeout=10)
+        child.wait(timeout=10)  # not our child: psutil can tell that it ended, not its status
+        assert not child.is_running()
+    finally:
+        if child.is_running():
+            child.kill()
+
+
+def test_no_launcher_means_nothing_to_follow(monkeypatch):
+    monkeypatch.delenv(LAUNCHER_PID_ENV, raising=False)
+    assert exit_with_launcher() is False
+    assert launcher_environment({})[LAUNCHER_PID_ENV] == str(os.getpid())
