@@ -13,17 +13,19 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-# Each test gets its own ROS domain (starting from one picked by pid, overridable), so a process
-# that outlived an earlier test, or a parallel run, never talks to this test's nodes.
+# Each test module gets its own ROS domain (starting from one picked by pid, overridable), so a
+# process that outlived an earlier module, or a parallel run, never talks to this module's nodes.
+# Module scope: a module's shared fixtures (a sim robot serving all its tests) share its domain.
 _FIRST_DOMAIN = int(os.environ.get("VLA_MBPO_TEST_DOMAIN_ID", 1 + os.getpid() % 200))
 _domains = itertools.count()
 
 
-@pytest.fixture(autouse=True)
-def ros_domain(monkeypatch) -> int:
+@pytest.fixture(scope="module", autouse=True)
+def ros_domain():
     domain = (_FIRST_DOMAIN + next(_domains)) % 232 + 1  # Fast DDS' localhost ports allow 0-232
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    return domain
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROS_DOMAIN_ID", str(domain))
+        yield domain
 
 
 @pytest.fixture

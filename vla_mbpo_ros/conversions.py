@@ -83,15 +83,17 @@ def seconds_to_stamp(seconds: float) -> Time:
 
 
 def pinhole_camera_info(
-    width: int, height: int, fx: float, fy: float, cx: float, cy: float, stamp: Time, frame_id: str
+    width: int, height: int, fx: float, fy: float, cx: float, cy: float, stamp: Time, frame_id: str,
+    distortion: list[float] | None = None,
 ) -> CameraInfo:
-    """CameraInfo of an undistorted pinhole camera (plumb_bob with zero distortion)."""
+    """CameraInfo of a pinhole camera with plumb_bob distortion (k1 k2 t1 t2 k3; none by default)."""
     info = CameraInfo()
     info.header.stamp = stamp
     info.header.frame_id = frame_id
     info.width, info.height = int(width), int(height)
     info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
     info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     info.distortion_model = "plumb_bob"
-    info.d = [0.0] * 5
+    info.d = [float(c) for c in distortion] if distortion is not None else [0.0] * 5
     return info

@@ -111,7 +111,10 @@ def run(profile: str, arguments: dict[str, str]) -> int:
         print(f"[bringup] error: {failure}", file=sys.stderr, flush=True)
     shutdown(running, received[0] if received else signal.SIGINT)
     codes = {r.node.name: r.process.returncode for r in running}
-    bad = {name: code for name, code in codes.items() if code not in (0, None)}
+    # A node that dies of the very signal it was sent (e.g. SIGINT while still importing, before
+    # it could install a handler) stopped as asked.
+    stopped = (0, None, -(received[0] if received else signal.SIGINT))
+    bad = {name: code for name, code in codes.items() if code not in stopped}
     if failure:
         return 1
     if bad:

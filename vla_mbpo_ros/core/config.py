@@ -29,6 +29,15 @@ def config_from_dict(cls: type[T], values: Any, section: str) -> T:
     return cls(**kwargs)
 
 
+def build_nested_configs(config: Any, **classes: type) -> None:
+    """In a config's ``__post_init__``: replace each named field that holds a mapping (read from
+    YAML or a checkpoint's config.json) by its config class, with unknown keys rejected."""
+    for name, cls in classes.items():
+        value = getattr(config, name)
+        if isinstance(value, dict):
+            setattr(config, name, config_from_dict(cls, value, name))
+
+
 def read_params_section(path: str | Path, node_name: str, prefix: str) -> dict[str, Any]:
     """The ``prefix`` mapping of a ROS 2 params file (``<node_name>: ros__parameters: <prefix>:``),
     or the whole file when it is a plain mapping of fields."""

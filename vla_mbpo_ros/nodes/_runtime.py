@@ -79,6 +79,11 @@ def run_node(factory: Callable[[], Node], threads: int = 2, args: list[str] | No
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        if node is not None or rclpy.ok():
+            raise
+        # SIGINT/SIGTERM while the node was still being built: rclpy's handler shut the context
+        # down under the constructor. That is a stop, not a crash.
     finally:
         if node is not None:
             close = getattr(node, "close", None)

@@ -31,7 +31,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 import pyrealsense2 as rs  # noqa: E402,I001
 
-from vla_mbpo_ros.conversions import numpy_to_image, seconds_to_stamp, stamp_to_seconds
+from vla_mbpo_ros.conversions import numpy_to_image, pinhole_camera_info, seconds_to_stamp, stamp_to_seconds
 from vla_mbpo_ros.core.device_clock import DeviceClockConfig, DeviceClockMapper
 from vla_mbpo_ros.core.sync import RateStats
 from vla_mbpo_ros.nodes._diagnostics import OK, WARN, DiagnosticsPublisher
@@ -279,18 +279,9 @@ class RealSenseCameraNode(Node):
 
 
 def _camera_info(intrinsics: rs.intrinsics, stamp, frame_id: str) -> CameraInfo:
-    info = CameraInfo()
-    info.header.stamp = stamp
-    info.header.frame_id = frame_id
-    info.width, info.height = intrinsics.width, intrinsics.height
-    fx, fy, cx, cy = intrinsics.fx, intrinsics.fy, intrinsics.ppx, intrinsics.ppy
-    info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
-    info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
-    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    # RealSense colour streams use Brown-Conrady (plumb_bob) or none; depth uses none.
-    info.distortion_model = "plumb_bob"
-    info.d = [float(c) for c in intrinsics.coeffs[:5]]
-    return info
+    # RealSense colour streams use Brown-Conrady (plumb_bob coefficients) or none; depth uses none.
+    i = intrinsics
+    return pinhole_camera_info(i.width, i.height, i.fx, i.fy, i.ppx, i.ppy, stamp, frame_id, list(i.coeffs[:5]))
 
 
 def main() -> int:

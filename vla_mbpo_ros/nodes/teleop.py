@@ -1,4 +1,4 @@
-"""Teleoperation: operator joint targets for the policy executor, and scripted demonstration runs.
+"""Teleoperation: operator joint targets for the policy executor.
 
 ``source`` picks the input:
 
@@ -16,11 +16,7 @@ Gamepad/keyboard targets start from the measured /joint_states when the operator
 takeover never jumps. The intervention button/key toggles an operator takeover of a policy
 episode: EpisodeEvent INTERVENTION_START / INTERVENTION_END on /vla_mbpo/episode_event.
 
-With ``episodes`` > 0 the node also runs that many demonstrations and exits 0 (which ends a
-bringup profile): reset the sim, start the executor and recorder episodes, publish START, wait
-for /sim/success (then ``success_hold_s`` more) or the time limit, end both with SUCCESS or
-FAILURE, publish the label event, repeat. While the executor's e-stop is latched the next episode
-waits for an operator's /vla_mbpo/reset_estop; any other failed step ends the node with exit code 1.
+Episodes (reset, start, stop, labels) are the episode manager's job; this node only drives.
 """
 
 from __future__ import annotations
@@ -32,10 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
-from std_msgs.msg import Bool
 
 from vla_mbpo_ros.bringup import config_dir
 from vla_mbpo_ros.core.data import JointTargetIntegrator, JoyMapping
@@ -43,8 +37,7 @@ from vla_mbpo_ros.core.data.recording import reorder
 from vla_mbpo_ros.core.data.teleop import KEYBOARD_BINDINGS, KEYBOARD_INTERVENTION_KEY, keyboard_velocity
 from vla_mbpo_ros.core.safety import load_safety_config
 from vla_mbpo_ros.msg import EpisodeEvent
-from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, ConfigError, declare, run_node
-from vla_mbpo_ros.srv import EndEpisode, ResetSim, StartEpisode
+from vla_mbpo_ros.nodes._runtime import RELIABLE_QOS, SENSOR_QOS, ConfigError, declare, run_node
 
 SOURCES = ("joy", "keyboard", "leader", "expert")
 _KEY_HOLD_S = 0.15  # a key counts as held this long after each (auto-repeated) press
@@ -70,9 +63,7 @@ class TeleopNode(Node):
         self._lock = threading.Lock()
         self._measured: np.ndarray | None = None
         self._intervening = False
-        self._episode_index = -1
-        self._exit_code = 0
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # ends the keyboard reader
 
         self.command_pub = self.create_publisher(JointState, command_topic, RELIABLE_QOS)
         self.event_pub = self.create_publisher(EpisodeEvent, "/vla_mbpo/episode_event", RELIABLE_QOS)
@@ -80,7 +71,6 @@ class TeleopNode(Node):
         self._setup_source()
         if self.source != "expert":
             self.create_timer(1.0 / self.rate, self._tick)
-        self._setup_auto_episodes()
         self.get_logger().info(f"teleop source {self.source}, targets on {command_topic}")
 
     # ------------------------------------------------------------------ sources
@@ -188,8 +178,9 @@ class TeleopNode(Node):
         self._publish_event(EpisodeEvent.INTERVENTION_START if active else EpisodeEvent.INTERVENTION_END)
         self.get_logger().info("operator took over" if active else "operator handed back to the policy")
 
-    def _publish_event(self, event: int, task: str = "", source: str = "") -> None:
-        msg = EpisodeEvent(event=event, episode_index=self._episode_index, task=task, source=source or "teleop")
+    def _publish_event(self, event: int) -> None:
+        # episode_index -1: this node does not run episodes; the episode manager knows which it is.
+        msg = EpisodeEvent(event=event, episode_index=-1, source="teleop")
         msg.header.stamp = self.get_clock().now().to_msg()
         self.event_pub.publish(msg)
 
@@ -224,115 +215,9 @@ class TeleopNode(Node):
             self.integrator.engage(self._measured)
         return self.integrator.step(velocity, dt)
 
-    # ------------------------------------------------------------------ auto episodes
-    def _setup_auto_episodes(self) -> None:
-        self.episodes = declare(self, "episodes", 0, "run this many demonstrations, then exit 0 (0: operator-driven)")
-        self.task = declare(self, "task", "pick up the cube", "language instruction of every episode")
-        default_source = "scripted_expert" if self.source == "expert" else "teleop"
-        self.episode_source = declare(self, "episode_source", default_source, "recorded as the episodes' source")
-        self.time_limit = declare(self, "episode_time_limit_s", 20.0, "an episode without success ends as FAILURE (s)")
-        self.success_hold = declare(self, "success_hold_s", 1.0, "keep recording this long after success (s)")
-        self.start_delay = declare(self, "start_delay_s", 1.0, "wait before the first episode (s)")
-        self.service_timeout = declare(self, "service_timeout_s", 60.0, "wait for services and saves (s)")
-        reset_service = declare(self, "reset_service", "/sim/reset", "'' = no reset between episodes")
-        record = declare(self, "record", True, "record the episodes with the recorder node")
-        if self.episodes < 0:
-            raise ConfigError(f"episodes: expected >= 0, got {self.episodes}")
-        if self.episodes == 0:
-            return
-        group = ReentrantCallbackGroup()
-        self._episode_clients = {
-            "executor_start": self.create_client(StartEpisode, "/vla_mbpo/executor/start_episode", callback_group=group),
-            "executor_end": self.create_client(EndEpisode, "/vla_mbpo/executor/end_episode", callback_group=group),
-        }
-        if record:
-            self._episode_clients["recorder_start"] = self.create_client(StartEpisode, "/vla_mbpo/recorder/start_episode", callback_group=group)
-            self._episode_clients["recorder_end"] = self.create_client(EndEpisode, "/vla_mbpo/recorder/end_episode", callback_group=group)
-        self.reset_client = self.create_client(ResetSim, reset_service, callback_group=group) if reset_service else None
-        self._success = False
-        self.create_subscription(Bool, "/sim/success", self._on_success, LATCHED_QOS, callback_group=group)
-        self._worker = threading.Thread(target=self._run_episodes, name="episodes", daemon=True)
-        self._worker.start()
-
-    def _on_success(self, msg: Bool) -> None:
-        self._success = msg.data
-
-    def _call(self, client, request):
-        if not client.wait_for_service(timeout_sec=self.service_timeout):
-            raise TimeoutError(f"service {client.srv_name} is not available")
-        future = client.call_async(request)
-        deadline = time.monotonic() + self.service_timeout
-        while not future.done():
-            if self._stop.wait(0.01) or time.monotonic() > deadline:
-                raise TimeoutError(f"no response from {client.srv_name}")
-        response = future.result()
-        if not response.success:
-            raise RuntimeError(f"{client.srv_name} refused: {response.message}")
-        return response
-
-    def _run_episodes(self) -> None:
-        try:
-            self._stop.wait(self.start_delay)
-            for n in range(self.episodes):
-                if self._stop.is_set():
-                    return
-                self._run_episode(n)
-            self.get_logger().info(f"recorded {self.episodes} episode(s): done")
-        except Exception as err:  # noqa: BLE001  (a failed run must end the node, named)
-            if self._stop.is_set():
-                return
-            self.get_logger().error(f"episodes aborted: {type(err).__name__}: {err}")
-            self._exit_code = 1
-        if not self._stop.wait(0.5):  # let the last EpisodeEvent reach its subscribers first
-            self.context.try_shutdown()  # work done: run_node returns exit_code()
-
-    def _run_episode(self, n: int) -> None:
-        if self.reset_client is not None:
-            self._call(self.reset_client, ResetSim.Request(seed=-1))
-        self._success = False  # /sim/success publishes changes only: a reset clears it
-        # Expert targets reach the executor on the teleop topic, like an operator's.
-        request = StartEpisode.Request(task=self.task, source="teleop")
-        while True:  # the executor refuses while its e-stop is latched: an operator must reset it
-            try:
-                self._call(self._episode_clients["executor_start"], request)
-                break
-            except RuntimeError as err:
-                self.get_logger().warning(f"{err}; retrying", throttle_duration_sec=10.0)
-                if self._stop.wait(1.0):
-                    raise TimeoutError("stopped") from err
-        self._episode_index = n
-        if "recorder_start" in self._episode_clients:
-            started = self._call(self._episode_clients["recorder_start"], StartEpisode.Request(task=self.task, source=self.episode_source))
-            self._episode_index = started.episode_index
-        self._publish_event(EpisodeEvent.START, self.task, self.episode_source)
-        started_at = time.monotonic()
-        success_at = None
-        while time.monotonic() - started_at < self.time_limit:
-            if self._success and success_at is None:
-                success_at = time.monotonic()
-            if success_at is not None and time.monotonic() - success_at >= self.success_hold:
-                break
-            if self._stop.wait(0.02):
-                raise TimeoutError("stopped")
-        success = success_at is not None
-        outcome = EndEpisode.Request.OUTCOME_SUCCESS if success else EndEpisode.Request.OUTCOME_FAILURE
-        # Recorder first: the frames end with the demonstration, not with the executor's holds.
-        if "recorder_end" in self._episode_clients:
-            saved = self._call(self._episode_clients["recorder_end"], EndEpisode.Request(outcome=outcome))
-            self.get_logger().info(saved.message)
-        self._call(self._episode_clients["executor_end"], EndEpisode.Request(outcome=outcome))
-        self._publish_event(EpisodeEvent.SUCCESS if success else EpisodeEvent.FAILURE, self.task, self.episode_source)
-        self.get_logger().info(f"episode {self._episode_index} ({n + 1}/{self.episodes}): {'success' if success else 'failure'}")
-
     # ------------------------------------------------------------------ shutdown
-    def exit_code(self) -> int:
-        return self._exit_code
-
     def close(self) -> None:
         self._stop.set()
-        worker = getattr(self, "_worker", None)
-        if worker is not None:
-            worker.join(timeout=5.0)
         leader = getattr(self, "leader", None)
         if leader is not None and leader.is_connected:
             leader.disconnect()

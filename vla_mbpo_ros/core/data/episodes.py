@@ -65,9 +65,14 @@ def load_recorded_episodes(
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     dataset = LeRobotDataset(repo_id, root=root, episodes=list(episodes) if episodes is not None else None, video_backend="pyav")
+    return episodes_from_dataset(dataset, view_names, image_size)
+
+
+def episodes_from_dataset(dataset: Any, view_names: Sequence[str], image_size: int | None = None) -> list[RecordedEpisode]:
+    """The episodes of an open LeRobotDataset, in episode order."""
     missing = [key for key in (*(IMAGE_KEY_PREFIX + v for v in view_names), STATE_KEY, ACTION_KEY) if key not in dataset.features]
     if missing:
-        raise ValueError(f"dataset at {root} lacks features {missing}")
+        raise ValueError(f"dataset at {dataset.root} lacks features {missing}")
     columns = dataset.hf_dataset.with_format("numpy")
     episode_index = np.asarray(columns["episode_index"]).reshape(-1)
     states = np.asarray(columns[STATE_KEY], dtype=np.float32)

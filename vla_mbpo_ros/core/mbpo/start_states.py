@@ -9,7 +9,6 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from vla_mbpo_ros.core.policy.base import ObsBatch
-from vla_mbpo_ros.core.policy.bc import to_uint8_hwc
 
 
 @dataclass
@@ -65,24 +64,6 @@ class StartStateSampler:
             self.add_episode(episode["views"], episode["states"], episode["instruction"],
                              episode.get("sim_states"), source=episode.get("source", source),
                              success=episode.get("success"))
-
-    def add_lerobot_dataset(self, dataset: Any, view_names: Sequence[str], image_size: int | None = None,
-                            source: str = "demo", sim_state_key: str | None = None) -> None:
-        """Add the chunk-aligned frames of every episode of a LeRobotDataset (frames read one by one)."""
-        offset = 1 + max((s.episode_index for s in self.states), default=-1)
-        episode_start: dict[int, int] = {}
-        for index in range(len(dataset)):
-            frame = dataset[index]
-            episode = int(frame["episode_index"])
-            start = episode_start.setdefault(episode, index)
-            if (index - start) % self.stride:
-                continue
-            self.states.append(StartState(
-                views={n: to_uint8_hwc(frame[f"observation.images.{n}"], image_size) for n in view_names},
-                state=np.asarray(frame["observation.state"], dtype=np.float32),
-                instruction=str(frame.get("task", "")),
-                sim_state=None if sim_state_key is None else np.asarray(frame[sim_state_key]),
-                episode_index=offset + episode, frame_index=index - start, source=source))
 
     def sample(self, count: int, rng: np.random.Generator) -> list[StartState]:
         """``count`` states drawn uniformly with replacement."""

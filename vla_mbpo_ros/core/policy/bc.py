@@ -7,7 +7,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vla_mbpo_ros.core.policy.base import ObsBatch
 
@@ -61,40 +60,11 @@ class BCArrays:
 
 def bc_arrays_from_lerobot(dataset: Any, view_names: Sequence[str], chunk_size: int,
                            image_size: int | None = None) -> BCArrays:
-    """Read a LeRobotDataset (features ``observation.images.<view>``, ``observation.state``, ``action``).
+    """BC arrays of an open LeRobotDataset (images resized to ``image_size`` when given)."""
+    from vla_mbpo_ros.core.data.episodes import episodes_from_dataset
 
-    Images are decoded once and optionally resized to ``image_size`` to keep the arrays small.
-    """
-    episodes: dict[int, dict[str, Any]] = {}
-    for index in range(len(dataset)):
-        frame = dataset[index]
-        episode = episodes.setdefault(int(frame["episode_index"]), {
-            "views": {n: [] for n in view_names}, "states": [], "actions": [], "instruction": frame.get("task", "")})
-        for name in view_names:
-            episode["views"][name].append(to_uint8_hwc(frame[f"observation.images.{name}"], image_size))
-        episode["states"].append(np.asarray(frame["observation.state"], dtype=np.float32))
-        episode["actions"].append(np.asarray(frame["action"], dtype=np.float32))
-    ordered = []
-    for key in sorted(episodes):
-        episode = episodes[key]
-        ordered.append({
-            "views": {n: np.stack(v) for n, v in episode["views"].items()},
-            "states": np.stack(episode["states"]), "actions": np.stack(episode["actions"]),
-            "instruction": episode["instruction"]})
-    return BCArrays.from_episodes(ordered, chunk_size)
-
-
-def to_uint8_hwc(image: Any, size: int | None) -> np.ndarray:
-    tensor = torch.as_tensor(image)
-    if tensor.dtype != torch.uint8:  # LeRobot returns float CHW in [0, 1]
-        tensor = (tensor.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    if tensor.shape[0] == 3 and tensor.shape[-1] != 3:
-        tensor = tensor.permute(1, 2, 0)
-    if size is not None and tuple(tensor.shape[:2]) != (size, size):
-        chw = tensor.permute(2, 0, 1)[None].float()
-        chw = F.interpolate(chw, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        tensor = chw[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
-    return tensor.numpy()
+    episodes = episodes_from_dataset(dataset, view_names, image_size)
+    return BCArrays.from_episodes([e.as_dict() for e in episodes], chunk_size)
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vla_mbpo_ros.core.config import config_from_dict, read_params_section
+from vla_mbpo_ros.core.config import build_nested_configs, config_from_dict, read_params_section
 from vla_mbpo_ros.core.policy.base import ChunkSample, ObsBatch, register_policy_type
 from vla_mbpo_ros.core.policy.checkpoint import load_tensors, read_config, save_checkpoint
 from vla_mbpo_ros.core.policy.flow_sde import FlowSDEConfig, chain_log_prob, sample_chain
@@ -64,10 +64,7 @@ class CompactFlowVLAConfig:
     value_head: ValueHeadConfig = field(default_factory=ValueHeadConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.sde, dict):
-            self.sde = FlowSDEConfig(**self.sde)
-        if isinstance(self.value_head, dict):
-            self.value_head = ValueHeadConfig(**self.value_head)
+        build_nested_configs(self, sde=FlowSDEConfig, value_head=ValueHeadConfig)
         self.view_names = tuple(self.view_names)
         self.conv_channels = tuple(int(c) for c in self.conv_channels)
         if self.time_beta_alpha <= 0:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vla_mbpo_ros.core.config import build_nested_configs
 from vla_mbpo_ros.core.policy.base import ChunkSample, ObsBatch, register_policy_type
 from vla_mbpo_ros.core.policy.checkpoint import load_tensors, read_config, save_checkpoint
 from vla_mbpo_ros.core.policy.flow_sde import (
@@ -68,10 +69,7 @@ class LeRobotFlowConfig:
     value_head: ValueHeadConfig = field(default_factory=ValueHeadConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.sde, dict):
-            self.sde = FlowSDEConfig(**self.sde)
-        if isinstance(self.value_head, dict):
-            self.value_head = ValueHeadConfig(**self.value_head)
+        build_nested_configs(self, sde=FlowSDEConfig, value_head=ValueHeadConfig)
         self.view_keys = {str(k): str(v) for k, v in dict(self.view_keys).items()}
         if self.inference_steps < 0:
             raise ValueError(f"inference_steps must be >= 0, got {self.inference_steps}")
