@@ -186,7 +186,7 @@ def main() -> None:
         env = {
             **os.environ,
             "FASTDDS_BUILTIN_TRANSPORTS": transport,
-            "ROS_DOMAIN_ID": str(100 + (os.getpid() + i) % 100),
+            "ROS_DOMAIN_ID": str(1 + (os.getpid() + i) % 101),  # Linux-safe range 0-101 (ROS 2 docs)
             "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         }
         argv = [sys.executable, __file__, "--single", *sys.argv[1:], "--log-dir", str(Path(args.log_dir) / transport)]

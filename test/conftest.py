@@ -13,19 +13,37 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-# Each test module gets its own ROS domain (starting from one picked by pid, overridable), so a
-# process that outlived an earlier module, or a parallel run, never talks to this module's nodes.
-# Module scope: a module's shared fixtures (a sim robot serving all its tests) share its domain.
-_FIRST_DOMAIN = int(os.environ.get("VLA_MBPO_TEST_DOMAIN_ID", 1 + os.getpid() % 200))
+# Each test gets its own ROS domain (numbered on from one picked by pid, overridable), so a node
+# that outlived an earlier test, one whose endpoints are still announced after a kill -9, or a
+# parallel run never talks to this test's nodes.
+_FIRST_DOMAIN = int(os.environ.get("VLA_MBPO_TEST_DOMAIN_ID", os.getpid() % 101))
 _domains = itertools.count()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros_domain():
-    domain = (_FIRST_DOMAIN + next(_domains)) % 232 + 1  # Fast DDS' localhost ports allow 0-232
+def _next_domain() -> int:
+    # 1-101: higher domains' DDS ports run into Linux's ephemeral port range (ROS 2 docs), and
+    # large samples (images) then stop arriving.
+    return (_FIRST_DOMAIN + next(_domains)) % 101 + 1
+
+
+@pytest.fixture(scope="module")
+def module_ros_domain():
+    """One domain for a module whose module-scoped nodes (e.g. a sim robot) serve all its tests:
+    request it from that fixture, and the module's tests run in the same domain."""
     with pytest.MonkeyPatch.context() as patch:
+        domain = _next_domain()
         patch.setenv("ROS_DOMAIN_ID", str(domain))
         yield domain
+
+
+@pytest.fixture(autouse=True)
+def ros_domain(request, monkeypatch) -> int:
+    if "module_ros_domain" in request.fixturenames:
+        domain = request.getfixturevalue("module_ros_domain")
+    else:
+        domain = _next_domain()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    return domain
 
 
 @pytest.fixture

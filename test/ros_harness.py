@@ -1,7 +1,7 @@
 """Test harness for real rclpy processes: node processes, the test's own node, waiting with timeouts.
 
 No ROS mocks: nodes run as separate OS processes exchanging real messages over Fast DDS on this
-machine only (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a per-module ROS_DOMAIN_ID set in conftest).
+machine only (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a per-test ROS_DOMAIN_ID set in conftest).
 """
 
 from __future__ import annotations

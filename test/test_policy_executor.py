@@ -27,8 +27,8 @@ D = 6
 
 
 @pytest.fixture(scope="module")
-def robot(tmp_path_factory):
-    """Sim robot + observation sync, shared by the module's tests."""
+def robot(tmp_path_factory, module_ros_domain):
+    """Sim robot + observation sync, shared by the module's tests (in the module's ROS domain)."""
     from ros_harness import NodeProcess
 
     log_dir = tmp_path_factory.mktemp("robot")

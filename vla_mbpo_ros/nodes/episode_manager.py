@@ -59,6 +59,9 @@ class EpisodeManagerNode(Node):
         if self.reset_estop_in_sim and not self.reset_service:
             raise ConfigError("reset_estop_in_sim needs a sim reset_service; on hardware a person resets the e-stop")
         self.record = declare(self, "record", True, "record episodes with the recorder node")
+        # What drove the arm, as the dataset records it: the executor only knows policy or teleop,
+        # the dataset also tells a scripted expert's demonstrations from a person's.
+        self.episode_source = declare(self, "episode_source", "", "recorded episode source ('' = source)") or self.schedule.source
         self.start_delay_s = float(declare(self, "start_delay_s", 2.0, "wait before the first episode (s)"))
         self.output_dir = Path(declare(self, "output_dir", "outputs"))
         group = ReentrantCallbackGroup()
@@ -126,7 +129,7 @@ class EpisodeManagerNode(Node):
         return future.result()
 
     def _publish_event(self, event: int, episode_index: int) -> None:
-        msg = EpisodeEvent(event=event, episode_index=episode_index, task=self.schedule.task, source=self.schedule.source)
+        msg = EpisodeEvent(event=event, episode_index=episode_index, task=self.schedule.task, source=self.episode_source)
         msg.policy_version = self._status.policy_version
         msg.header.stamp = self.get_clock().now().to_msg()
         self.events.publish(msg)
@@ -161,7 +164,9 @@ class EpisodeManagerNode(Node):
                 raise TimeoutError("stopped")
         index = response.episode_index
         if self.record:
-            recorded = self._call(self.episode_services["recorder_start"], request)
+            recorded = self._call(
+                self.episode_services["recorder_start"], StartEpisode.Request(task=self.schedule.task, source=self.episode_source)
+            )
             if not recorded.success:
                 self._call(self.episode_services["executor_end"], EndEpisode.Request(outcome=EndEpisode.Request.OUTCOME_DISCARD))
                 raise RuntimeError(f"recorder refused to start: {recorded.message}")
