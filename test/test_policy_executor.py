@@ -31,11 +31,22 @@ def robot(tmp_path_factory, module_ros_domain):
     """Sim robot + observation sync, shared by the module's tests (in the module's ROS domain)."""
     from ros_harness import NodeProcess
 
+    from ros_harness import RosTestNode, wait_until
+
+    from vla_mbpo_ros.msg import MultiViewObservation
+    from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS
+
     log_dir = tmp_path_factory.mktemp("robot")
     processes = [
         NodeProcess("vla_mbpo_ros.nodes.sim_robot", "sim_robot", log_dir, params=SIM_PARAMS),
         NodeProcess("vla_mbpo_ros.nodes.observation_sync", "observation_sync", log_dir, param_files=[REPO / "config" / "observation_sync.yaml"]),
     ]
+    # Past the start-up transient (first renders, DDS matching) before any test starts an
+    # episode: a gap there would latch the stale-observation watchdog, which is not under test.
+    probe = RosTestNode("robot_warmup")
+    observations = probe.subscribe(MultiViewObservation, "/vla_mbpo/observation", OBSERVATION_QOS)
+    wait_until(lambda: len(observations) >= 45, 120.0, "3 s of synchronized observations from the sim")
+    probe.close()
     yield processes
     for process in processes:
         process.stop(timeout=10.0)

@@ -26,7 +26,9 @@ class TestPatternCameraNode(Node):
         self.height = declare(self, "height", 480)
         self.stamp_offset = float(declare(self, "stamp_offset", 0.0, "added to every stamp (s)"))
         self.jitter = float(declare(self, "jitter", 0.0, "uniform stamp and send jitter, +/- this (s)"))
-        self.stop_after = float(declare(self, "stop_after", 0.0, "stop publishing after this long (s); 0 = never"))
+        self.stop_after = float(
+            declare(self, "stop_after", 0.0, "stop publishing this long (s) after the first subscriber matched; 0 = never")
+        )
         seed = declare(self, "seed", 0)
         if self.fps <= 0 or self.width <= 0 or self.height <= 0:
             raise ConfigError("fps, width and height must be > 0")
@@ -43,8 +45,11 @@ class TestPatternCameraNode(Node):
         start = time.monotonic()
         frame = 0
         frames = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        subscribed_at = None  # a simulated hang counts from then: a slow-starting consumer still sees frames
         while not self._stop.is_set() and self.context.ok():
-            if self.stop_after and time.monotonic() - start > self.stop_after:
+            if subscribed_at is None and self.pub.get_subscription_count() > 0:
+                subscribed_at = time.monotonic()
+            if self.stop_after and subscribed_at is not None and time.monotonic() - subscribed_at > self.stop_after:
                 self._stop.wait(0.1)
                 continue
             now = stamp_to_seconds(self.get_clock().now().to_msg())
