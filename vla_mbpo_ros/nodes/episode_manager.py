@@ -3,9 +3,12 @@
 Episodes end on success (sim ground truth), on the time limit, on the operator's
 ~/end_episode call, or when the e-stop latches. After a latch the next episode waits for a person
 to reset the e-stop (/vla_mbpo/reset_estop); only on the simulated arm may the manager reset it
-itself (``reset_estop_in_sim``), after resetting the sim, so an unattended sim run goes on. Between iterations it waits until the policy
-executor runs a new policy version (published by the world-model node, swapped by the executor at
-this episode boundary). When the schedule is done it prints the success rate per policy version,
+itself (``reset_estop_in_sim``), after resetting the sim, so an unattended sim run goes on.
+
+Between iterations it waits until the policy executor runs a new policy version (published by the
+world-model node, swapped by the executor at this episode boundary), or until that update was
+refused (by the world-model node's or the executor's validation): then it goes on with the
+running policy. When the schedule is done it prints the success rate per policy version,
 writes <output_dir>/episodes.csv and exits 0, which ends the launched graph.
 """
 
