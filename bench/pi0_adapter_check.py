@@ -34,6 +34,8 @@ Measured on 2026-11-25 (2-vCPU AVX-512-BF16 VM, 1 thread, nice 5, CI jobs runnin
   35 s, ``evaluate_chains`` + backward 39 s, ``value`` 33 s, ``save`` 12 s. Peak anonymous RSS 10.1 GiB
   (13.8 GiB when only the default dtype was switched, ``from_config`` left at float32); peak total RSS
   (``ru_maxrss``) 17.9 GiB, the surplus being the memory-mapped checkpoint while it loads.
+- pi0.5 (``--backend pi05``), batch 2: PASS in 23 min. 3.61 B bf16 + 0.53 B fp32 parameters (adaRMS norms),
+  8.71 GiB; step times within a few seconds of pi0's. Peak anonymous RSS 10.8 GiB, peak total RSS 18.9 GiB.
 """
 
 from __future__ import annotations
