@@ -21,12 +21,15 @@ Seeds: demos use sim/expert seeds 0..demos-1, real episodes 10_000 + i, evaluati
 policy, BC and RL use --seed. One seed per run: with 50 evaluation episodes one success rate has a standard
 error of up to 7 points, so read small differences as noise.
 
+The policy acts at 10 Hz, the ROS graph's rate (30 Hz control, 10 fps dataset): each action is held for 3
+control steps, so a k = 10 chunk is 1 s and the scripted pick about 3-4 chunks. (At 30 Hz the pick took ~10
+chunks, no n = 2 branch from the grasp reached the lift, and no method beat BC.)
+
 RL settings that differ from the paper's defaults (config/mbpo.yaml), for a 0.55 M-parameter policy instead of
-a 3 B one and a 30 Hz simulator: actor lr 3e-4 (paper 5e-6; 1e-4 left the policy unchanged here, 1e-3
-collapsed it), critic lr 1e-3, clip 0.2, 256 imagined samples per refill, 10 of the 20 updates per refill
-critic-only, and n = 4 imagined chunks (at 30 Hz a k = 10 chunk is 0.33 s and the pick takes ~10 chunks; with
-n = 2 no branch from the grasp phase reached the lift). The evaluated policy integrates 3 deterministic Euler
-steps from zero noise, the K that Flow-SDE optimises.
+a 3 B one: actor lr 3e-4 (paper 5e-6; 1e-4 barely moved this policy, 1e-3 collapsed it), critic lr 1e-3,
+clip 0.2, 256 imagined samples per refill and 4 refills per iteration (2 refills gained less), 10 of the 20
+updates per refill critic-only. n = 2 imagined chunks, as in the paper. The evaluated policy integrates 3
+deterministic Euler steps from zero noise, the K that Flow-SDE optimises.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vla_mbpo_ros.core.mbpo.ppo import PPOConfig  # noqa: E402
 from vla_mbpo_ros.core.mbpo.start_states import StartStateSampler  # noqa: E402
 from vla_mbpo_ros.core.mbpo.trainer import MBPOConfig, MBPOTrainer  # noqa: E402
-from vla_mbpo_ros.core.mbpo.world_model_api import SimWorldModel, sim_start_states  # noqa: E402
+from vla_mbpo_ros.core.mbpo.world_model_api import SimWorldModel, SimWorldModelConfig, sim_start_states  # noqa: E402
 from vla_mbpo_ros.core.policy.bc import BCArrays, BCConfig, train_bc  # noqa: E402
 from vla_mbpo_ros.core.policy.flow_sde import FlowSDEConfig  # noqa: E402
 from vla_mbpo_ros.core.policy.flow_vla import CompactFlowVLA, CompactFlowVLAConfig  # noqa: E402
@@ -86,6 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     task.add_argument("--eval-episodes", type=int, default=50)
     task.add_argument("--image-size", type=int, default=32, help="rendered views and policy input (px)")
     task.add_argument("--max-steps", type=int, default=150, help="control steps per episode (30 Hz)")
+    task.add_argument("--control-steps-per-action", type=int, default=3,
+                      help="control steps each policy action is held (3: the ROS graph's 10 Hz policy rate)")
     policy = parser.add_argument_group("policy and BC")
     policy.add_argument("--chunk-size", type=int, default=10)
     policy.add_argument("--width", type=int, default=64)
@@ -104,10 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     rl.add_argument("--minibatch", type=int, default=256)
     rl.add_argument("--critic-warmup", type=int, default=10, help="critic-only steps after each refill")
     rl.add_argument("--recompute-every", type=int, default=5)
-    rl.add_argument("--num-chunks", type=int, default=4,
-                    help="n, imagined chunks per branch (MBPO); at 30 Hz a k=10 chunk is 0.33 s, the pick ~10 chunks")
+    rl.add_argument("--num-chunks", type=int, default=2, help="n, imagined chunks per branch (MBPO)")
     rl.add_argument("--samples-per-refill", type=int, default=256, help="imagined transitions per refill (MBPO)")
-    rl.add_argument("--refills", type=int, default=2, help="MBPO refills (+ PPO phases) per iteration")
+    rl.add_argument("--refills", type=int, default=4, help="MBPO refills (+ PPO phases) per iteration")
     rl.add_argument("--validation-starts", type=int, default=64,
                     help="imagined start states of the MBPO accept/rollback check (0: off)")
     umm = parser.add_argument_group("UMM world model (mbpo_umm)")
@@ -141,13 +145,22 @@ def mbpo_config(args: argparse.Namespace, mode: str) -> MBPOConfig:
     common = dict(update_to_data=args.update_to_data, minibatch_size=args.minibatch, seed=args.seed,
                   critic_warmup_updates=args.critic_warmup, recompute_every=args.recompute_every, ppo=ppo)
     if mode == "full_horizon":
-        horizon = math.ceil(args.max_steps / args.chunk_size)
+        horizon = math.ceil(args.max_steps / (args.chunk_size * args.control_steps_per_action))
         return MBPOConfig(rollout_mode="full_horizon", full_horizon_chunks=horizon, num_iterations=1,
                           samples_per_refill=args.real_episodes * horizon, rollout_batch_size=64,
                           episode_budget=args.real_episodes * args.iterations, validation_starts=0, **common)
     return MBPOConfig(rollout_mode="branched", num_chunks=args.num_chunks, num_iterations=args.refills,
                       samples_per_refill=args.samples_per_refill, rollout_batch_size=64,
                       validation_starts=args.validation_starts, validation_chunks=args.num_chunks, **common)
+
+
+def episode_config(args: argparse.Namespace, record: bool) -> EpisodeConfig:
+    return EpisodeConfig(max_steps=args.max_steps, record=record,
+                         control_steps_per_action=args.control_steps_per_action)
+
+
+def sim_world_model(sim: So101Sim, args: argparse.Namespace) -> SimWorldModel:
+    return SimWorldModel(sim, SimWorldModelConfig(control_steps_per_action=args.control_steps_per_action))
 
 
 def real_seeds(args: argparse.Namespace, iteration: int) -> list[int]:
@@ -161,7 +174,7 @@ class Method:
 
     def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, args: argparse.Namespace) -> None:
         self.name, self.policy, self.sim, self.args = name, policy, sim, args
-        self.episode_config = EpisodeConfig(max_steps=args.max_steps, record=True)
+        self.episode_config = episode_config(args, record=True)
         self.generator = torch.Generator().manual_seed(args.seed + 1)
         self.real_episodes_used = 0
 
@@ -178,7 +191,7 @@ class ModelFreePPO(Method):
 
     def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, args: argparse.Namespace) -> None:
         super().__init__(name, policy, sim, args)
-        self.trainer = MBPOTrainer(policy, SimWorldModel(sim), StartStateSampler(args.chunk_size),
+        self.trainer = MBPOTrainer(policy, sim_world_model(sim, args), StartStateSampler(args.chunk_size),
                                    mbpo_config(args, "full_horizon"))
 
     def iteration(self, iteration: int) -> dict[str, float]:
@@ -286,14 +299,14 @@ def make_method(name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[di
     if name == "ppo":
         return ModelFreePPO(name, policy, sim, args)
     if name == "mbpo_sim":
-        return BranchedMBPO(name, policy, sim, demos, args, world_model=SimWorldModel(sim))
+        return BranchedMBPO(name, policy, sim, demos, args, world_model=sim_world_model(sim, args))
     return UMMBranchedMBPO(name, policy, sim, demos, args)
 
 
 # ----------------------------------------------------------------------------------------------- main
 def evaluate(policy: CompactFlowVLA, sim: So101Sim, args: argparse.Namespace) -> float:
     seeds = range(EVAL_SEED_BASE, EVAL_SEED_BASE + args.eval_episodes)
-    return evaluate_policy(policy, sim, seeds, EpisodeConfig(max_steps=args.max_steps, record=False)).success_rate
+    return evaluate_policy(policy, sim, seeds, episode_config(args, record=False)).success_rate
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -341,9 +354,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                "methods": {}}
 
     demos, seconds = timed(lambda: expert_episodes(
-        sim, range(DEMO_SEED_BASE, DEMO_SEED_BASE + args.demos), EpisodeConfig(max_steps=args.max_steps),
+        sim, range(DEMO_SEED_BASE, DEMO_SEED_BASE + args.demos), episode_config(args, record=True),
         successful_only=True))
-    print(f"demos: {len(demos)}/{args.demos} expert successes, {sum(d['length'] for d in demos)} frames "
+    print(f"demos: {len(demos)}/{args.demos} expert successes, {sum(len(d['actions']) for d in demos)} frames "
           f"({seconds:.0f} s)", flush=True)
     if args.load_bc is not None:
         policy = CompactFlowVLA.load(args.load_bc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -132,6 +134,26 @@ def test_replaying_expert_actions_reproduces_the_success_step(sim: So101Sim, dem
     assert single.steps_to_success.tolist() == [demo["steps_to_success"]]
 
 
+def test_held_actions_record_one_frame_per_action_and_replay_to_the_same_success(sim: So101Sim):
+    held = EpisodeConfig(max_steps=150, control_steps_per_action=3)
+    demo = expert_episodes(sim, seeds=[3], config=held)[0]
+    assert demo["success"]
+    # One frame per action; the length and the success step count control steps (30 Hz).
+    assert len(demo["actions"]) == len(demo["states"]) == -(-demo["length"] // 3)
+    assert demo["steps_to_success"] == demo["length"]
+    np.testing.assert_allclose(demo["sim_states"][1], _state_after(sim, demo, steps=3), atol=1e-5)  # held 3 steps
+    replay = evaluate_policy(ChunkReplay(demo["actions"]), sim, [demo["seed"]], dataclasses.replace(held, record=False))
+    assert replay.steps_to_success.tolist() == [demo["steps_to_success"]]
+
+
+def _state_after(sim: So101Sim, demo: dict, steps: int) -> np.ndarray:
+    sim.set_state(demo["sim_states"][0])
+    sim.set_joint_targets(demo["actions"][0])
+    for _ in range(steps):
+        sim.step()
+    return sim.get_state()
+
+
 def test_lockstep_batches_equal_one_episode_at_a_time(sim: So101Sim):
     config = EpisodeConfig(max_steps=25, batch_size=3)
     together = policy_episodes(StateFeedback(), sim, [5, 6, 7], config)
@@ -173,3 +195,5 @@ def test_episode_config_errors_name_the_field():
         EpisodeConfig(max_steps=0)
     with pytest.raises(ValueError, match="batch_size"):
         EpisodeConfig(batch_size=0)
+    with pytest.raises(ValueError, match="control_steps_per_action"):
+        EpisodeConfig(control_steps_per_action=0)

@@ -6,6 +6,8 @@ Episodes come back as dicts in the format that ``BCArrays.from_episodes`` and
     "views" name -> (T,H,W,3) uint8, "states" (T,d) float32, "actions" (T,d) float32, "instruction" str,
     "sim_states" (T,S) float64 (physics state at each frame), "success" bool, "length" T,
     "steps_to_success" (control steps until the first success, -1 without one), "seed", "source".
+With ``control_steps_per_action`` N > 1 every action is held for N control steps and one frame is recorded
+per action (the ROS graph's policy rate: 30 Hz control, 10 fps dataset, N = 3); "length" counts control steps.
 
 Policy episodes run in lockstep: one simulator is multiplexed over a batch of episodes through exact
 state save/restore, so the policy sees one batched call per chunk instead of one call per episode.
@@ -34,9 +36,10 @@ class EpisodeConfig:
     stop_on_success: bool = True  # end the episode at the first successful control step
     record: bool = True  # keep every frame (views, states, actions, sim states); False: outcomes only
     batch_size: int = 64  # policy episodes run in lockstep groups of at most this many
+    control_steps_per_action: int = 1  # control steps each action is held for; frames are recorded per action
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size"):
+        for name in ("max_steps", "batch_size", "control_steps_per_action"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -97,7 +100,7 @@ def expert_episodes(sim: So101Sim, seeds: Sequence[int], config: EpisodeConfig |
     """Scripted-expert demonstrations (source "demo"), one per seed (sim and expert noise seeded alike).
 
     ``successful_only`` drops the episodes in which the expert failed (with noise options it can).
-    Every control step is rendered when recording, so this costs one render per frame.
+    Every recorded frame is rendered, so this costs one render per action.
     """
     config = config or EpisodeConfig()
     expert = ScriptedExpert(sim, expert_config)
@@ -107,20 +110,34 @@ def expert_episodes(sim: So101Sim, seeds: Sequence[int], config: EpisodeConfig |
         expert.reset(seed=int(seed))
         recorder = _Recorder(config.record)
         steps_to_success, length = -1, 0
-        for step in range(config.max_steps):
-            action = expert.act(sim)
+        while length < config.max_steps and not (config.stop_on_success and steps_to_success >= 0):
+            # The expert plans at the control rate; held for N steps, its target N calls ahead is the one due
+            # at the end of the hold.
+            for _ in range(config.control_steps_per_action):
+                action = expert.act(sim)
             if config.record:
                 recorder.add(sim.render(fresh=True), sim.joint_positions(), action, sim.get_state())
-            sim.set_joint_targets(action)
-            sim.step()
-            length = step + 1
-            if steps_to_success < 0 and sim.is_success():
-                steps_to_success = step + 1
-                if config.stop_on_success:
-                    break
+            steps_to_success, length = _hold(sim, action, config, steps_to_success, length)
         if steps_to_success >= 0 or not successful_only:
             episodes.append(recorder.episode(config.instruction, seed, "demo", steps_to_success, length))
     return episodes
+
+
+def _hold(sim: So101Sim, action: np.ndarray, config: EpisodeConfig, steps_to_success: int,
+          length: int) -> tuple[int, int]:
+    """Hold ``action`` for ``control_steps_per_action`` control steps (fewer at the episode's end or at the
+    first success when stopping there). Returns the updated (steps_to_success, length)."""
+    sim.set_joint_targets(action)
+    for _ in range(config.control_steps_per_action):
+        sim.step()
+        length += 1
+        if steps_to_success < 0 and sim.is_success():
+            steps_to_success = length
+            if config.stop_on_success:
+                break
+        if length >= config.max_steps:
+            break
+    return steps_to_success, length
 
 
 def _chunks(policy: Any, batch: ObsBatch, generator: torch.Generator | None) -> np.ndarray:
@@ -179,11 +196,8 @@ def _lockstep(policy: Any, sim: So101Sim, seeds: list[int], config: EpisodeConfi
                         frame_views = sim.render(fresh=True)
                     recorders[row].add(frame_views, sim.joint_positions(), action, sim.get_state())
                 frame_views = None
-                sim.set_joint_targets(action)
-                sim.step()
-                lengths[row] += 1
-                if steps_to_success[row] < 0 and sim.is_success():
-                    steps_to_success[row] = lengths[row]
+                steps_to_success[row], lengths[row] = _hold(sim, action, config, int(steps_to_success[row]),
+                                                            int(lengths[row]))
                 if lengths[row] >= config.max_steps or (config.stop_on_success and steps_to_success[row] >= 0):
                     alive[row] = False
                     break
