@@ -8,6 +8,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from vla_mbpo_ros.core.process import LAUNCHER_PID_ENV, exit_with_launcher, launcher_environment
 
@@ -33,6 +34,45 @@ def test_the_child_gets_sigterm_when_its_launcher_is_killed():
     finally:
         if child.is_running():
             child.kill()
+
+
+# The same child, started from a thread that ends once the child follows its launcher; the first argument
+# says whether the child polls.
+_THREAD_LAUNCHER = """
+import subprocess, sys, threading, time
+from vla_mbpo_ros.core.process import launcher_environment
+child = ("from vla_mbpo_ros.core.process import exit_with_launcher; import time; "
+         f"exit_with_launcher(poll={sys.argv[1]}); print(flush=True); time.sleep(120)")
+
+def start():
+    process = subprocess.Popen([sys.executable, "-c", child], env=launcher_environment(), stdout=subprocess.PIPE)
+    process.stdout.readline()
+    print(process.pid, flush=True)
+
+thread = threading.Thread(target=start)
+thread.start()
+thread.join()
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("poll", [True, False])
+def test_a_child_forked_from_a_thread_follows_the_process_only_when_polling(poll: bool):
+    launcher = subprocess.Popen([sys.executable, "-c", _THREAD_LAUNCHER, str(poll)], stdout=subprocess.PIPE,
+                                text=True)
+    child = psutil.Process(int(launcher.stdout.readline()))
+    try:
+        time.sleep(2.0)  # the forking thread has ended long ago
+        # The kernel's signal follows the thread, not the process (a dead child stays a zombie: never reaped).
+        assert (child.status() != psutil.STATUS_ZOMBIE) == poll
+        launcher.kill()
+        launcher.wait(timeout=10)
+        child.wait(timeout=10)
+        assert not child.is_running()
+    finally:
+        if child.is_running():
+            child.kill()
+        launcher.kill()
 
 
 def test_no_launcher_means_nothing_to_follow(monkeypatch):

@@ -386,7 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         # Training shares the workstation with the control loop: it must never starve it.
         os.nice(args.niceness)
     if args.parent_pid:
-        exit_with_launcher(args.parent_pid)  # a worker whose node was killed must not train on
+        # A worker whose node was killed must not train on. The node starts it from an executor thread,
+        # so follow the node's pid by polling rather than the forking thread's lifetime.
+        exit_with_launcher(args.parent_pid, poll=True)
     try:
         run_iteration(args.run_dir, args.dataset, PipelineConfig.from_yaml(args.config), args.real_episodes)
     except Exception as err:  # noqa: BLE001  (reported to the node as one JSON line, then non-zero)
