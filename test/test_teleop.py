@@ -30,6 +30,7 @@ def test_joy_drives_from_the_measured_position_only_with_the_deadman_and_toggles
 
     commands = ros.subscribe(JointState, COMMAND_TOPIC, RELIABLE_QOS)
     events = ros.subscribe(EpisodeEvent, "/vla_mbpo/episode_event", RELIABLE_QOS)
+    manager = ros.publisher(EpisodeEvent, "/vla_mbpo/episode_event", RELIABLE_QOS)  # plays the episode manager
     # Joint order of the measured state differs from the arm's: the node maps by name.
     measured = ros.publisher(JointState, "/joint_states", SENSOR_QOS)
     joy = ros.publisher(Joy, "/joy", SENSOR_QOS)
@@ -62,12 +63,22 @@ def test_joy_drives_from_the_measured_position_only_with_the_deadman_and_toggles
     publish([0.0], [0, 0, 0, 0, 0], 0.5)
     assert len(commands) == count
 
+    # The episode manager starts episode 7: the operator's takeover names it.
+    wait_until(lambda: manager.get_subscription_count() >= 2, 60.0, "teleop subscribed to episode events")
+    manager.publish(EpisodeEvent(event=EpisodeEvent.START, episode_index=7, task="pick up the cube", source="policy"))
+    wait_until(lambda: len(events) >= 1, 10.0, "the START event")
+    time.sleep(0.5)  # the node has it too
     publish([0.0], [0, 0, 0, 1, 0], 0.3)  # press + hold: one toggle, not one per message
     publish([0.0], [0, 0, 0, 0, 0], 0.3)
-    publish([0.0], [0, 0, 0, 1, 0], 0.3)
-    wait_until(lambda: len(events) >= 2, 10.0, "two intervention events")
+    manager.publish(EpisodeEvent(event=EpisodeEvent.FAILURE, episode_index=7, source="policy"))
+    wait_until(lambda: len(events) >= 3, 10.0, "the FAILURE event")
+    time.sleep(0.5)
+    publish([0.0], [0, 0, 0, 1, 0], 0.3)  # handed back after the episode ended
+    wait_until(lambda: len(events) >= 4, 10.0, "the second intervention event")
     time.sleep(0.3)
-    assert [e.event for e in events] == [EpisodeEvent.INTERVENTION_START, EpisodeEvent.INTERVENTION_END]
+    interventions = [(e.event, e.episode_index, e.task) for e in events if e.source == "teleop"]
+    assert interventions == [(EpisodeEvent.INTERVENTION_START, 7, "pick up the cube"),
+                             (EpisodeEvent.INTERVENTION_END, -1, "")]
 
 
 def test_leader_source_refuses_to_start_without_the_arm(launch_node, tmp_path):

@@ -63,10 +63,12 @@ class TeleopNode(Node):
         self._lock = threading.Lock()
         self._measured: np.ndarray | None = None
         self._intervening = False
+        self._episode = (-1, "")  # (index, task) of the running episode, from the episode manager's events
         self._stop = threading.Event()  # ends the keyboard reader
 
         self.command_pub = self.create_publisher(JointState, command_topic, RELIABLE_QOS)
         self.event_pub = self.create_publisher(EpisodeEvent, "/vla_mbpo/episode_event", RELIABLE_QOS)
+        self.create_subscription(EpisodeEvent, "/vla_mbpo/episode_event", self._on_episode_event, RELIABLE_QOS)
         self.create_subscription(JointState, declare(self, "joint_state_topic", "/joint_states"), self._on_joint_state, SENSOR_QOS)
         self._setup_source()
         if self.source != "expert":
@@ -162,6 +164,13 @@ class TeleopNode(Node):
         with self._lock:
             self._measured = measured
 
+    def _on_episode_event(self, msg: EpisodeEvent) -> None:
+        """Follow the running episode so interventions name it."""
+        if msg.event in (EpisodeEvent.INTERVENTION_START, EpisodeEvent.INTERVENTION_END):
+            return
+        with self._lock:
+            self._episode = (msg.episode_index, msg.task) if msg.event == EpisodeEvent.START else (-1, "")
+
     def _on_joy(self, msg: Joy) -> None:
         with self._lock:
             self._joy = msg
@@ -179,8 +188,9 @@ class TeleopNode(Node):
         self.get_logger().info("operator took over" if active else "operator handed back to the policy")
 
     def _publish_event(self, event: int) -> None:
-        # episode_index -1: this node does not run episodes; the episode manager knows which it is.
-        msg = EpisodeEvent(event=event, episode_index=-1, source="teleop")
+        """Called with the lock held; episode_index is -1 outside an episode."""
+        index, task = self._episode
+        msg = EpisodeEvent(event=event, episode_index=index, task=task, source="teleop")
         msg.header.stamp = self.get_clock().now().to_msg()
         self.event_pub.publish(msg)
 
