@@ -195,6 +195,29 @@ def test_critic_warmup_leaves_the_actor_untouched_and_recompute_matches():
     assert any(not torch.equal(c, p) for c, p in zip(critic_before, policy.critic_parameters()))
 
 
+class NoRewardWorld(PointReachWorld):
+    """The point world with its reward switched off (a world model whose reward head never fires)."""
+
+    def step(self, views, chunks, instructions):
+        next_views, rewards = super().step(views, chunks, instructions)
+        return next_views, np.zeros_like(rewards)
+
+
+@pytest.mark.parametrize("actor_needs_reward", [True, False])
+def test_a_refill_without_reward_trains_only_the_critic(actor_needs_reward):
+    world = NoRewardWorld()
+    policy = tiny_policy()
+    config = MBPOConfig(num_iterations=1, samples_per_refill=16, update_to_data=2, minibatch_size=16,
+                        critic_warmup_updates=0, validation_starts=0, actor_needs_reward=actor_needs_reward,
+                        ppo=PPOConfig(actor_lr=1e-3))
+    actor_before = [p.detach().clone() for p in policy.actor_parameters()]
+    stats = MBPOTrainer(policy, world, toy_sampler(world), config).iteration()
+    assert stats["imagined_success"] == 0.0
+    actor_moved = any(not torch.equal(a, p) for a, p in zip(actor_before, policy.actor_parameters()))
+    assert actor_moved == (not actor_needs_reward) == ("actor_loss" in stats)
+    assert stats["actor_updated"] == float(not actor_needs_reward)
+
+
 def test_full_horizon_mode_uses_episode_starts_and_respects_the_episode_budget():
     world = PointReachWorld()
     sampler = toy_sampler(world)

@@ -44,6 +44,9 @@ class MBPOConfig:
     gae_lambda: float = 0.95
     discount_per_step: bool = False  # True: gamma ** k per chunk (paper); False: gamma per chunk (code)
     normalize_advantages: bool = True
+    # A refill without a single reward has advantages that are critic noise, which normalisation scales up to
+    # unit size: train only the critic on it rather than let the actor drift.
+    actor_needs_reward: bool = True
     episode_budget: int = 0  # >0: stop once this many branches (episodes) were rolled out (model-free PPO)
     validation_starts: int = 64  # start states for the deterministic success check before/after training
     validation_chunks: int = 2
@@ -154,6 +157,7 @@ class MBPOTrainer:
         buffer = self.collect()
         targets = self.advantages(buffer, buffer.values, buffer.bootstrap_values)
         branch_idx, chunk_idx = torch.nonzero(targets.valid, as_tuple=True)
+        critic_only = cfg.actor_needs_reward and not bool((buffer.rewards > 0).any())
         history: list[dict[str, float]] = []
         for update in range(cfg.update_to_data):
             if update > 0 and update % cfg.recompute_every == 0:
@@ -165,10 +169,12 @@ class MBPOTrainer:
                 chains=buffer.chains[b, c], denoise_index=buffer.denoise_index[b, c],
                 old_log_probs=buffer.log_probs[b, c], old_values=targets.values[b, c],
                 advantages=targets.advantages[b, c], returns=targets.returns[b, c],
-                mask=torch.ones(len(b), dtype=torch.bool), critic_only=update < cfg.critic_warmup_updates))
+                mask=torch.ones(len(b), dtype=torch.bool),
+                critic_only=critic_only or update < cfg.critic_warmup_updates))
         stats = {key: float(np.mean([h[key] for h in history if key in h]))
                  for key in sorted({k for h in history for k in h})}
         stats.update(imagined_success=buffer.success_rate(), valid_transitions=float(len(branch_idx)),
+                     actor_updated=float(not critic_only),
                      episodes_used=float(self.episodes_used))
         return stats
 
