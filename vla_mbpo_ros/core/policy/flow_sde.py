@@ -55,7 +55,7 @@ def transition_mean_std(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std of x_{t'} given x_t; t, t_next, sigma are (B,) and broadcast over the chunk."""
     shape = (-1,) + (1,) * (x_t.dim() - 1)
-    t, t_next, sigma = (v.to(x_t.dtype).view(shape) for v in (t, t_next, sigma))
+    t, t_next, sigma = (v.to(dtype=x_t.dtype).to(x_t.device).view(shape) for v in (t, t_next, sigma))
     delta = t - t_next
     x0_hat = x_t - t * velocity
     x1_hat = x_t + (1.0 - t) * velocity
@@ -81,6 +81,8 @@ def sample_chain(
     """Integrate from ``noise`` (B,k,d); returns the chain (B,K+1,k,d).
 
     ``denoise_index`` (B,) picks each sample's stochastic step; ``None`` gives the deterministic ODE.
+    The schedule stays on the CPU in float64; the chain lives on ``noise``'s device, and the generator may be a
+    CPU one (its draws are moved).
     """
     grid = time_grid(config.num_steps)
     sigmas = sde_sigmas(config.num_steps, config.noise_level)
@@ -90,15 +92,16 @@ def sample_chain(
     for i in range(config.num_steps):
         t = grid[i].expand(batch)
         t_next = grid[i + 1].expand(batch)
-        velocity = velocity_fn(x, t.to(noise.dtype))
+        velocity = velocity_fn(x, t.to(dtype=noise.dtype).to(noise.device))
         if denoise_index is None:
             stochastic = torch.zeros(batch, dtype=torch.bool)
         else:
-            stochastic = denoise_index == i
+            stochastic = denoise_index.cpu() == i
         sigma = torch.where(stochastic, sigmas[i], torch.zeros((), dtype=sigmas.dtype))
         mean, std = transition_mean_std(x, velocity, t, t_next, sigma)
         if bool(stochastic.any()):
-            eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            draw_device = generator.device if generator is not None else x.device
+            eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=draw_device).to(x.device)
             x = mean + std * eps
         else:
             x = mean
@@ -106,18 +109,25 @@ def sample_chain(
     return torch.stack(chain, dim=1)
 
 
+def stochastic_transition(
+    velocity_fn: VelocityFn, chain: torch.Tensor, denoise_index: torch.Tensor, config: FlowSDEConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_next, mean, std) of each stored chain's stochastic step under the current ``velocity_fn``."""
+    if chain.shape[1] != config.num_steps + 1:
+        raise ValueError(f"chain has {chain.shape[1]} iterates, expected K+1 = {config.num_steps + 1}")
+    grid = time_grid(config.num_steps)
+    sigmas = sde_sigmas(config.num_steps, config.noise_level)
+    index = denoise_index.cpu()
+    rows, on_device = torch.arange(chain.shape[0], device=chain.device), index.to(chain.device)
+    x_t = chain[rows, on_device]
+    t = grid[index]
+    velocity = velocity_fn(x_t, t.to(dtype=chain.dtype).to(chain.device))
+    mean, std = transition_mean_std(x_t, velocity, t, grid[index + 1], sigmas[index])
+    return chain[rows, on_device + 1], mean, std
+
+
 def chain_log_prob(
     velocity_fn: VelocityFn, chain: torch.Tensor, denoise_index: torch.Tensor, config: FlowSDEConfig
 ) -> torch.Tensor:
     """Log-prob (B,) of each stored chain's stochastic transition under the current ``velocity_fn``."""
-    grid = time_grid(config.num_steps)
-    sigmas = sde_sigmas(config.num_steps, config.noise_level)
-    if chain.shape[1] != config.num_steps + 1:
-        raise ValueError(f"chain has {chain.shape[1]} iterates, expected K+1 = {config.num_steps + 1}")
-    rows = torch.arange(chain.shape[0])
-    x_t = chain[rows, denoise_index]
-    x_next = chain[rows, denoise_index + 1]
-    t = grid[denoise_index]
-    velocity = velocity_fn(x_t, t.to(chain.dtype))
-    mean, std = transition_mean_std(x_t, velocity, t, grid[denoise_index + 1], sigmas[denoise_index])
-    return gaussian_log_prob(x_next, mean, std)
+    return gaussian_log_prob(*stochastic_transition(velocity_fn, chain, denoise_index, config))

@@ -39,9 +39,7 @@ from vla_mbpo_ros.core.policy.flow_sde import (
     VelocityFn,
     gaussian_log_prob,
     sample_chain,
-    sde_sigmas,
-    time_grid,
-    transition_mean_std,
+    stochastic_transition,
 )
 from vla_mbpo_ros.core.policy.value_head import ValueHead, ValueHeadConfig, masked_mean_pool
 from vla_mbpo_ros.core.types import Observation
@@ -202,16 +200,7 @@ class LeRobotFlowPolicy(nn.Module):
 
     def _log_prob(self, velocity: VelocityFn, chain: torch.Tensor, denoise_index: torch.Tensor) -> torch.Tensor:
         """Log-density of each chain's stochastic transition, over executed steps and real action dims."""
-        sde = self.config.sde
-        if chain.shape[1] != sde.num_steps + 1:
-            raise ValueError(f"chain has {chain.shape[1]} iterates, expected K+1 = {sde.num_steps + 1}")
-        grid = time_grid(sde.num_steps).to(chain.device)
-        sigmas = sde_sigmas(sde.num_steps, sde.noise_level).to(chain.device)
-        denoise_index = denoise_index.to(chain.device)
-        rows = torch.arange(chain.shape[0], device=chain.device)
-        x_t, x_next = chain[rows, denoise_index], chain[rows, denoise_index + 1]
-        t = grid[denoise_index]
-        mean, std = transition_mean_std(x_t, velocity(x_t, t), t, grid[denoise_index + 1], sigmas[denoise_index])
+        x_next, mean, std = stochastic_transition(velocity, chain, denoise_index, self.config.sde)
         executed = (slice(None), slice(0, self.chunk_size), slice(0, self.action_dim))
         return gaussian_log_prob(x_next[executed], mean[executed], std.expand_as(mean)[executed])
 
