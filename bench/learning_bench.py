@@ -24,7 +24,7 @@ iterations 1-5; the README has the full table):
 
     seed 0: BC 8,  PPO  6, VLA-MBPO sim 30, VLA-MBPO UMM 0
     seed 1: BC 6,  PPO 18, VLA-MBPO sim 36, VLA-MBPO UMM 6
-    seed 2: BC 0,  PPO  2, VLA-MBPO sim 18, VLA-MBPO UMM ...
+    seed 2: BC 0,  PPO  2, VLA-MBPO sim 18, VLA-MBPO UMM 4
 
 The policy acts at 10 Hz, the ROS graph's rate (30 Hz control, 10 fps dataset): each action is held for 3
 control steps, so a k = 10 chunk is 1 s and the scripted pick about 3-4 chunks. (At 30 Hz the pick took ~10
