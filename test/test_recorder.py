@@ -154,6 +154,7 @@ class FakeRobot:
         stamped on the clock at the dataset rate; ``age`` stamps both that far in the past."""
         import time
 
+        from rclpy.duration import Duration
         from sensor_msgs.msg import JointState
 
         from vla_mbpo_ros.conversions import numpy_to_image, seconds_to_stamp
@@ -173,6 +174,10 @@ class FakeRobot:
         command.header.stamp = seconds_to_stamp(self.t - age + 0.01)
         self.obs_pub.publish(obs)
         self.cmd_pub.publish(command)
+        # One frame in flight at a time: on this shared 2-core VM, DDS delivery stalled for 0.1-0.6 s now and
+        # then, and the next samples replaced unacknowledged ones in the depth-2 history (lost frames).
+        for publisher in (self.obs_pub, self.cmd_pub):
+            assert publisher.wait_for_all_acked(Duration(seconds=10.0)), "the recorder did not acknowledge a sample"
         self.sequence += 1
 
     def episode(self, recorder_frames: int, start_value: float, outcome: int, source: str = "policy") -> int:
@@ -183,9 +188,9 @@ class FakeRobot:
         assert started.success, started.message
         for i in range(recorder_frames):
             self.step(start_value + i, intervention=i >= recorder_frames // 2)
-        # Stamped 0.5 s ago (a sim behind real time): commands of that time exist, but pairing by
-        # stamp would give it an action the arm got 0.5 s before this view. Not recorded.
-        self.step(-1.0, age=0.5)
+        # Stamped 5 s ago (a sim behind real time): commands of that time exist, but pairing by
+        # stamp would give it an action the arm got 5 s before this view. Not recorded.
+        self.step(-1.0, age=5.0)
         ended = self.ros.call(EndEpisode, "/vla_mbpo/recorder/end_episode", EndEpisode.Request(outcome=outcome), timeout=60.0)
         assert ended.success, ended.message
         return ended.episode_index
@@ -197,7 +202,9 @@ def test_kill9_mid_episode_keeps_saved_episodes_and_a_restart_appends_discard_le
     from vla_mbpo_ros.srv import EndEpisode, StartEpisode
 
     robot = FakeRobot(ros)
-    recorder = launch_node(RECORDER, "recorder", params=recorder_params(tmp_path))
+    # A delivery stall must not make frames stale here (the age check has tests of its own).
+    params = recorder_params(tmp_path, max_observation_age=2.0)
+    recorder = launch_node(RECORDER, "recorder", params=params)
     robot.wait_for_recorder()
     assert robot.episode(8, 0.0, EndEpisode.Request.OUTCOME_SUCCESS) == 0
     assert robot.episode(6, 100.0, EndEpisode.Request.OUTCOME_FAILURE, source="teleop") == 1
@@ -222,7 +229,7 @@ def test_kill9_mid_episode_keeps_saved_episodes_and_a_restart_appends_discard_le
     assert dataset.num_episodes == 2 and len(dataset) == 14
     assert {k: v for k, v in tree(root).items() if not k.startswith("images/")} == saved
 
-    restarted = launch_node(RECORDER, "recorder_restarted", params=recorder_params(tmp_path))
+    restarted = launch_node(RECORDER, "recorder_restarted", params=params)
     robot.wait_for_recorder("recorder_restarted")
     assert robot.episode(4, 300.0, EndEpisode.Request.OUTCOME_UNLABELLED) == 2
     dataset = load(root)
