@@ -175,9 +175,10 @@ class FakeRobot:
         self.obs_pub.publish(obs)
         self.cmd_pub.publish(command)
         # One frame in flight at a time: on this shared 2-core VM, DDS delivery stalled for 0.1-0.6 s now and
-        # then, and the next samples replaced unacknowledged ones in the depth-2 history (lost frames).
+        # then, and the next samples replaced unacknowledged ones in the depth-2 history (lost frames). Bounded:
+        # a recorder killed with -9 stays matched (and never acknowledges) until its lease runs out.
         for publisher in (self.obs_pub, self.cmd_pub):
-            assert publisher.wait_for_all_acked(Duration(seconds=10.0)), "the recorder did not acknowledge a sample"
+            publisher.wait_for_all_acked(Duration(seconds=2.0))
         self.sequence += 1
 
     def episode(self, recorder_frames: int, start_value: float, outcome: int, source: str = "policy") -> int:
