@@ -1,13 +1,20 @@
 # Developer entry points. A fresh machine needs only: make test   (or: make demo)
+# ROS_DISTRO=jazzy (default, the LTS of robot workstations) or kilted; each distro gets its own
+# venv, build and install folders (.venv, build, install for jazzy; .venv-kilted, ... for kilted).
 SHELL := /bin/bash
-VENV ?= .venv
+ROS_DISTRO ?= jazzy
+_suffix := $(if $(filter jazzy,$(ROS_DISTRO)),,-$(ROS_DISTRO))
+export ROS_DISTRO
+export VENV ?= .venv$(_suffix)
+export BUILD_BASE ?= build$(_suffix)
+export INSTALL_BASE ?= install$(_suffix)
 ENV := . scripts/env.sh &&
-COLCON_FLAGS := --paths . --build-base build --install-base install --event-handlers console_direct-
 PYTEST_FLAGS ?=
 
-.PHONY: setup build test test-core demo teleop deploy bench lock clean
+.PHONY: setup build test test-core demo teleop deploy world-model bench lock clean
 
-setup:  ## create/refresh the Python 3.12 venv with ROS 2 wheels and pinned dependencies
+setup:  ## system packages (apt, with sudo when not root) + the Python 3.12 venv with the ROS 2 wheels
+	@bash scripts/setup_system.sh
 	@bash scripts/setup_env.sh
 
 build: setup  ## colcon build the package (interfaces + Python + executables) into install/
@@ -31,8 +38,8 @@ deploy: build  ## run the safety-gated policy executor only
 bench: build  ## benchmarks (not part of the tests); each prints its figures as ratios
 	@$(ENV) for b in bench/*_bench.py; do echo "== $$b"; python $$b || exit 1; done
 
-lock:  ## re-pin requirements/constraints.txt from a fresh resolve of requirements/base.in
+lock:  ## re-pin requirements/constraints-$(ROS_DISTRO).txt from a fresh resolve
 	@bash scripts/lock.sh
 
 clean:
-	rm -rf build install log
+	rm -rf $(BUILD_BASE) $(INSTALL_BASE) log

@@ -3,9 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-log=log/colcon-build.txt
+BUILD_BASE=${BUILD_BASE:-build}
+INSTALL_BASE=${INSTALL_BASE:-install}
+log=log/colcon-build${ROS_DISTRO:+-$ROS_DISTRO}.txt
 mkdir -p log
-if ! colcon build --paths . --build-base build --install-base install \
+if ! colcon build --paths . --build-base "$BUILD_BASE" --install-base "$INSTALL_BASE" \
      --event-handlers console_direct- > "$log" 2>&1; then
   tail -n 40 "$log" >&2
   echo "error: colcon build failed; full log: $log" >&2

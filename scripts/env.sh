@@ -1,9 +1,10 @@
 # Source this (bash/sh) to run the package from the dev/CI venv + colcon install space:
 #   . scripts/env.sh
 # It plays the role of /opt/ros/<distro>/setup.bash + install/setup.bash on a ROS workstation.
+# VENV and INSTALL_BASE (relative to the repository) select another distro's folders (see Makefile).
 _repo=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
-_venv="$_repo/.venv"
-_install="$_repo/install/vla_mbpo_ros"
+_venv="$_repo/${VENV:-.venv}"
+_install="$_repo/${INSTALL_BASE:-install}/vla_mbpo_ros"
 export VIRTUAL_ENV="$_venv"
 export PATH="$_venv/bin:$PATH"
 export AMENT_PREFIX_PATH="$_install:$_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
@@ -15,7 +16,7 @@ export LD_LIBRARY_PATH="$_install/lib:$_venv/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_
 export PYTHONPATH="$_repo:$_install/lib/python3.12/site-packages${PYTHONPATH:+:$PYTHONPATH}"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 # Sim profile defaults: discovery stays on this machine; large-data transport (shared memory + TCP)
-# so that images are delivered with best-effort QoS (see docs/transport.md).
+# so that images are delivered with best-effort QoS (README, "Transport and isolation").
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
