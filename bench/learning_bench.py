@@ -58,16 +58,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vla_mbpo_ros.core.mbpo.ppo import PPOConfig  # noqa: E402
-from vla_mbpo_ros.core.mbpo.start_states import StartStateSampler  # noqa: E402
-from vla_mbpo_ros.core.mbpo.trainer import MBPOConfig, MBPOTrainer  # noqa: E402
-from vla_mbpo_ros.core.mbpo.world_model_api import SimWorldModel, SimWorldModelConfig, sim_start_states  # noqa: E402
 from vla_mbpo_ros.core.policy.bc import BCArrays, BCConfig, train_bc  # noqa: E402
+from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfig  # noqa: E402
 from vla_mbpo_ros.core.policy.flow_sde import FlowSDEConfig  # noqa: E402
-from vla_mbpo_ros.core.policy.flow_vla import CompactFlowVLA, CompactFlowVLAConfig  # noqa: E402
 from vla_mbpo_ros.core.policy.value_head import ValueHeadConfig  # noqa: E402
+from vla_mbpo_ros.core.rl.ppo import PPOConfig  # noqa: E402
+from vla_mbpo_ros.core.rl.start_states import StartStateSampler  # noqa: E402
+from vla_mbpo_ros.core.rl.trainer import MBPOConfig, MBPOTrainer  # noqa: E402
 from vla_mbpo_ros.core.sim import SimConfig, So101Sim  # noqa: E402
 from vla_mbpo_ros.core.sim.rollouts import EpisodeConfig, evaluate_policy, expert_episodes, policy_episodes  # noqa: E402
+from vla_mbpo_ros.core.sim.world_model import SimWorldModel, SimWorldModelConfig, sim_start_states  # noqa: E402
 
 METHODS = ("ppo", "mbpo_sim", "mbpo_umm")
 LABELS = {"ppo": "model-free PPO (sim)", "mbpo_sim": "VLA-MBPO, sim world model",
@@ -241,8 +241,9 @@ class UMMBranchedMBPO(BranchedMBPO):
 
     def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[dict],
                  args: argparse.Namespace) -> None:
+        from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig
         from vla_mbpo_ros.core.world_model.data import DataConfig, action_stats
-        from vla_mbpo_ros.core.world_model.model import TinyArchConfig, UMMWorldModel
+        from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
 
         self.data_config = DataConfig(chunk_size=args.chunk_size, yes_oversample=3)
         self.wm_episodes = [_wm_episode(d) for d in demos]

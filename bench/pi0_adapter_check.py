@@ -58,10 +58,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np
 import torch
 
-from vla_mbpo_ros.core.policy.base import ObsBatch, load_policy
+from vla_mbpo_ros.core.policy.base import ObsBatch, Observation, load_policy
 from vla_mbpo_ros.core.policy.flow_sde import FlowSDEConfig
 from vla_mbpo_ros.core.policy.lerobot_adapter import LeRobotFlowConfig, LeRobotFlowPolicy
-from vla_mbpo_ros.core.types import Observation
 
 VIEWS = ("head", "wrist")
 STATE_DIM = ACTION_DIM = 6
@@ -114,11 +113,13 @@ def step(name: str, guard: MemoryGuard, timings: dict[str, float]) -> Iterator[N
 def lerobot_modules(backend: str) -> tuple[Any, Any, Any, Any]:
     """(config class, policy class, processor module, modeling module) of a backend."""
     if backend == "pi0":
-        from lerobot.policies.pi0 import modeling_pi0 as modeling, processor_pi0 as processor
+        from lerobot.policies.pi0 import modeling_pi0 as modeling
+        from lerobot.policies.pi0 import processor_pi0 as processor
         from lerobot.policies.pi0.configuration_pi0 import PI0Config as config_cls
 
         return config_cls, modeling.PI0Policy, processor, modeling
-    from lerobot.policies.pi05 import modeling_pi05 as modeling, processor_pi05 as processor
+    from lerobot.policies.pi05 import modeling_pi05 as modeling
+    from lerobot.policies.pi05 import processor_pi05 as processor
     from lerobot.policies.pi05.configuration_pi05 import PI05Config as config_cls
 
     return config_cls, modeling.PI05Policy, processor, modeling

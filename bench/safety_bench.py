@@ -37,7 +37,7 @@ def make_policy(directory: Path, seed: int) -> float:
     import torch
 
     from vla_mbpo_ros.core.policy.base import ObsBatch
-    from vla_mbpo_ros.core.policy.flow_vla import CompactFlowVLA, CompactFlowVLAConfig
+    from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfig
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -88,21 +88,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from ros_harness import NodeProcess, RosTestNode, wait_until
     from diagnostic_msgs.msg import DiagnosticArray
+    from ros_harness import NodeProcess, RosTestNode, wait_until
     from std_msgs.msg import Bool
     from std_srvs.srv import Trigger
-
     from vla_mbpo_ros.msg import SafetyStatus
-    from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS
     from vla_mbpo_ros.srv import StartEpisode
+
+    from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS
 
     period_ms = 1e3 / args.rate
     baseline = sleep_loop_error_ms(args.rate, int(5 * args.rate))
     work = Path(tempfile.mkdtemp(prefix="safety_bench_"))
     chunk_s = make_policy(work / "policy", args.seed)
     sim_params = {"sim.image_size": [64, 64], "sim.camera_fps": 15.0, "sim.control_fps": args.rate}
-    from vla_mbpo_ros.core.policy.flow_vla import CompactFlowVLAConfig
+    from vla_mbpo_ros.core.policy.compact import CompactFlowVLAConfig
 
     chunk_size = CompactFlowVLAConfig.from_yaml(REPO / "config" / "policy.yaml").chunk_size
     executor_params = {

@@ -53,8 +53,8 @@ def run_single(args: argparse.Namespace) -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image, JointState
-
     from vla_mbpo_ros.msg import MultiViewObservation
+
     from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS, SENSOR_QOS
 
     env = dict(os.environ)

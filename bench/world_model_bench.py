@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from vla_mbpo_ros.core.world_model.codec import ActionStats
+from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig, WorldModelConfig
 from vla_mbpo_ros.core.world_model.data import DataConfig, Episode, action_stats, build_samples
 from vla_mbpo_ros.core.world_model.evaluate import EvalConfig, evaluate_dynamics, psnr, render_examples, ssim
-from vla_mbpo_ros.core.world_model.model import TinyArchConfig, UMMWorldModel, WorldModelConfig
 from vla_mbpo_ros.core.world_model.train import TrainConfig, fit_vq_tokenizer, train_world_model
+from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
 
 VIEWS = ("head", "wrist")
 INSTRUCTION = "pick up the cube"

@@ -28,5 +28,5 @@ echo "report:           $OUT/finetune/report (metrics.csv, learning_curves.png)"
 echo "imagined frames:  $OUT/finetune/iterations/*/real_vs_imagined.png"
 echo "real episodes:    $OUT/episodes.csv"
 echo "dataset:          $OUT/dataset (LeRobotDataset v3)"
-python -c "import sys; from vla_mbpo_ros.core.episodes import EpisodeLog
+python -c "import sys; from vla_mbpo_ros.core.loop.schedule import EpisodeLog
 print('\nreal (sim) success rate per policy version:'); print(EpisodeLog.read_csv(sys.argv[1]).table())" "$OUT/episodes.csv"

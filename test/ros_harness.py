@@ -22,7 +22,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
-from vla_mbpo_ros.core.process import launcher_environment
+from vla_mbpo_ros.core.util.process import launcher_environment
 
 DEFAULT_TIMEOUT = 30.0
 

@@ -109,10 +109,9 @@ class SoftwareCamera:
 
 def _realsense_child(out_path: str) -> None:
     """Node + injection: phase 1 hardware clock, a pause (device lost -> reopened), phase 2 global time."""
+    import pyrealsense2 as rs  # after rclpy: the other order segfaults at interpreter exit
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-
-    import pyrealsense2 as rs  # after rclpy: the other order segfaults at interpreter exit
 
     from vla_mbpo_ros.nodes.realsense_camera import RealSenseCameraNode
 

@@ -53,10 +53,10 @@ def test_one_full_outer_iteration_end_to_end(ros, tmp_path):
     from diagnostic_msgs.msg import DiagnosticArray
     from sim_data import record_sim_episodes
     from std_msgs.msg import String
-
-    from vla_mbpo_ros.core.process import launcher_environment
-    from vla_mbpo_ros.core.safety import load_safety_config
     from vla_mbpo_ros.msg import ExecutedCommand, PolicyUpdate, SafetyStatus
+
+    from vla_mbpo_ros.core.control.limits import load_safety_config
+    from vla_mbpo_ros.core.util.process import launcher_environment
     from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS
 
     record_sim_episodes(tmp_path / "dataset", seeds=range(4))

@@ -15,9 +15,9 @@ TEST_DIR = Path(__file__).parent
 
 def _filled_messages():
     from sensor_msgs.msg import JointState
+    from vla_mbpo_ros.msg import ActionChunk, EpisodeEvent, MultiViewObservation, PolicyUpdate, SafetyStatus
 
     from vla_mbpo_ros.conversions import numpy_to_image, seconds_to_stamp
-    from vla_mbpo_ros.msg import ActionChunk, EpisodeEvent, MultiViewObservation, PolicyUpdate, SafetyStatus
 
     rng = np.random.default_rng(0)
     stamp = seconds_to_stamp(12.5)

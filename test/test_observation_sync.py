@@ -32,9 +32,9 @@ def _publish_joint_states(ros, stop: threading.Event, rate: float = 50.0) -> thr
 def test_sets_are_within_slop_and_a_stopped_stream_is_flagged(ros, launch_node):
     from diagnostic_msgs.msg import DiagnosticArray
     from ros_harness import wait_until
+    from vla_mbpo_ros.msg import MultiViewObservation
 
     from vla_mbpo_ros.conversions import stamp_to_seconds
-    from vla_mbpo_ros.msg import MultiViewObservation
     from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS
 
     camera = {"fps": 30.0, "width": 64, "height": 48}

@@ -29,11 +29,9 @@ D = 6
 @pytest.fixture(scope="module")
 def robot(tmp_path_factory, module_ros_domain):
     """Sim robot + observation sync, shared by the module's tests (in the module's ROS domain)."""
-    from ros_harness import NodeProcess
-
-    from ros_harness import RosTestNode, wait_until
-
+    from ros_harness import NodeProcess, RosTestNode, wait_until
     from vla_mbpo_ros.msg import MultiViewObservation
+
     from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS
 
     log_dir = tmp_path_factory.mktemp("robot")
@@ -86,11 +84,10 @@ class Probe:
     """What the executor publishes, as seen by the test's node, plus its inputs and services."""
 
     def __init__(self, ros) -> None:
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Bool, String
-
         from vla_mbpo_ros.msg import EpisodeEvent, ExecutedCommand, PolicyUpdate, SafetyStatus
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
         from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
 
@@ -114,7 +111,6 @@ class Probe:
     def start(self, source: str = "policy", retry: bool = True):
         """Start an episode; with ``retry``, ask again while the executor refuses (inputs not fresh yet)."""
         from ros_harness import wait_until
-
         from vla_mbpo_ros.srv import StartEpisode
 
         def attempt():
@@ -197,8 +193,8 @@ def stamp(msg) -> float:
 def test_estop_mid_motion_holds_at_once_and_reset_never_resumes_motion(ros, robot, launch_node, tmp_path):
     from ros_harness import wait_until
     from trajectory_msgs.msg import JointTrajectory
-
     from vla_mbpo_ros.msg import SafetyStatus
+
     from vla_mbpo_ros.nodes._runtime import RELIABLE_QOS
 
     checkpoint, _ = save_replay(tmp_path / "trusted" / "v1", sine_chunks(), "v1")
@@ -286,8 +282,9 @@ def test_step_beyond_the_limit_is_clamped_and_nan_chunks_hold_then_latch(ros, ro
 
 
 def test_hot_swap_rejects_bad_checkpoints_keeps_running_and_swaps_at_the_boundary(ros, robot, launch_node, tmp_path):
-    from vla_mbpo_ros.core.policy.checkpoint import WEIGHTS_NAME, checkpoint_sha256
     from vla_mbpo_ros.msg import EpisodeEvent, SafetyStatus
+
+    from vla_mbpo_ros.core.policy.checkpoint import WEIGHTS_NAME, checkpoint_sha256
 
     trusted = tmp_path / "trusted"
     checkpoint, _ = save_replay(trusted / "v1", sine_chunks(), "v1")
@@ -338,8 +335,8 @@ def test_hot_swap_rejects_bad_checkpoints_keeps_running_and_swaps_at_the_boundar
 
 def test_heartbeat_loss_a_throwing_policy_and_stale_observations_latch(ros, robot, launch_node, tmp_path):
     from std_msgs.msg import Header
-
     from vla_mbpo_ros.msg import SafetyStatus
+
     from vla_mbpo_ros.nodes._runtime import SENSOR_QOS
 
     robot_yaml = yaml.safe_load((REPO / "config" / "robots" / "so101.yaml").read_text())

@@ -51,9 +51,9 @@ def tree(root: Path) -> dict[str, str]:
 # ---------------------------------------------------------------------------------- end to end
 def test_records_scripted_expert_demonstrations_through_the_real_graph(ros, launch_node, tmp_path):
     from ros_harness import wait_until
+    from vla_mbpo_ros.msg import EpisodeEvent, ExecutedCommand
 
     from vla_mbpo_ros.conversions import stamp_to_seconds
-    from vla_mbpo_ros.msg import EpisodeEvent, ExecutedCommand
     from vla_mbpo_ros.nodes._runtime import RELIABLE_QOS
 
     commands = ros.subscribe(ExecutedCommand, "/vla_mbpo/executed_command", RELIABLE_QOS)
@@ -122,6 +122,7 @@ class FakeRobot:
 
     def __init__(self, ros):
         from vla_mbpo_ros.msg import ExecutedCommand, MultiViewObservation
+
         from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS, RELIABLE_QOS
 
         self.ros = ros
@@ -156,9 +157,9 @@ class FakeRobot:
 
         from rclpy.duration import Duration
         from sensor_msgs.msg import JointState
+        from vla_mbpo_ros.msg import ExecutedCommand, MultiViewObservation
 
         from vla_mbpo_ros.conversions import numpy_to_image, seconds_to_stamp
-        from vla_mbpo_ros.msg import ExecutedCommand, MultiViewObservation
 
         time.sleep(max(0.0, self.t + 1 / FPS - time.time()))  # real time, at the dataset rate
         self.t = time.time()
@@ -199,7 +200,6 @@ class FakeRobot:
 
 def test_kill9_mid_episode_keeps_saved_episodes_and_a_restart_appends_discard_leaves_no_trace(ros, launch_node, tmp_path):
     from ros_harness import wait_until
-
     from vla_mbpo_ros.srv import EndEpisode, StartEpisode
 
     robot = FakeRobot(ros)

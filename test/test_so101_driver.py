@@ -13,7 +13,7 @@ import os
 import pytest
 import yaml
 
-from vla_mbpo_ros.core.types import SO101_JOINT_NAMES
+from vla_mbpo_ros.core.robot.joints import SO101_JOINT_NAMES
 
 pytestmark = pytest.mark.ros
 

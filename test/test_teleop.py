@@ -24,8 +24,8 @@ POSITION_MAX = np.array([1.87, 1.69, 1.64, 1.60, 2.79, 1.74])
 def test_joy_drives_from_the_measured_position_only_with_the_deadman_and_toggles_intervention(ros, launch_node):
     from ros_harness import wait_until
     from sensor_msgs.msg import JointState, Joy
-
     from vla_mbpo_ros.msg import EpisodeEvent
+
     from vla_mbpo_ros.nodes._runtime import RELIABLE_QOS, SENSOR_QOS
 
     commands = ros.subscribe(JointState, COMMAND_TOPIC, RELIABLE_QOS)

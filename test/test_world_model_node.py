@@ -32,7 +32,7 @@ def _workers(run_dir: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if "vla_mbpo_ros.core.mbpo.pipeline" in cmdline and str(run_dir) in cmdline:
+        if "vla_mbpo_ros.core.loop.pipeline" in cmdline and str(run_dir) in cmdline:
             found.append(proc)
     return found
 
@@ -41,9 +41,9 @@ def test_bootstraps_then_resumes_an_update_after_kill_9(ros, launch_node, worksp
     from ros_harness import wait_until
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
+    from vla_mbpo_ros.msg import PolicyUpdate
 
     from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
-    from vla_mbpo_ros.msg import PolicyUpdate
     from vla_mbpo_ros.nodes._runtime import LATCHED_QOS
 
     params = {"output_dir": str(workspace), "pipeline_config": str(workspace / "finetune.yaml"), "episodes_per_update": 100}

@@ -1,4 +1,4 @@
-"""Tests for vla_mbpo_ros.core.action_queue: chunk queue, watermark, blending by hand."""
+"""Tests for vla_mbpo_ros.core.control.action_queue: chunk queue, watermark, blending by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from vla_mbpo_ros.core.action_queue import ActionQueue
+from vla_mbpo_ros.core.control.action_queue import ActionQueue
 
 
 def chunk(values, d: int = 2) -> np.ndarray:

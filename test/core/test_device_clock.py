@@ -1,11 +1,11 @@
-"""Device timestamp -> host time mapping (vla_mbpo_ros.core.device_clock)."""
+"""Device timestamp -> host time mapping (vla_mbpo_ros.core.robot.device_clock)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vla_mbpo_ros.core.device_clock import DeviceClockConfig, DeviceClockMapper
+from vla_mbpo_ros.core.robot.device_clock import DeviceClockConfig, DeviceClockMapper
 
 
 def test_host_clock_domains_map_one_to_one():

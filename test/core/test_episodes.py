@@ -2,7 +2,7 @@ import csv
 
 import pytest
 
-from vla_mbpo_ros.core.episodes import EpisodeLog, EpisodeRecord, ScheduleConfig
+from vla_mbpo_ros.core.loop.schedule import EpisodeLog, EpisodeRecord, ScheduleConfig
 
 
 def test_schedule_counts_iterations_and_knows_when_it_is_done():

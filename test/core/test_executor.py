@@ -1,4 +1,4 @@
-"""Tests for vla_mbpo_ros.core.executor (the executor's per-cycle decisions) and the replay policy."""
+"""Tests for vla_mbpo_ros.core.control.executor (the executor's per-cycle decisions) and the replay policy."""
 
 from __future__ import annotations
 
@@ -8,17 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vla_mbpo_ros.core.executor import (
-    ExecutorConfig,
-    ExecutorCore,
-    resolve_checkpoint_uri,
-    validate_candidate,
-)
-from vla_mbpo_ros.core.policy.base import load_policy
+from vla_mbpo_ros.core.control.estop import SafetyState
+from vla_mbpo_ros.core.control.executor import ExecutorConfig, ExecutorCore
+from vla_mbpo_ros.core.control.gate import SafetyGate
+from vla_mbpo_ros.core.control.hot_swap import resolve_checkpoint_uri, validate_candidate
+from vla_mbpo_ros.core.control.limits import load_safety_config
+from vla_mbpo_ros.core.policy.base import Observation, load_policy
 from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
 from vla_mbpo_ros.core.policy.replay import ReplayPolicy
-from vla_mbpo_ros.core.safety import SafetyGate, SafetyState, load_safety_config
-from vla_mbpo_ros.core.types import Observation
 
 REPO = Path(__file__).resolve().parents[2]
 SAFETY = load_safety_config(REPO / "config" / "robots" / "so101.yaml")
@@ -355,7 +352,7 @@ def test_validate_candidate_reports_exceptions_nonfinite_and_limit_problems():
 
 
 def test_actions_at_the_dataset_rate_are_interpolated_over_control_steps():
-    from vla_mbpo_ros.core.executor import upsample_actions
+    from vla_mbpo_ros.core.control.executor import upsample_actions
 
     actions = np.array([[0.0, 10.0], [3.0, 7.0], [6.0, 4.0]])
     up = upsample_actions(actions, 3)

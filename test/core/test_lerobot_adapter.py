@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from vla_mbpo_ros.core.mbpo.ppo import PPOConfig, PPOUpdater
 from vla_mbpo_ros.core.policy.base import ChunkPolicy, ObsBatch, RLChunkPolicy, load_policy
 from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
 from vla_mbpo_ros.core.policy.flow_sde import FlowSDEConfig
 from vla_mbpo_ros.core.policy.lerobot_adapter import LeRobotFlowConfig, LeRobotFlowPolicy
 from vla_mbpo_ros.core.policy.value_head import ValueHeadConfig
+from vla_mbpo_ros.core.rl.ppo import PPOConfig, PPOUpdater
 
 torch.set_num_threads(1)
 VIEWS = ("head", "wrist")
@@ -136,7 +136,7 @@ def test_deterministic_chunks_are_unnormalized_and_match_lerobot_sampling(adapte
 
 
 def adapter_obs(batch: ObsBatch, row: int):
-    from vla_mbpo_ros.core.types import Observation
+    from vla_mbpo_ros.core.policy.base import Observation
 
     return Observation(views={v: batch.views[v][row] for v in VIEWS}, state=batch.states[row], instruction=INSTRUCTION)
 

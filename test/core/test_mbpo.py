@@ -7,17 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from toy_world import PointReachWorld
 
-from vla_mbpo_ros.core.mbpo.gae import chunk_discount, chunk_gae, normalize_advantages, valid_steps
-from vla_mbpo_ros.core.mbpo.ppo import PPOConfig, actor_loss, value_loss
-from vla_mbpo_ros.core.mbpo.rollout import branched_rollout
-from vla_mbpo_ros.core.mbpo.start_states import StartState, StartStateSampler
-from vla_mbpo_ros.core.mbpo.toy_world import PointReachWorld
-from vla_mbpo_ros.core.mbpo.trainer import MBPOConfig, MBPOTrainer
-from vla_mbpo_ros.core.mbpo.world_model_api import StatefulWorldModel, WorldModel
 from vla_mbpo_ros.core.policy.bc import BCArrays, BCConfig, train_bc
-from vla_mbpo_ros.core.policy.flow_vla import CompactFlowVLA, CompactFlowVLAConfig
+from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfig
 from vla_mbpo_ros.core.policy.value_head import ValueHeadConfig
+from vla_mbpo_ros.core.rl.gae import chunk_discount, chunk_gae, normalize_advantages, valid_steps
+from vla_mbpo_ros.core.rl.ppo import PPOConfig, actor_loss, value_loss
+from vla_mbpo_ros.core.rl.rollout import branched_rollout
+from vla_mbpo_ros.core.rl.start_states import StartState, StartStateSampler
+from vla_mbpo_ros.core.rl.trainer import MBPOConfig, MBPOTrainer
+from vla_mbpo_ros.core.rl.world_model import StatefulWorldModel, WorldModel
 
 torch.set_num_threads(1)
 
@@ -278,8 +278,8 @@ def test_mbpo_raises_success_of_a_biased_bc_policy_in_the_point_world():
 
 # ------------------------------------------------------------------ simulator as ground-truth world model
 def test_sim_world_model_restores_branch_states_and_returns_true_joint_states():
-    from vla_mbpo_ros.core.mbpo.world_model_api import SimWorldModel, sim_start_states
     from vla_mbpo_ros.core.sim import SimConfig, So101Sim
+    from vla_mbpo_ros.core.sim.world_model import SimWorldModel, sim_start_states
 
     sim = So101Sim(SimConfig(image_size=(32, 32)))
     starts = sim_start_states(sim, seeds=[0, 1], instruction="pick up the cube")

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from sim_data import IMAGE, record_sim_episodes
 
-from vla_mbpo_ros.core.data.episodes import load_recorded_episodes
-from vla_mbpo_ros.core.mbpo.pipeline import PipelineConfig, read_state, run_iteration
+from vla_mbpo_ros.core.data.reader import load_recorded_episodes
+from vla_mbpo_ros.core.loop.pipeline import PipelineConfig, read_state, run_iteration
 from vla_mbpo_ros.core.policy.base import load_policy
 from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
-from sim_data import IMAGE, record_sim_episodes
+
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:

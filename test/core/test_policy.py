@@ -12,15 +12,28 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from vla_mbpo_ros.core.mbpo.toy_world import PointReachWorld  # noqa: E402
-from vla_mbpo_ros.core.policy.base import ChunkPolicy, ObsBatch, RLChunkPolicy, load_policy  # noqa: E402
+from toy_world import PointReachWorld  # noqa: E402
+
+from vla_mbpo_ros.core.policy.base import (  # noqa: E402
+    ChunkPolicy,
+    ObsBatch,
+    Observation,  # noqa: E402
+    RLChunkPolicy,
+    load_policy,
+)
 from vla_mbpo_ros.core.policy.bc import BCArrays, BCConfig, bc_arrays_from_lerobot, train_bc  # noqa: E402
 from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256  # noqa: E402
+from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfig  # noqa: E402
+from vla_mbpo_ros.core.policy.compact.modeling import hash_instruction  # noqa: E402
 from vla_mbpo_ros.core.policy.flow_sde import (  # noqa: E402
-    FlowSDEConfig, chain_log_prob, sample_chain, sde_sigmas, time_grid, transition_mean_std)
-from vla_mbpo_ros.core.policy.flow_vla import CompactFlowVLA, CompactFlowVLAConfig, hash_instruction  # noqa: E402
+    FlowSDEConfig,
+    chain_log_prob,
+    sample_chain,
+    sde_sigmas,
+    time_grid,
+    transition_mean_std,
+)
 from vla_mbpo_ros.core.policy.value_head import ValueHead, ValueHeadConfig  # noqa: E402
-from vla_mbpo_ros.core.types import Observation  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -10,12 +10,12 @@ import time
 import psutil
 import pytest
 
-from vla_mbpo_ros.core.process import LAUNCHER_PID_ENV, exit_with_launcher, launcher_environment
+from vla_mbpo_ros.core.util.process import LAUNCHER_PID_ENV, exit_with_launcher, launcher_environment
 
 # launcher -> child; the child follows the launcher, then sleeps "forever".
-_CHILD = "from vla_mbpo_ros.core.process import exit_with_launcher; import time; exit_with_launcher(); time.sleep(120)"
+_CHILD = "from vla_mbpo_ros.core.util.process import exit_with_launcher; import time; exit_with_launcher(); time.sleep(120)"
 _LAUNCHER = (
-    "import subprocess, sys, time; from vla_mbpo_ros.core.process import launcher_environment; "
+    "import subprocess, sys, time; from vla_mbpo_ros.core.util.process import launcher_environment; "
     f"child = subprocess.Popen([sys.executable, '-c', {_CHILD!r}], env=launcher_environment()); "
     "print(child.pid, flush=True); time.sleep(120)"
 )
@@ -40,8 +40,8 @@ def test_the_child_gets_sigterm_when_its_launcher_is_killed():
 # says whether the child polls.
 _THREAD_LAUNCHER = """
 import subprocess, sys, threading, time
-from vla_mbpo_ros.core.process import launcher_environment
-child = ("from vla_mbpo_ros.core.process import exit_with_launcher; import time; "
+from vla_mbpo_ros.core.util.process import launcher_environment
+child = ("from vla_mbpo_ros.core.util.process import exit_with_launcher; import time; "
          f"exit_with_launcher(poll={sys.argv[1]}); print(flush=True); time.sleep(120)")
 
 def start():

@@ -1,4 +1,4 @@
-"""Tests for vla_mbpo_ros.core.safety: config validation, gate invariants, e-stop state machine."""
+"""Tests for vla_mbpo_ros.core.control.limits: config validation, gate invariants, e-stop state machine."""
 
 from __future__ import annotations
 
@@ -12,16 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vla_mbpo_ros.core.safety import (
-    EStopMonitor,
-    GateResult,
-    JointLimits,
-    SafetyConfig,
-    SafetyGate,
-    SafetyState,
-    load_safety_config,
-)
-from vla_mbpo_ros.core.types import SO101_JOINT_NAMES
+from vla_mbpo_ros.core.control.estop import EStopMonitor, SafetyState
+from vla_mbpo_ros.core.control.gate import GateResult, SafetyGate
+from vla_mbpo_ros.core.control.limits import JointLimits, SafetyConfig, load_safety_config
+from vla_mbpo_ros.core.robot.joints import SO101_JOINT_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 SO101_YAML = REPO / "config" / "robots" / "so101.yaml"

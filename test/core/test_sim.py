@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vla_mbpo_ros.core.robot.joints import SO101_JOINT_NAMES
 from vla_mbpo_ros.core.sim import (
     ExpertConfig,
     Phase,
@@ -15,7 +16,6 @@ from vla_mbpo_ros.core.sim import (
     SimConfig,
     So101Sim,
 )
-from vla_mbpo_ros.core.types import SO101_JOINT_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_EPISODE_STEPS = 300

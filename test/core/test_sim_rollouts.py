@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from vla_mbpo_ros.core.mbpo.start_states import StartStateSampler
-from vla_mbpo_ros.core.policy.base import ObsBatch
+from vla_mbpo_ros.core.policy.base import ObsBatch, Observation
 from vla_mbpo_ros.core.policy.bc import BCArrays
-from vla_mbpo_ros.core.policy.flow_vla import CompactFlowVLA, CompactFlowVLAConfig
+from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfig
 from vla_mbpo_ros.core.policy.value_head import ValueHeadConfig
+from vla_mbpo_ros.core.rl.start_states import StartStateSampler
 from vla_mbpo_ros.core.sim import SimConfig, So101Sim
 from vla_mbpo_ros.core.sim.rollouts import EpisodeConfig, evaluate_policy, expert_episodes, policy_episodes
-from vla_mbpo_ros.core.types import Observation
 
 torch.set_num_threads(1)
 CHUNK = 10

@@ -1,4 +1,4 @@
-"""Radians <-> LeRobot SO follower motor values (vla_mbpo_ros.core.so101_units)."""
+"""Radians <-> LeRobot SO follower motor values (vla_mbpo_ros.core.robot.so101_units)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from lerobot.motors import Motor, MotorCalibration, MotorNormMode
 from lerobot.motors.feetech import FeetechMotorsBus
 
-from vla_mbpo_ros.core.so101_units import So101Units, So101UnitsConfig
-from vla_mbpo_ros.core.types import SO101_JOINT_NAMES
+from vla_mbpo_ros.core.robot.joints import SO101_JOINT_NAMES
+from vla_mbpo_ros.core.robot.so101_units import So101Units, So101UnitsConfig
 
 joint_vectors = st.lists(st.floats(-3.0, 3.0, allow_nan=False), min_size=6, max_size=6).map(np.array)
 RANGES = ((700.0, 3400.0), (800.0, 3300.0), (900.0, 3100.0), (850.0, 3200.0), (0.0, 4095.0))

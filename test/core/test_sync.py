@@ -1,4 +1,4 @@
-"""Tests for vla_mbpo_ros.core.sync: approximate-time matching and rate diagnostics."""
+"""Tests for vla_mbpo_ros.core.data.sync: approximate-time matching and rate diagnostics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vla_mbpo_ros.core.sync import ApproximateTimeSync, RateStats
+from vla_mbpo_ros.core.data.sync import ApproximateTimeSync
+from vla_mbpo_ros.core.util.stats import RateStats
 
 
 def make_sync(streams=("head", "joints"), slop=0.01, queue_size=10, **kw) -> ApproximateTimeSync:

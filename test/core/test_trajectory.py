@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from vla_mbpo_ros.core.trajectory import Trajectory, joint_order
+from vla_mbpo_ros.core.robot.joints import joint_order
+from vla_mbpo_ros.core.robot.trajectory import Trajectory
 
 NAMES = ("a", "b")
 

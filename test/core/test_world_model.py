@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from vla_mbpo_ros.core.world_model.codec import ActionCodec, ActionStats
+from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig, WorldModelConfig
 from vla_mbpo_ros.core.world_model.data import (
     DataConfig,
     Episode,
@@ -23,9 +24,9 @@ from vla_mbpo_ros.core.world_model.data import (
     reward_labels,
 )
 from vla_mbpo_ros.core.world_model.evaluate import EvalConfig, evaluate_dynamics, evaluate_reward, psnr, side_by_side, ssim
-from vla_mbpo_ros.core.world_model.model import TinyArchConfig, UMMWorldModel, WorldModelConfig
 from vla_mbpo_ros.core.world_model.sequence import CURRENT, NEXT, ImageRef, PromptTemplates, dynamics_stages
-from vla_mbpo_ros.core.world_model.train import TrainConfig, load_config, train_world_model
+from vla_mbpo_ros.core.world_model.train import TrainConfig, read_sections, train_world_model
+from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
 
 torch.set_num_threads(1)
 
@@ -295,7 +296,7 @@ def test_train_config_rejects_bad_values():
         WorldModelConfig(temperature=-1)
     with pytest.raises(ValueError, match="tokens_per_side"):
         TinyArchConfig(image_size=30, tokens_per_side=8)
-    sections = load_config("config/world_model.yaml")
+    sections = read_sections("config/world_model.yaml")
     assert sections["train"]["answer_loss_weight"] == 0.01 and sections["data"]["reward_yes_window"] == 5
 
 
@@ -376,7 +377,7 @@ def test_cli_train_then_evaluate(lerobot_root, tmp_path):
 
     from vla_mbpo_ros.core.world_model import evaluate, train
 
-    sections = load_config("config/world_model.yaml")
+    sections = read_sections("config/world_model.yaml")
     sections["tiny"].update(image_size=SIZE, tokens_per_side=4, hidden_size=32, num_heads=2, codebook_size=32)
     sections["source"].update(repo_id="local/wm_test", holdout_episodes=1, success_key="next.success")
     sections["data"].update(chunk_size=3, reward_no_margin=4)

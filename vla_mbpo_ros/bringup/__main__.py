@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from vla_mbpo_ros.bringup import LAUNCH_ARGUMENTS, PROFILES, ResolvedNode, parse_cli_arguments, resolve, ros_arguments
-from vla_mbpo_ros.core.process import exit_with_launcher, launcher_environment
+from vla_mbpo_ros.core.util.process import exit_with_launcher, launcher_environment
 
 GRACE_PERIOD_S = 10.0
 

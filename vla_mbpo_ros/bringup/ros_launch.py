@@ -6,10 +6,11 @@ from vla_mbpo_ros.bringup import LAUNCH_ARGUMENTS, PACKAGE, resolve
 
 
 def generate_profile_launch(profile: str):
-    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
+
+    from launch import LaunchDescription
 
     def nodes(context):
         args = {a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGUMENTS}

@@ -24,7 +24,7 @@ from rclpy.node import Node
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from vla_mbpo_ros.core.episodes import EpisodeLog, EpisodeRecord, ScheduleConfig
+from vla_mbpo_ros.core.loop.schedule import EpisodeLog, EpisodeRecord, ScheduleConfig
 from vla_mbpo_ros.msg import EpisodeEvent, SafetyStatus
 from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS, ConfigError, declare, run_node
 from vla_mbpo_ros.srv import EndEpisode, ResetSim, StartEpisode

@@ -16,7 +16,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
 from vla_mbpo_ros.conversions import seconds_to_stamp, stamp_to_seconds
-from vla_mbpo_ros.core.sync import ApproximateTimeSync, RateStats
+from vla_mbpo_ros.core.data.sync import ApproximateTimeSync
+from vla_mbpo_ros.core.util.stats import RateStats
 from vla_mbpo_ros.msg import MultiViewObservation
 from vla_mbpo_ros.nodes._diagnostics import OK, WARN, DiagnosticsPublisher
 from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS, SENSOR_QOS, ConfigError, declare, run_node

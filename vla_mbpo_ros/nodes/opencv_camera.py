@@ -12,11 +12,10 @@ import time
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # our own throttled warning says it once
 import cv2  # noqa: E402
+from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from vla_mbpo_ros.conversions import numpy_to_image, pinhole_camera_info
-from rclpy.node import Node
-
 from vla_mbpo_ros.nodes._runtime import SENSOR_QOS, ConfigError, declare, publishing_until_shutdown, run_node
 
 

@@ -1,6 +1,6 @@
 """Safety-gated policy executor: the only path from a policy or an operator to the arm.
 
-Glue around ``vla_mbpo_ros.core.executor.ExecutorCore`` (all decisions live there). Threads:
+Glue around ``vla_mbpo_ros.core.control.executor.ExecutorCore`` (all decisions live there). Threads:
 
 * control loop: its own thread on absolute monotonic deadlines (a fixed-rate timer that does not
   drift and does not wait behind the executor's other callbacks); each cycle asks the core for a
@@ -48,20 +48,15 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from vla_mbpo_ros.bringup import config_dir
 from vla_mbpo_ros.conversions import image_to_numpy, stamp_to_seconds, to_rgb
-from vla_mbpo_ros.core.executor import (
-    Command,
-    ExecutorConfig,
-    ExecutorCore,
-    InferenceRequest,
-    resolve_checkpoint_uri,
-    validate_candidate,
-)
+from vla_mbpo_ros.core.control.estop import SafetyState
+from vla_mbpo_ros.core.control.executor import Command, ExecutorConfig, ExecutorCore, InferenceRequest
+from vla_mbpo_ros.core.control.gate import SafetyGate
+from vla_mbpo_ros.core.control.hot_swap import resolve_checkpoint_uri, validate_candidate
+from vla_mbpo_ros.core.control.limits import load_safety_config
 from vla_mbpo_ros.core.policy import replay  # noqa: F401  (registers the "replay" policy type)
-from vla_mbpo_ros.core.policy.base import ChunkPolicy, load_policy
+from vla_mbpo_ros.core.policy.base import ChunkPolicy, Observation, load_policy
 from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
-from vla_mbpo_ros.core.safety import SafetyGate, SafetyState, load_safety_config
-from vla_mbpo_ros.core.sync import RateStats
-from vla_mbpo_ros.core.types import Observation
+from vla_mbpo_ros.core.util.stats import RateStats
 from vla_mbpo_ros.msg import ActionChunk, EpisodeEvent, ExecutedCommand, MultiViewObservation, PolicyUpdate, SafetyStatus
 from vla_mbpo_ros.nodes._diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from vla_mbpo_ros.nodes._runtime import (

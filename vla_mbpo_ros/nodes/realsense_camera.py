@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import pyrealsense2 as rs  # noqa: E402,I001
 from rclpy.node import Node  # before pyrealsense2: the other order segfaults at interpreter exit
 from sensor_msgs.msg import CameraInfo, Image
 
-import pyrealsense2 as rs  # noqa: E402,I001
-
 from vla_mbpo_ros.conversions import numpy_to_image, pinhole_camera_info, seconds_to_stamp, stamp_to_seconds
-from vla_mbpo_ros.core.device_clock import DeviceClockConfig, DeviceClockMapper
-from vla_mbpo_ros.core.sync import RateStats
+from vla_mbpo_ros.core.robot.device_clock import DeviceClockConfig, DeviceClockMapper
+from vla_mbpo_ros.core.util.stats import RateStats
 from vla_mbpo_ros.nodes._diagnostics import OK, WARN, DiagnosticsPublisher
 from vla_mbpo_ros.nodes._runtime import SENSOR_QOS, ConfigError, declare, publishing_until_shutdown, run_node
 

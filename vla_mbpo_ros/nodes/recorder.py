@@ -40,7 +40,8 @@ from vla_mbpo_ros.core.data import (
     RecordedFrame,
     RecordingConfig,
 )
-from vla_mbpo_ros.core.data.recording import PairingStats, reorder
+from vla_mbpo_ros.core.data.recording import PairingStats
+from vla_mbpo_ros.core.robot.joints import reorder
 from vla_mbpo_ros.msg import ExecutedCommand, MultiViewObservation
 from vla_mbpo_ros.nodes._diagnostics import OK, WARN, DiagnosticsPublisher
 from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS, RELIABLE_QOS, ConfigError, declare, run_node

@@ -26,8 +26,8 @@ from std_msgs.msg import Bool, Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_mbpo_ros.conversions import numpy_to_image, pinhole_camera_info, seconds_to_stamp, stamp_to_seconds
+from vla_mbpo_ros.core.robot.trajectory import Trajectory
 from vla_mbpo_ros.core.sim import ExpertConfig, RealtimePacer, ScriptedExpert, SimConfig, So101Sim
-from vla_mbpo_ros.core.trajectory import Trajectory
 from vla_mbpo_ros.nodes._runtime import (
     LATCHED_QOS,
     RELIABLE_QOS,
@@ -71,7 +71,7 @@ def _position_limits(robot_yaml: str, joint_names: tuple[str, ...]) -> tuple[np.
     joint ranges, the gate's limits are tighter: an operator (or the expert) stays inside them
     instead of having the gate clamp and eventually latch the e-stop."""
     from vla_mbpo_ros.bringup import config_dir
-    from vla_mbpo_ros.core.safety import load_safety_config
+    from vla_mbpo_ros.core.control.limits import load_safety_config
 
     try:
         limits = load_safety_config(robot_yaml or config_dir() / "robots" / "so101.yaml").limits
@@ -169,7 +169,10 @@ class SimRobotNode(Node):
         while not self._stop.is_set() and self.context.ok():
             with self._lock:
                 if self._trajectory is not None:
-                    self.sim.set_joint_targets(self._trajectory.target(self.sim.time))
+                    # Like a JointTrajectoryController sampling at its next update: the target for
+                    # the end of the coming step. Sampling at the step's start would return the
+                    # state at receipt whenever a new trajectory arrived since the last step.
+                    self.sim.set_joint_targets(self._trajectory.target(self.sim.time + self.sim.control_period))
                 expert = self._expert_command(names) if self.expert is not None else None
                 self.sim.step()
                 elapsed = self._time_base + self.sim.time

@@ -34,10 +34,10 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_mbpo_ros.conversions import seconds_to_stamp, stamp_to_seconds
-from vla_mbpo_ros.core.so101_units import So101Units, So101UnitsConfig
-from vla_mbpo_ros.core.sync import RateStats
-from vla_mbpo_ros.core.trajectory import Trajectory
-from vla_mbpo_ros.core.types import SO101_JOINT_NAMES
+from vla_mbpo_ros.core.robot.joints import SO101_JOINT_NAMES
+from vla_mbpo_ros.core.robot.so101_units import So101Units, So101UnitsConfig
+from vla_mbpo_ros.core.robot.trajectory import Trajectory
+from vla_mbpo_ros.core.util.stats import RateStats
 from vla_mbpo_ros.nodes._diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from vla_mbpo_ros.nodes._runtime import RELIABLE_QOS, SENSOR_QOS, ConfigError, declare, publishing_until_shutdown, run_node
 

@@ -32,10 +32,10 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
 
 from vla_mbpo_ros.bringup import config_dir
+from vla_mbpo_ros.core.control.limits import load_safety_config
 from vla_mbpo_ros.core.data import JointTargetIntegrator, JoyMapping
-from vla_mbpo_ros.core.data.recording import reorder
 from vla_mbpo_ros.core.data.teleop import KEYBOARD_BINDINGS, KEYBOARD_INTERVENTION_KEY, keyboard_velocity
-from vla_mbpo_ros.core.safety import load_safety_config
+from vla_mbpo_ros.core.robot.joints import reorder
 from vla_mbpo_ros.msg import EpisodeEvent
 from vla_mbpo_ros.nodes._runtime import RELIABLE_QOS, SENSOR_QOS, ConfigError, declare, run_node
 
@@ -107,7 +107,7 @@ class TeleopNode(Node):
             self._connect_leader()
 
     def _connect_leader(self) -> None:
-        from vla_mbpo_ros.core.so101_units import So101Units, So101UnitsConfig
+        from vla_mbpo_ros.core.robot.so101_units import So101Units, So101UnitsConfig
 
         port = declare(self, "leader.port", "/dev/ttyACM0", "serial port of the SO-101 leader arm")
         robot_id = declare(self, "leader.id", "leader", "LeRobot calibration id")

@@ -31,7 +31,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from vla_mbpo_ros.bringup import config_dir
-from vla_mbpo_ros.core.mbpo.pipeline import PipelineConfig, read_state
+from vla_mbpo_ros.core.loop.pipeline import PipelineConfig, read_state
 from vla_mbpo_ros.msg import EpisodeEvent, PolicyUpdate
 from vla_mbpo_ros.nodes._diagnostics import ERROR, OK, DiagnosticsPublisher
 from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS, ConfigError, declare, run_node
@@ -124,7 +124,7 @@ class WorldModelNode(Node):
                 return False
             self.episodes_since_update = 0
             cmd = [
-                sys.executable, "-u", "-m", "vla_mbpo_ros.core.mbpo.pipeline",
+                sys.executable, "-u", "-m", "vla_mbpo_ros.core.loop.pipeline",
                 "--run-dir", str(self.run_dir), "--dataset", str(self.dataset),
                 "--config", str(self.pipeline_config), "--real-episodes", str(self.real_episodes_csv),
                 "--parent-pid", str(os.getpid()), "--niceness", str(self.worker_niceness),

@@ -37,7 +37,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from vla_mbpo_ros.core.types import SO101_JOINT_NAMES
+from vla_mbpo_ros.core.robot.joints import SO101_JOINT_NAMES
 
 IMAGE_KEY_PREFIX = "observation.images."
 STATE_KEY = "observation.state"
@@ -216,17 +216,6 @@ class RecordedFrame:
         frame[COMMAND_STAMP_KEY] = np.array([self.command_stamp], dtype=np.float64)
         frame["task"] = task
         return frame
-
-
-def reorder(names: list[str] | tuple[str, ...], values, wanted: tuple[str, ...], what: str) -> np.ndarray:
-    """``values`` (parallel to ``names``) in the ``wanted`` order; ValueError names missing joints."""
-    index = {name: i for i, name in enumerate(names)}
-    missing = [name for name in wanted if name not in index]
-    if missing:
-        raise ValueError(f"{what}: joint(s) {missing} missing (got {list(names)})")
-    if len(values) != len(names):
-        raise ValueError(f"{what}: {len(names)} names but {len(values)} values")
-    return np.array([values[index[name]] for name in wanted], dtype=np.float64)
 
 
 Obs = TypeVar("Obs")

@@ -7,7 +7,7 @@ the log-prob of a stored chain under the current parameters, and a value from po
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
@@ -15,7 +15,26 @@ import numpy as np
 import torch
 
 from vla_mbpo_ros.core.policy.checkpoint import read_config
-from vla_mbpo_ros.core.types import Observation
+
+
+@dataclass
+class Observation:
+    """One time-synchronized observation: named camera views, joint state and the task text.
+
+    ``views`` maps a view name ("head", "wrist", ...) to an HxWx3 uint8 RGB image. The first
+    view in ``view_order`` is the head (global) view; the rest are wrist views.
+    """
+
+    views: dict[str, np.ndarray]
+    state: np.ndarray  # (d,) float32 joint positions, SO101_JOINT_NAMES order by default
+    instruction: str = ""
+    stamp: float = 0.0  # seconds, reference time of the set
+    view_order: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.view_order:
+            self.view_order = tuple(self.views)
+        self.state = np.asarray(self.state, dtype=np.float32)
 
 
 @dataclass
@@ -146,6 +165,8 @@ def load_policy(directory: Path) -> ChunkPolicy:
 
 def _register_builtin_types() -> None:
     # Imported lazily: the adapters import torch models, and lerobot only when a LeRobot checkpoint is loaded.
-    from vla_mbpo_ros.core.policy import flow_vla  # noqa: F401  (registers "compact_flow_vla")
-    from vla_mbpo_ros.core.policy import lerobot_adapter  # noqa: F401  (registers "lerobot_flow"; lerobot loads lazily)
-    from vla_mbpo_ros.core.policy import replay  # noqa: F401  (registers "replay")
+    from vla_mbpo_ros.core.policy import (
+        lerobot_adapter,  # noqa: F401  (registers "lerobot_flow"; lerobot loads lazily)
+        replay,  # noqa: F401  (registers "replay")
+    )
+    from vla_mbpo_ros.core.policy.compact import modeling  # noqa: F401  (registers "compact_flow_vla")

@@ -61,7 +61,7 @@ class BCArrays:
 def bc_arrays_from_lerobot(dataset: Any, view_names: Sequence[str], chunk_size: int,
                            image_size: int | None = None) -> BCArrays:
     """BC arrays of an open LeRobotDataset (images resized to ``image_size`` when given)."""
-    from vla_mbpo_ros.core.data.episodes import episodes_from_dataset
+    from vla_mbpo_ros.core.data.reader import episodes_from_dataset
 
     episodes = episodes_from_dataset(dataset, view_names, image_size)
     return BCArrays.from_episodes([e.as_dict() for e in episodes], chunk_size)

@@ -31,8 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vla_mbpo_ros.core.config import build_nested_configs
-from vla_mbpo_ros.core.policy.base import ChunkSample, ObsBatch, register_policy_type
+from vla_mbpo_ros.core.policy.base import ChunkSample, ObsBatch, Observation, register_policy_type
 from vla_mbpo_ros.core.policy.checkpoint import load_tensors, read_config, save_checkpoint
 from vla_mbpo_ros.core.policy.flow_sde import (
     FlowSDEConfig,
@@ -42,7 +41,7 @@ from vla_mbpo_ros.core.policy.flow_sde import (
     stochastic_transition,
 )
 from vla_mbpo_ros.core.policy.value_head import ValueHead, ValueHeadConfig, masked_mean_pool
-from vla_mbpo_ros.core.types import Observation
+from vla_mbpo_ros.core.util.config import build_nested_configs
 
 POLICY_TYPE = "lerobot_flow"
 BACKENDS = ("pi0", "pi05", "smolvla")

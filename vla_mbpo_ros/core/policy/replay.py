@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vla_mbpo_ros.core.policy.base import register_policy_type
+from vla_mbpo_ros.core.policy.base import Observation, register_policy_type
 from vla_mbpo_ros.core.policy.checkpoint import load_tensors, read_config, save_checkpoint
-from vla_mbpo_ros.core.types import Observation
 
 POLICY_TYPE = "replay"
 ACTIONS_TENSOR = "actions"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vla_mbpo_ros.core.config import config_from_dict, read_params_section
+from vla_mbpo_ros.core.util.config import load_config, read_params
 
 _VIEW_NAMES = ("head", "wrist")
 
@@ -150,12 +150,12 @@ class SimConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SimConfig:
         """Build from a plain mapping (YAML, ROS parameters); unknown keys raise ValueError."""
-        return config_from_dict(cls, values, "sim")
+        return load_config(cls, values, "sim")
 
     @classmethod
     def from_yaml(cls, path: str | Path, node_name: str = "sim_robot", prefix: str = "sim") -> SimConfig:
         """Read a plain mapping of fields, or the sim node's ROS 2 params file."""
-        return cls.from_dict(read_params_section(path, node_name, prefix))
+        return cls.from_dict(read_params(path, node_name, prefix))
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)

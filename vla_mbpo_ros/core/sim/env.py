@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vla_mbpo_ros.core.robot.joints import SO101_JOINT_NAMES
 from vla_mbpo_ros.core.sim.config import SimConfig
 from vla_mbpo_ros.core.sim.meshes import cluster_decimate, read_binary_stl
-from vla_mbpo_ros.core.types import SO101_JOINT_NAMES
 
 # Headless rendering needs an OpenGL backend chosen before mujoco is imported; EGL with Mesa's
 # software renderer works on machines without a display or GPU. An explicit setting wins.

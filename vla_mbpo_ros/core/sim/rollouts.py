@@ -23,10 +23,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from vla_mbpo_ros.core.policy.base import ObsBatch
+from vla_mbpo_ros.core.policy.base import ObsBatch, Observation
 from vla_mbpo_ros.core.sim.env import So101Sim
 from vla_mbpo_ros.core.sim.expert import ExpertConfig, ScriptedExpert
-from vla_mbpo_ros.core.types import Observation
 
 
 @dataclass

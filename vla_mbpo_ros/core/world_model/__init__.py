@@ -8,9 +8,9 @@ that the codec and data helpers stay cheap to import.
 from vla_mbpo_ros.core.world_model.codec import ActionCodec, ActionStats
 
 _LAZY = {
-    "UMMWorldModel": "vla_mbpo_ros.core.world_model.model",
-    "WorldModelConfig": "vla_mbpo_ros.core.world_model.model",
-    "TinyArchConfig": "vla_mbpo_ros.core.world_model.model",
+    "UMMWorldModel": "vla_mbpo_ros.core.world_model.modeling",
+    "WorldModelConfig": "vla_mbpo_ros.core.world_model.modeling",
+    "TinyArchConfig": "vla_mbpo_ros.core.world_model.modeling",
 }
 
 __all__ = ["ActionCodec", "ActionStats", *_LAZY]

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from vla_mbpo_ros.core.world_model.data import DataConfig, DynamicsSamples, RewardSamples, build_samples
-from vla_mbpo_ros.core.world_model.model import UMMWorldModel
+from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
 
 
 @dataclass
@@ -150,8 +150,9 @@ def render_examples(model: UMMWorldModel, dataset: DynamicsSamples, path: str | 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from vla_mbpo_ros.core.world_model.train import SourceConfig, TrainConfig, _dataclass_from, load_config
+    from vla_mbpo_ros.core.util.config import load_config
     from vla_mbpo_ros.core.world_model.data import episodes_from_lerobot, split_episodes
+    from vla_mbpo_ros.core.world_model.train import SourceConfig, TrainConfig, read_sections
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
@@ -159,11 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="config/world_model.yaml")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    sections = load_config(args.config)
-    source = _dataclass_from(SourceConfig, sections["source"], "source")
-    data_config = _dataclass_from(DataConfig, sections["data"], "data")
-    train_config = _dataclass_from(TrainConfig, sections["train"], "train")
-    eval_config = _dataclass_from(EvalConfig, sections["eval"], "eval")
+    sections = read_sections(args.config)
+    source = load_config(SourceConfig, sections["source"], "source")
+    data_config = load_config(DataConfig, sections["data"], "data")
+    train_config = load_config(TrainConfig, sections["train"], "train")
+    eval_config = load_config(EvalConfig, sections["eval"], "eval")
     model = UMMWorldModel.from_pretrained(args.checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
     episodes = episodes_from_lerobot(
         args.dataset_root, source.view_keys, repo_id=source.repo_id, image_size=model.core.und_size,

@@ -28,6 +28,8 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from vla_mbpo_ros.core.util.config import load_config
+from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig, WorldModelConfig
 from vla_mbpo_ros.core.world_model.data import (
     DataConfig,
     DynamicsSamples,
@@ -37,7 +39,8 @@ from vla_mbpo_ros.core.world_model.data import (
     episodes_from_lerobot,
     split_episodes,
 )
-from vla_mbpo_ros.core.world_model.model import TinyArchConfig, UMMCore, UMMWorldModel, WorldModelConfig
+from vla_mbpo_ros.core.world_model.modeling import UMMCore
+from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
 
 
 @dataclass
@@ -280,7 +283,7 @@ class SourceConfig:
             raise ValueError(f"holdout_episodes must be >= 0, got {self.holdout_episodes}")
 
 
-def load_config(path: str | Path | None) -> dict:
+def read_sections(path: str | Path | None) -> dict:
     """The world-model YAML as plain dicts per section (missing sections -> defaults)."""
     data = yaml.safe_load(Path(path).read_text()) if path else {}
     known = {"world_model", "tiny", "data", "source", "train", "eval"}
@@ -288,14 +291,6 @@ def load_config(path: str | Path | None) -> dict:
     if unknown:
         raise ValueError(f"unknown sections in {path}: {sorted(unknown)}")
     return {k: data.get(k) or {} for k in known}
-
-
-def _dataclass_from(cls, values: dict, section: str):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"unknown fields in section {section!r}: {sorted(unknown)}")
-    return cls(**values)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -307,16 +302,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, help="override train.steps")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sections = load_config(args.config)
+    sections = read_sections(args.config)
     if args.steps:
         sections["train"]["steps"] = args.steps
-    source = _dataclass_from(SourceConfig, sections["source"], "source")
-    data_config = _dataclass_from(DataConfig, sections["data"], "data")
-    train_config = _dataclass_from(TrainConfig, sections["train"], "train")
+    source = load_config(SourceConfig, sections["source"], "source")
+    data_config = load_config(DataConfig, sections["data"], "data")
+    train_config = load_config(TrainConfig, sections["train"], "train")
     wm_values = dict(sections["world_model"])
     wm_values["view_names"] = tuple(source.view_keys)
-    wm_config = _dataclass_from(WorldModelConfig, wm_values, "world_model")
-    tiny_arch = _dataclass_from(TinyArchConfig, sections["tiny"], "tiny")
+    wm_config = load_config(WorldModelConfig, wm_values, "world_model")
+    tiny_arch = load_config(TinyArchConfig, sections["tiny"], "tiny")
 
     image_size = tiny_arch.image_size if args.init == "tiny" else None
     episodes = episodes_from_lerobot(

@@ -14,89 +14,25 @@ outputs in every mode, which keeps the PPO ratio exactly 1 before the first upda
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vla_mbpo_ros.core.config import build_nested_configs, config_from_dict, read_params_section
-from vla_mbpo_ros.core.policy.base import ChunkSample, ObsBatch, register_policy_type
+from vla_mbpo_ros.core.policy.base import ChunkSample, ObsBatch, Observation, register_policy_type
 from vla_mbpo_ros.core.policy.checkpoint import load_tensors, read_config, save_checkpoint
+from vla_mbpo_ros.core.policy.compact.configuration import POLICY_TYPE, CompactFlowVLAConfig
 from vla_mbpo_ros.core.policy.flow_sde import FlowSDEConfig, chain_log_prob, sample_chain
-from vla_mbpo_ros.core.policy.value_head import ValueHead, ValueHeadConfig, masked_mean_pool
-from vla_mbpo_ros.core.types import Observation
+from vla_mbpo_ros.core.policy.value_head import ValueHead, masked_mean_pool
+from vla_mbpo_ros.core.util.images import resize_float
 
-POLICY_TYPE = "compact_flow_vla"
 _PAD_ID = 0
 _CLS_ID = 1
-
-
-@dataclass
-class CompactFlowVLAConfig:
-    view_names: tuple[str, ...] = ("head", "wrist")
-    image_size: int = 64  # square input resolution per view (px)
-    state_dim: int = 6
-    action_dim: int = 6
-    chunk_size: int = 10  # k
-    width: int = 128  # token width of prefix and action expert
-    num_heads: int = 4
-    conv_channels: tuple[int, ...] = (32, 64)  # stride-2 conv stages before the final stage to `width`
-    token_grid: int = 4  # image tokens per view = token_grid ** 2
-    prefix_layers: int = 1
-    expert_layers: int = 2
-    mlp_ratio: int = 4
-    vocab_size: int = 4096  # hashed instruction vocabulary
-    max_instruction_tokens: int = 16  # including [CLS]
-    normalization: str = "mean_std"  # "mean_std" or "min_max" for state and actions
-    inference_steps: int = 10  # deterministic Euler steps for deployment
-    deploy_noise: str = "zero"  # "zero": start the ODE at the prior mean (deterministic); "sample": random
-    time_beta_alpha: float = 1.5  # BC flow time ~ Beta(alpha, 1) (pi0 uses 1.5), biased towards noise
-    train_prefix_in_rl: bool = False  # RL actor trains the action expert only unless set
-    sde: FlowSDEConfig = field(default_factory=FlowSDEConfig)
-    value_head: ValueHeadConfig = field(default_factory=ValueHeadConfig)
-
-    def __post_init__(self) -> None:
-        build_nested_configs(self, sde=FlowSDEConfig, value_head=ValueHeadConfig)
-        self.view_names = tuple(self.view_names)
-        self.conv_channels = tuple(int(c) for c in self.conv_channels)
-        if self.time_beta_alpha <= 0:
-            raise ValueError(f"time_beta_alpha must be > 0, got {self.time_beta_alpha}")
-        if not self.view_names:
-            raise ValueError("view_names must name at least one view")
-        for name in ("image_size", "state_dim", "action_dim", "chunk_size", "width", "num_heads", "token_grid",
-                     "expert_layers", "mlp_ratio", "vocab_size", "max_instruction_tokens", "inference_steps"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.prefix_layers < 0:
-            raise ValueError(f"prefix_layers must be >= 0, got {self.prefix_layers}")
-        if self.width % self.num_heads:
-            raise ValueError(f"width ({self.width}) must be divisible by num_heads ({self.num_heads})")
-        if self.normalization not in ("mean_std", "min_max"):
-            raise ValueError(f"normalization must be 'mean_std' or 'min_max', got {self.normalization!r}")
-        if self.deploy_noise not in ("zero", "sample"):
-            raise ValueError(f"deploy_noise must be 'zero' or 'sample', got {self.deploy_noise!r}")
-        if self.image_size < 2 ** (len(self.conv_channels) + 1):
-            raise ValueError(f"image_size {self.image_size} too small for {len(self.conv_channels) + 1} conv stages")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CompactFlowVLAConfig":
-        return config_from_dict(cls, data, "policy")
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, node_name: str = "policy_node", prefix: str = "policy") -> "CompactFlowVLAConfig":
-        """Read a plain mapping of fields, or a ROS 2 params file (``<node_name>: ros__parameters: <prefix>:``)."""
-        return cls.from_dict(read_params_section(path, node_name, prefix))
 
 
 def hash_instruction(text: str, vocab_size: int, max_tokens: int) -> list[int]:
@@ -228,9 +164,7 @@ class CompactFlowVLA(nn.Module):
         per_view = []
         for name in self.view_names:
             images = torch.from_numpy(np.ascontiguousarray(batch.views[name])).permute(0, 3, 1, 2).float() / 255.0
-            if images.shape[-2:] != (size, size):
-                images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            per_view.append(images)
+            per_view.append(resize_float(images, size))
         return torch.stack(per_view, dim=1).flatten(0, 1) * 2.0 - 1.0
 
     def _instruction_tokens(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

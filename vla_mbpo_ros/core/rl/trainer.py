@@ -21,11 +21,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from vla_mbpo_ros.core.config import config_from_dict, read_params_section
-from vla_mbpo_ros.core.mbpo.gae import chunk_discount, chunk_gae, normalize_advantages
-from vla_mbpo_ros.core.mbpo.ppo import PPOConfig, PPOUpdater
-from vla_mbpo_ros.core.mbpo.rollout import RolloutBuffer, branched_rollout, deterministic_success_rate
-from vla_mbpo_ros.core.mbpo.start_states import StartStateSampler
+from vla_mbpo_ros.core.rl.gae import chunk_discount, chunk_gae, normalize_advantages
+from vla_mbpo_ros.core.rl.ppo import PPOConfig, PPOUpdater
+from vla_mbpo_ros.core.rl.rollout import RolloutBuffer, branched_rollout, deterministic_success_rate
+from vla_mbpo_ros.core.rl.start_states import StartStateSampler
+from vla_mbpo_ros.core.util.config import load_config, read_params
 
 
 @dataclass
@@ -78,12 +78,12 @@ class MBPOConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MBPOConfig":
-        return config_from_dict(cls, data, "mbpo")
+        return load_config(cls, data, "mbpo")
 
     @classmethod
     def from_yaml(cls, path: str | Path, node_name: str = "world_model_node", prefix: str = "mbpo") -> "MBPOConfig":
         """Read a plain mapping of fields, or a ROS 2 params file (``<node_name>: ros__parameters: <prefix>:``)."""
-        return cls.from_dict(read_params_section(path, node_name, prefix))
+        return cls.from_dict(read_params(path, node_name, prefix))
 
 
 @dataclass

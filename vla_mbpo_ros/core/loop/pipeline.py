@@ -1,6 +1,6 @@
 """One outer iteration of VLA-MBPO between real episodes, resumable phase by phase.
 
-    python -m vla_mbpo_ros.core.mbpo.pipeline --run-dir RUN --dataset DATA --config config/finetune_sim.yaml
+    python -m vla_mbpo_ros.core.loop.pipeline --run-dir RUN --dataset DATA --config config/finetune_sim.yaml
 
 Phases of iteration i (``RUN/iterations/<i>``); each writes its outputs into a temporary folder that
 is renamed when complete, then a ``<phase>.done`` marker, so a run killed at any point restarts at
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import yaml
 
-from vla_mbpo_ros.core.process import exit_with_launcher
+from vla_mbpo_ros.core.util.process import exit_with_launcher
 
 PHASES = ("bc", "world_model", "rl", "publish")
 
@@ -128,7 +128,7 @@ def write_state(run_dir: Path, state: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------ phases
 def _phase_bc(config: PipelineConfig, episodes, it: IterationDir) -> dict[str, Any]:
     from vla_mbpo_ros.core.policy.bc import BCArrays, BCConfig, train_bc
-    from vla_mbpo_ros.core.policy.flow_vla import CompactFlowVLA, CompactFlowVLAConfig
+    from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfig
 
     policy_config = CompactFlowVLAConfig.from_dict({**config.policy, "view_names": list(config.view_names)})
     torch.manual_seed(config.seed)
@@ -164,10 +164,11 @@ def _wm_episodes(episodes, image_size: int):
 
 
 def _phase_world_model(config: PipelineConfig, episodes, it: IterationDir, previous: Path | None) -> dict[str, Any]:
+    from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig, WorldModelConfig
     from vla_mbpo_ros.core.world_model.data import DataConfig, action_stats, build_samples
     from vla_mbpo_ros.core.world_model.evaluate import render_examples
-    from vla_mbpo_ros.core.world_model.model import TinyArchConfig, UMMWorldModel, WorldModelConfig
     from vla_mbpo_ros.core.world_model.train import TrainConfig, train_world_model
+    from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
 
     sections = _world_model_sections(config)
     arch = TinyArchConfig(**sections["tiny"])
@@ -204,10 +205,10 @@ def _phase_world_model(config: PipelineConfig, episodes, it: IterationDir, previ
 
 
 def _phase_rl(config: PipelineConfig, episodes, it: IterationDir, policy_dir: Path) -> dict[str, Any]:
-    from vla_mbpo_ros.core.mbpo.start_states import StartStateSampler
-    from vla_mbpo_ros.core.mbpo.trainer import MBPOConfig, MBPOTrainer
     from vla_mbpo_ros.core.policy.base import load_policy
-    from vla_mbpo_ros.core.world_model.model import UMMWorldModel
+    from vla_mbpo_ros.core.rl.start_states import StartStateSampler
+    from vla_mbpo_ros.core.rl.trainer import MBPOConfig, MBPOTrainer
+    from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
 
     policy = load_policy(policy_dir)
     world_model = UMMWorldModel.from_pretrained(it.output("world_model"))
@@ -265,7 +266,7 @@ def _phase_publish(run_dir: Path, it: IterationDir, accepted: bool, reason: str)
 # -------------------------------------------------------------------------------------- iteration
 def run_iteration(run_dir: Path, dataset: Path, config: PipelineConfig, real_episodes_csv: Path | None = None) -> dict[str, Any]:
     """Run (or resume) the next iteration; returns its result.json content."""
-    from vla_mbpo_ros.core.data.episodes import load_recorded_episodes
+    from vla_mbpo_ros.core.data.reader import load_recorded_episodes
 
     torch.set_num_threads(config.torch_threads)
     run_dir.mkdir(parents=True, exist_ok=True)

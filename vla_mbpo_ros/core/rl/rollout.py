@@ -8,10 +8,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from vla_mbpo_ros.core.mbpo.gae import valid_steps
-from vla_mbpo_ros.core.mbpo.start_states import StartState, start_states_to_batch
-from vla_mbpo_ros.core.mbpo.world_model_api import StatefulWorldModel
 from vla_mbpo_ros.core.policy.base import ObsBatch
+from vla_mbpo_ros.core.rl.gae import valid_steps
+from vla_mbpo_ros.core.rl.start_states import StartState, start_states_to_batch
+from vla_mbpo_ros.core.rl.world_model import StatefulWorldModel
 
 
 @dataclass

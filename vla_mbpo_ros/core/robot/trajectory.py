@@ -13,14 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def joint_order(names: Sequence[str], expected: Sequence[str]) -> np.ndarray:
-    """Indices that reorder a message's joints into ``expected`` order; ValueError if any is missing."""
-    index = {name: i for i, name in enumerate(names)}
-    missing = [name for name in expected if name not in index]
-    if missing:
-        raise ValueError(f"joint_names is missing {missing} (got {list(names)})")
-    return np.array([index[name] for name in expected], dtype=int)
+from vla_mbpo_ros.core.robot.joints import joint_order
 
 
 @dataclass

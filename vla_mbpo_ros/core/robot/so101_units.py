@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vla_mbpo_ros.core.types import SO101_JOINT_NAMES
+from vla_mbpo_ros.core.robot.joints import SO101_JOINT_NAMES
 
 ARM_JOINTS: tuple[str, ...] = SO101_JOINT_NAMES[:5]
 GRIPPER_JOINT: str = SO101_JOINT_NAMES[5]

@@ -1,1 +1,0 @@
-"""VLA-MBPO: world-model interface, start states, branched rollouts, chunk-level GAE, Flow-SDE PPO, outer loop."""

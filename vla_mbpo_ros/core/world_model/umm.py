@@ -1,0 +1,206 @@
+"""``UMMWorldModel``: the UMM as the RL side's world model (dynamics + reward), and its persistence.
+
+Two constructors, one code path: :meth:`UMMWorldModel.from_pretrained` loads any local directory with a
+Janus model, tokenizer and image processor (a real Janus-Pro checkpoint, or one this class saved);
+:meth:`UMMWorldModel.tiny` builds a few-M-parameter model with random weights and an in-process tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from transformers import (  # noqa: E402  (offline mode first)
+    AutoImageProcessor,
+    AutoTokenizer,
+    JanusForConditionalGeneration,
+    JanusImageProcessor,
+)
+
+from vla_mbpo_ros.core.util.images import resize_uint8  # noqa: E402
+from vla_mbpo_ros.core.world_model.codec import ActionCodec, ActionStats  # noqa: E402
+from vla_mbpo_ros.core.world_model.configuration import (  # noqa: E402
+    IMAGE_TOKENS,
+    WORLD_MODEL_CONFIG_FILE,
+    TinyArchConfig,
+    WorldModelConfig,
+    build_tiny_tokenizer,
+    tiny_janus_config,
+)
+from vla_mbpo_ros.core.world_model.modeling import UMMCore  # noqa: E402
+
+
+class UMMWorldModel:
+    """Dynamics + reward world model over multi-view images and text-coded action chunks.
+
+    Implements the RL side's ``WorldModel`` interface: :meth:`step`, :meth:`save_pretrained`,
+    :meth:`from_pretrained`.
+    """
+
+    def __init__(self, core: UMMCore, codec: ActionCodec, seed: int = 0) -> None:
+        if codec.n_bins != core.config.n_bins:
+            raise ValueError(f"codec n_bins {codec.n_bins} != config n_bins {core.config.n_bins}")
+        self.core = core
+        self.codec = codec
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+
+    @property
+    def config(self) -> WorldModelConfig:
+        return self.core.config
+
+    @property
+    def view_names(self) -> tuple[str, ...]:
+        return self.core.config.view_names
+
+    @property
+    def device(self) -> torch.device:
+        return self.core.device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.core.parameters())
+
+    def to(self, device: str | torch.device) -> "UMMWorldModel":
+        self.core.to(device)
+        self._generator = None
+        return self
+
+    def _rng(self) -> torch.Generator | None:
+        if self.config.temperature == 0:
+            return None
+        if self._generator is None or self._generator.device != self.device:
+            self._generator = torch.Generator(self.device).manual_seed(self.seed)
+        return self._generator
+
+    def _current(self, views: dict[str, np.ndarray], batch: int) -> dict[str, torch.Tensor]:
+        current = {}
+        for name in self.view_names:
+            if name not in views:
+                raise ValueError(f"views lacks {name!r}; the model expects {self.view_names}")
+            images = np.asarray(views[name])
+            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != batch or images.shape[-1] != 3:
+                raise ValueError(f"views[{name!r}] must be ({batch},H,W,3) uint8, got {images.dtype} {images.shape}")
+            current[name] = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        return current
+
+    @torch.no_grad()
+    def predict_model_size(self, views: dict[str, np.ndarray], chunks: np.ndarray) -> dict[str, torch.Tensor]:
+        """Next views at the model's image size, (B, S, S, 3) uint8 tensors on the model device."""
+        chunks = np.asarray(chunks, dtype=np.float32)
+        if chunks.ndim != 3:
+            raise ValueError(f"chunks must be (B, k, d), got {chunks.shape}")
+        current = self._current(views, chunks.shape[0])
+        texts = [self.codec.to_text(c) for c in chunks]
+        self.core.eval()
+        tokens, _ = self.core.predict_tokens(current, texts, self._rng())
+        return {v: self.core.vq_decode(t) for v, t in tokens.items()}
+
+    @torch.no_grad()
+    def reward_from_tensor(self, head_images: torch.Tensor, instructions: Sequence[str]) -> np.ndarray:
+        self.core.eval()
+        logits = self.core.answer_logits(head_images, list(instructions))
+        yes = logits[:, self.core.yes_id] > logits[:, self.core.no_id]
+        return yes.float().cpu().numpy().astype(np.float32)
+
+    def reward(self, head_images: np.ndarray, instructions: Sequence[str]) -> np.ndarray:
+        """(B,) float32: 1 where the model answers Yes to "is the task done?" on the head image."""
+        images = np.asarray(head_images)
+        if images.ndim != 4 or len(instructions) != images.shape[0]:
+            raise ValueError("reward needs (B,H,W,3) images and B instructions")
+        return self.reward_from_tensor(torch.from_numpy(np.ascontiguousarray(images)), instructions)
+
+    def predict(self, views: dict[str, np.ndarray], chunks: np.ndarray) -> dict[str, np.ndarray]:
+        """Views k steps later (frame skipping), at the input size: name -> (B,H,W,3) uint8."""
+        predicted = self.predict_model_size(views, chunks)
+        return {v: resize_uint8(predicted[v], views[v].shape[1:3]).cpu().numpy() for v in self.view_names}
+
+    def step(
+        self, views: dict[str, np.ndarray], chunks: np.ndarray, instructions: list[str]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """One imagined chunk for B branches: next views (input size, uint8) and reward (B,) in {0, 1}."""
+        if len(instructions) != np.shape(chunks)[0]:
+            raise ValueError(f"{len(instructions)} instructions for {np.shape(chunks)[0]} chunks")
+        predicted = self.predict_model_size(views, chunks)
+        reward = self.reward_from_tensor(predicted[self.view_names[0]], instructions)
+        next_views = {v: resize_uint8(predicted[v], views[v].shape[1:3]).cpu().numpy() for v in self.view_names}
+        return next_views, reward
+
+    # -- persistence ------------------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Weights (safetensors), tokenizer, image processor, world-model config and action statistics."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.core.janus.save_pretrained(directory)
+        self.core.tokenizer.save_pretrained(directory)
+        self.core.image_processor.save_pretrained(directory)
+        (directory / WORLD_MODEL_CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
+        self.codec.stats.save(directory)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        *,
+        view_names: Sequence[str] | None = None,
+        action_stats: ActionStats | None = None,
+        config_overrides: dict | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> "UMMWorldModel":
+        """Load from a local directory: one this class saved, or a Janus checkpoint (then pass
+        ``view_names`` and ``action_stats``, which a plain checkpoint does not contain)."""
+        directory = Path(directory)
+        config_path = directory / WORLD_MODEL_CONFIG_FILE
+        data = json.loads(config_path.read_text()) if config_path.exists() else {}
+        if view_names is not None:
+            data["view_names"] = list(view_names)
+        data.update(config_overrides or {})
+        if "view_names" not in data:
+            raise ValueError(f"{directory} has no {WORLD_MODEL_CONFIG_FILE}: pass view_names")
+        config = WorldModelConfig(**data)
+        if action_stats is None:
+            action_stats = ActionStats.load(directory)
+        janus = JanusForConditionalGeneration.from_pretrained(directory, dtype=dtype).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        image_processor = AutoImageProcessor.from_pretrained(directory)
+        core = UMMCore(janus, tokenizer, image_processor, config)
+        return cls(core, ActionCodec(action_stats, config.n_bins))
+
+    @classmethod
+    def tiny(
+        cls,
+        view_names: Sequence[str],
+        action_stats: ActionStats,
+        image_size: int = 32,
+        seed: int = 0,
+        *,
+        arch: TinyArchConfig | None = None,
+        config: WorldModelConfig | None = None,
+        instructions: Sequence[str] = (),
+    ) -> "UMMWorldModel":
+        """A few-M-parameter Janus with random weights (CPU, tests). ``instructions`` seed the tokenizer's
+        vocabulary; other text still tokenizes (character fallback)."""
+        arch = arch or TinyArchConfig(image_size=image_size)
+        if arch.image_size != image_size:
+            raise ValueError(f"image_size {image_size} != arch.image_size {arch.image_size}")
+        config = config or WorldModelConfig(view_names=tuple(view_names))
+        if tuple(config.view_names) != tuple(view_names):
+            raise ValueError(f"config.view_names {config.view_names} != view_names {tuple(view_names)}")
+        tokenizer = build_tiny_tokenizer(view_names, config.prompts, config.n_bins, instructions, arch.tokenizer_vocab_size)
+        janus_config = tiny_janus_config(
+            arch, len(tokenizer), tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["image_token"]), tokenizer.pad_token_id
+        )
+        torch.manual_seed(seed)
+        janus = JanusForConditionalGeneration(janus_config).eval()
+        image_processor = JanusImageProcessor(
+            size={"height": arch.image_size, "width": arch.image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        )
+        core = UMMCore(janus, tokenizer, image_processor, config)
+        return cls(core, ActionCodec(action_stats, config.n_bins), seed=seed)
