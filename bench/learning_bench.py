@@ -58,6 +58,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vla_mbpo_ros.core.data.episode import Episode  # noqa: E402
 from vla_mbpo_ros.core.policy.bc import BCArrays, BCConfig, train_bc  # noqa: E402
 from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfig  # noqa: E402
 from vla_mbpo_ros.core.policy.flow_sde import FlowSDEConfig  # noqa: E402
@@ -216,21 +217,21 @@ class ModelFreePPO(Method):
 class BranchedMBPO(Method):
     """VLA-MBPO: start states from demos + real episodes, imagined branched rollouts in ``world_model``."""
 
-    def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[dict],
+    def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[Episode],
                  args: argparse.Namespace, world_model: Any) -> None:
         super().__init__(name, policy, sim, args)
         self.sampler = StartStateSampler(args.chunk_size)
-        self.sampler.add_episodes(demos, source="demo")
+        self.sampler.add_episodes(demos)
         self.trainer = MBPOTrainer(policy, world_model, self.sampler, mbpo_config(args, "branched"))
 
-    def learn_from(self, episodes: list[dict], iteration: int) -> None:
-        self.sampler.add_episodes(episodes, source="rollout")
+    def learn_from(self, episodes: list[Episode], iteration: int) -> None:
+        self.sampler.add_episodes(episodes)
 
     def iteration(self, iteration: int) -> dict[str, float]:
         episodes = self.collect(iteration)
         self.learn_from(episodes, iteration)
         result = self.trainer.train()
-        return {"real_success": float(np.mean([e["success"] for e in episodes])),
+        return {"real_success": float(np.mean([e.success for e in episodes])),
                 "imagined_success": float(np.mean([h["imagined_success"] for h in result["history"]])),
                 "validation_before": result["success_before"], "validation_after": result["success_after"],
                 "accepted": float(result["accepted"])}
@@ -239,14 +240,14 @@ class BranchedMBPO(Method):
 class UMMBranchedMBPO(BranchedMBPO):
     """VLA-MBPO with the tiny UMM, finetuned on demos + every real episode before each policy phase."""
 
-    def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[dict],
+    def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[Episode],
                  args: argparse.Namespace) -> None:
         from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig
         from vla_mbpo_ros.core.world_model.data import DataConfig, action_stats
         from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
 
         self.data_config = DataConfig(chunk_size=args.chunk_size, yes_oversample=3)
-        self.wm_episodes = [_wm_episode(d) for d in demos]
+        self.wm_episodes = list(demos)
         self.world_model = UMMWorldModel.tiny(
             ("head", "wrist"), action_stats(self.wm_episodes), args.umm_image_size, seed=args.seed,
             arch=TinyArchConfig(image_size=args.umm_image_size), instructions=[EpisodeConfig().instruction])
@@ -268,9 +269,9 @@ class UMMBranchedMBPO(BranchedMBPO):
                             "answer_loss_last": float(np.mean(history.answer_loss[-20:])) if history.answer_loss
                             else float("nan")})
 
-    def learn_from(self, episodes: list[dict], iteration: int) -> None:
+    def learn_from(self, episodes: list[Episode], iteration: int) -> None:
         super().learn_from(episodes, iteration)
-        self.wm_episodes += [_wm_episode(e) for e in episodes]
+        self.wm_episodes += episodes
         self._fit(self.args, self.args.umm_steps, vq_steps=0, seed=self.args.seed + 1 + iteration)
 
     def iteration(self, iteration: int) -> dict[str, float]:
@@ -297,14 +298,7 @@ class UMMBranchedMBPO(BranchedMBPO):
                      else float("nan") for value in (True, False))
 
 
-def _wm_episode(episode: dict) -> Any:
-    from vla_mbpo_ros.core.world_model.data import Episode
-
-    return Episode(views=episode["views"], actions=episode["actions"], success=bool(episode["success"]),
-                   instruction=episode["instruction"])
-
-
-def make_method(name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[dict],
+def make_method(name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[Episode],
                 args: argparse.Namespace) -> Method:
     if name == "ppo":
         return ModelFreePPO(name, policy, sim, args)

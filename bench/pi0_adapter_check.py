@@ -58,7 +58,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np
 import torch
 
-from vla_mbpo_ros.core.policy.base import ObsBatch, Observation, load_policy
+from vla_mbpo_ros.core.data.episode import Observation
+from vla_mbpo_ros.core.policy.base import ObsBatch, load_policy
 from vla_mbpo_ros.core.policy.flow_sde import FlowSDEConfig
 from vla_mbpo_ros.core.policy.lerobot_adapter import LeRobotFlowConfig, LeRobotFlowPolicy
 

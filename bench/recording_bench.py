@@ -31,7 +31,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from vla_mbpo_ros.core.data import EpisodeStore, Outcome, RecordedFrame, RecordingConfig
+    from vla_mbpo_ros.core.data.episode_store import EpisodeStore
+    from vla_mbpo_ros.core.data.recording import Outcome, RecordedFrame, RecordingConfig
 
     config = RecordingConfig(fps=args.fps, image_size=tuple(args.size), video_codec=args.codec, min_free_disk_mb=0.0)
     h, w = config.image_size

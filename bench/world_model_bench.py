@@ -26,9 +26,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np
 import torch
 
+from vla_mbpo_ros.core.data.episode import Episode
 from vla_mbpo_ros.core.world_model.codec import ActionStats
 from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig, WorldModelConfig
-from vla_mbpo_ros.core.world_model.data import DataConfig, Episode, action_stats, build_samples
+from vla_mbpo_ros.core.world_model.data import DataConfig, action_stats, build_samples
 from vla_mbpo_ros.core.world_model.evaluate import EvalConfig, evaluate_dynamics, psnr, render_examples, ssim
 from vla_mbpo_ros.core.world_model.train import TrainConfig, fit_vq_tokenizer, train_world_model
 from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
@@ -86,7 +87,8 @@ def sim_episodes(count: int, length: int, image_size: int, seed: int) -> list[Ep
             sim.step()
             actions.append(action.astype(np.float32))
             success = success or sim.is_success()
-        episodes.append(Episode({v: np.stack(f) for v, f in frames.items()}, np.stack(actions), success, INSTRUCTION))
+        episodes.append(Episode(views={v: np.stack(f) for v, f in frames.items()}, states=np.zeros((length, 0)),
+                                actions=np.stack(actions), instruction=INSTRUCTION, success=success))
     sim.close()
     return episodes
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vla_mbpo_ros.core.data import EpisodeStore, Outcome, RecordedFrame, RecordingConfig
+from vla_mbpo_ros.core.data.episode_store import EpisodeStore
+from vla_mbpo_ros.core.data.recording import Outcome, RecordedFrame, RecordingConfig
 from vla_mbpo_ros.core.sim import SimConfig, So101Sim
 from vla_mbpo_ros.core.sim.expert import ExpertConfig, ScriptedExpert
 

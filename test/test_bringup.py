@@ -11,8 +11,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from ros_harness import wait_until
 
 from vla_mbpo_ros import bringup
+from vla_mbpo_ros.core.util.process import launcher_environment
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
@@ -71,14 +73,61 @@ def test_launch_arguments_are_validated_with_clear_messages(tmp_path):
         bringup.resolve("deploy", {"config": str(tmp_path / "missing.yaml")})
 
 
-def test_extra_config_file_is_applied_last_to_every_node(tmp_path):
-    extra = tmp_path / "site.yaml"
-    extra.write_text("/**:\n  ros__parameters: {}\n")
-    for node in bringup.resolve("teleop", {"robot": "so101", "config": str(extra)}):
-        assert node.param_files[-1] == extra
-        args = bringup.ros_arguments(node)
-        assert args[:3] == ["--ros-args", "-r", f"__node:={node.name}"]
-        assert args[-2:] == ["--params-file", str(extra)] or str(extra) in args
+def _start(node: bringup.ResolvedNode, log: Path) -> subprocess.Popen:
+    """The node executable with exactly the arguments the runner passes it."""
+    argv = [sys.executable, "-m", node.module, *bringup.ros_arguments(node, bringup.write_parameters(node, log.parent))]
+    return subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=launcher_environment())
+
+
+def _parameter(ros, node: str, name: str):
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    response = ros.call(GetParameters, f"/{node}/get_parameters", GetParameters.Request(names=[name]))
+    return parameter_value_to_python(response.values[0])
+
+
+@pytest.mark.ros
+def test_a_site_config_overrides_what_the_bringup_sets_and_ints_count_as_floats(ros, tmp_path):
+    site = tmp_path / "site.yaml"
+    root = tmp_path / "site_checkpoints"
+    site.write_text(f"policy_executor:\n  ros__parameters:\n    trusted_checkpoint_roots: ['{root}']\n"
+                    f"    validation_limit_margin: 0\n")  # an integer where a float is declared
+    (node,) = [n for n in bringup.resolve("deploy", {"output_dir": str(tmp_path / "out"), "config": str(site)})
+               if n.name == "policy_executor"]
+    assert "trusted_checkpoint_roots" in node.parameters  # the bringup sets it, and the site file must win
+    process = _start(node, tmp_path / "executor.log")
+    try:
+        wait_until(lambda: "policy_executor" in ros.node_names(), what="the executor to come up")
+        assert _parameter(ros, "policy_executor", "trusted_checkpoint_roots") == [str(root)]
+        assert _parameter(ros, "policy_executor", "validation_limit_margin") == 0.0
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=15)
+
+
+def test_a_site_value_of_the_wrong_type_is_refused_naming_file_node_parameter_and_type(tmp_path):
+    """rcl would silently keep the package's value for a site value of another type: the bringup
+    (both the runner and ros2 launch) refuses the site file instead."""
+    site = tmp_path / "site.yaml"
+    site.write_text("recorder:\n  ros__parameters:\n    min_free_disk_mb: lots\n")
+    with pytest.raises(ValueError, match=r"config:=.*site.yaml: node recorder: parameter min_free_disk_mb: "
+                                         r"expected float \(as 2048.0 in recorder.yaml\), got str 'lots'"):
+        bringup.resolve("teleop", {"config": str(site)})
+    runner = _runner("teleop", f"config:={site}")
+    output, _ = runner.communicate(timeout=60)
+    assert runner.returncode == 2 and "parameter min_free_disk_mb: expected float" in output
+
+
+@pytest.mark.ros
+def test_a_node_given_a_parameter_of_the_wrong_type_exits_with_one_line_naming_it(tmp_path):
+    params = tmp_path / "recorder.yaml"
+    params.write_text("recorder:\n  ros__parameters:\n    min_free_disk_mb: lots\n")
+    node = bringup.ResolvedNode("recorder", "recorder", param_files=[params])
+    log = tmp_path / "recorder.log"
+    assert _start(node, log).wait(timeout=60) == 2
+    errors = [line for line in log.read_text().splitlines() if "error" in line.lower()]
+    assert errors == ["[error] configuration: node recorder: parameter min_free_disk_mb: expected a number, got str 'lots'"]
 
 
 def _runner(*args: str) -> subprocess.Popen:

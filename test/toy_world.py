@@ -10,9 +10,10 @@ head view, so it fits the ``WorldModel`` protocol exactly like a learned model w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+
+from vla_mbpo_ros.core.data.episode import Episode
 
 
 @dataclass
@@ -88,7 +89,7 @@ class PointReachWorld:
         return rng.uniform(-1.0, 1.0, size=(count, 2)).astype(np.float32)
 
     def demo_episodes(self, count: int, steps: int, rng: np.random.Generator, target_offset=(0.0, 0.0),
-                      action_noise: float = 0.0, waypoints: bool = False) -> list[dict[str, Any]]:
+                      action_noise: float = 0.0, waypoints: bool = False) -> list[Episode]:
         """Scripted demos heading for goal + ``target_offset`` (a biased expert makes a weak BC policy).
 
         Actions are the target itself, or with ``waypoints`` the next reachable point on the way to it
@@ -106,6 +107,6 @@ class PointReachWorld:
                 actions.append(action.astype(np.float32))
                 position = self.advance(position[None], action[None, None])[0]
             states_arr = np.stack(states)
-            episodes.append({"views": self.render(states_arr), "states": states_arr,
-                             "actions": np.stack(actions), "instruction": self.config.instruction})
+            episodes.append(Episode(views=self.render(states_arr), states=states_arr, actions=np.stack(actions),
+                                    instruction=self.config.instruction, source="demo"))
         return episodes

@@ -8,10 +8,17 @@ message buffer); encoding copies once into the message's byte array, which seria
 from __future__ import annotations
 
 import array
+from collections.abc import Sequence
 
 import numpy as np
-from builtin_interfaces.msg import Time
+from builtin_interfaces.msg import Duration, Time
 from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from vla_mbpo_ros.core.data.episode import Observation
+from vla_mbpo_ros.core.robot.joints import reorder
+from vla_mbpo_ros.msg import ActionChunk, ExecutedCommand
 
 # encoding -> (dtype, channels)
 IMAGE_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
@@ -97,3 +104,43 @@ def pinhole_camera_info(
     info.distortion_model = "plumb_bob"
     info.d = [float(c) for c in distortion] if distortion is not None else [0.0] * 5
     return info
+
+
+def observation_from_msg(msg, joint_names: Sequence[str], task: str = "") -> Observation:
+    """A MultiViewObservation as the policy's Observation: RGB views without copies (views on the
+    message's buffers; a copy only for bgr/mono), the joint state in ``joint_names`` order.
+    ValueError names what does not fit (unsupported encoding, missing joints)."""
+    views = {name: to_rgb(image_to_numpy(image), image.encoding) for name, image in zip(msg.view_names, msg.images)}
+    state = reorder(msg.joint_state.name, msg.joint_state.position, joint_names, "observation.joint_state")
+    return Observation(views, state, task, stamp_to_seconds(msg.header.stamp), tuple(msg.view_names))
+
+
+def command_messages(command, joint_names: Sequence[str], period: float, interface: str, policy_version: str, stamp: Time):
+    """The arm command (JointTrajectory: one point at one period, or Float64MultiArray) and the
+    ExecutedCommand that records it, for a gated ``core.control.executor.Command``."""
+    positions = [float(x) for x in command.positions]
+    if interface == "trajectory":
+        ns = int(round(period * 1e9))
+        point = JointTrajectoryPoint(positions=positions, time_from_start=Duration(sec=ns // 10**9, nanosec=ns % 10**9))
+        arm = JointTrajectory(joint_names=list(joint_names), points=[point])
+    else:
+        arm = Float64MultiArray(data=positions)
+    executed = ExecutedCommand(
+        joint_names=list(joint_names), positions=positions, source=command.source, intervention=command.intervention,
+        held=command.held, clamped=command.clamped, policy_version=policy_version, chunk_id=command.chunk_id,
+    )
+    executed.header.stamp = stamp
+    executed.header.frame_id = "base_link"
+    return arm, executed
+
+
+def chunk_message(actions: np.ndarray, chunk_id: int, policy_version: str, joint_names: Sequence[str], period: float,
+                  latency: float, stamp: Time):
+    """ActionChunk of a (k, d) chunk computed for the observation stamped ``stamp``."""
+    msg = ActionChunk(
+        chunk_id=chunk_id, policy_version=policy_version, joint_names=list(joint_names),
+        chunk_length=int(actions.shape[0]) if actions.ndim == 2 else 0, actions=[float(x) for x in actions.reshape(-1)],
+        control_period=float(period), inference_latency=float(latency),
+    )
+    msg.header.stamp = stamp
+    return msg

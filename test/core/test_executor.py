@@ -13,7 +13,8 @@ from vla_mbpo_ros.core.control.executor import ExecutorConfig, ExecutorCore
 from vla_mbpo_ros.core.control.gate import SafetyGate
 from vla_mbpo_ros.core.control.hot_swap import resolve_checkpoint_uri, validate_candidate
 from vla_mbpo_ros.core.control.limits import load_safety_config
-from vla_mbpo_ros.core.policy.base import Observation, load_policy
+from vla_mbpo_ros.core.data.episode import Observation
+from vla_mbpo_ros.core.policy.base import load_policy
 from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
 from vla_mbpo_ros.core.policy.replay import ReplayPolicy
 

@@ -136,7 +136,7 @@ def test_deterministic_chunks_are_unnormalized_and_match_lerobot_sampling(adapte
 
 
 def adapter_obs(batch: ObsBatch, row: int):
-    from vla_mbpo_ros.core.policy.base import Observation
+    from vla_mbpo_ros.core.data.episode import Observation
 
     return Observation(views={v: batch.views[v][row] for v in VIEWS}, state=batch.states[row], instruction=INSTRUCTION)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -234,17 +235,16 @@ def test_full_horizon_mode_uses_episode_starts_and_respects_the_episode_budget()
 def test_start_state_sampler_takes_chunk_aligned_frames():
     world = PointReachWorld()
     sampler = StartStateSampler(stride=5)
-    demo = world.demo_episodes(1, 23, np.random.default_rng(0))[0]
-    sampler.add_episode(demo["views"], demo["states"], demo["instruction"], source="demo", success=True)
-    rollout = world.demo_episodes(1, 7, np.random.default_rng(1))[0]
-    sampler.add_episode(rollout["views"], rollout["states"], "x", source="rollout", success=False)
+    demo = dataclasses.replace(world.demo_episodes(1, 23, np.random.default_rng(0))[0], success=True)
+    rollout = dataclasses.replace(world.demo_episodes(1, 7, np.random.default_rng(1))[0], source="policy", success=False)
+    sampler.add_episodes([demo, rollout])
     assert [(s.episode_index, s.frame_index) for s in sampler.states] == [
         (0, 0), (0, 5), (0, 10), (0, 15), (0, 20), (1, 0), (1, 5)]
-    np.testing.assert_array_equal(sampler.states[2].state, demo["states"][10])
-    assert {s.source for s in sampler.sample(200, np.random.default_rng(0))} == {"demo", "rollout"}
+    np.testing.assert_array_equal(sampler.states[2].state, demo.states[10])
+    np.testing.assert_array_equal(sampler.states[6].views["head"], rollout.views["head"][5])
+    drawn = sampler.sample(200, np.random.default_rng(0))
+    assert {(s.source, s.success) for s in drawn} == {("demo", True), ("policy", False)}
     assert len(sampler.initial_states()) == 2
-    with pytest.raises(ValueError, match="source"):
-        sampler.add_episode(demo["views"], demo["states"], "x", source="dream")
 
 
 def test_toy_world_decodes_its_own_renderings():

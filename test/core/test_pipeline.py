@@ -13,7 +13,7 @@ import pytest
 import yaml
 from sim_data import IMAGE, record_sim_episodes
 
-from vla_mbpo_ros.core.data.reader import load_recorded_episodes
+from vla_mbpo_ros.core.data.reader import load_episodes
 from vla_mbpo_ros.core.loop.pipeline import PipelineConfig, read_state, run_iteration
 from vla_mbpo_ros.core.policy.base import load_policy
 from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
@@ -39,12 +39,30 @@ def config(tmp_path) -> Path:
 
 
 def test_recorded_episodes_read_back_whole(dataset):
-    episodes = load_recorded_episodes(dataset, ("head", "wrist"))
+    episodes = load_episodes(dataset, ("head", "wrist"))
     assert len(episodes) == 4
     first = episodes[0]
     assert first.success is True and first.source == "scripted_expert" and first.instruction == "pick up the cube"
     assert first.views["head"].shape == (len(first), *IMAGE, 3) and first.states.shape == (len(first), 6)
     assert 20 <= len(first) <= 50
+
+
+def test_episodes_decoded_in_one_pass_equal_lerobots_own_frame_reader(dataset):
+    """The reader decodes a whole episode per view at once; LeRobot's ``dataset[i]`` decodes one frame."""
+    from vla_mbpo_ros.core.data.reader import open_dataset, read_episodes
+
+    lerobot = open_dataset(dataset)
+    episodes = read_episodes(lerobot, ("head", "wrist"))
+    row = 0
+    for episode in episodes:
+        for t in (0, len(episode) // 2, len(episode) - 1):
+            item = lerobot[row + t]
+            for view in ("head", "wrist"):
+                expected = (item[f"observation.images.{view}"] * 255).round().byte().permute(1, 2, 0).numpy()
+                np.testing.assert_array_equal(episode.views[view][t], expected)
+            np.testing.assert_array_equal(episode.actions[t], item["action"].numpy())
+        row += len(episode)
+    assert [e.index for e in episodes] == [0, 1, 2, 3]
 
 
 def test_bootstrap_then_world_model_and_rl_iteration_publish_verified_versions(dataset, config, tmp_path):

@@ -14,13 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from toy_world import PointReachWorld  # noqa: E402
 
-from vla_mbpo_ros.core.policy.base import (  # noqa: E402
-    ChunkPolicy,
-    ObsBatch,
-    Observation,  # noqa: E402
-    RLChunkPolicy,
-    load_policy,
-)
+from vla_mbpo_ros.core.data.episode import Observation
+from vla_mbpo_ros.core.policy.base import ChunkPolicy, ObsBatch, RLChunkPolicy, load_policy
 from vla_mbpo_ros.core.policy.bc import BCArrays, BCConfig, bc_arrays_from_lerobot, train_bc  # noqa: E402
 from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256  # noqa: E402
 from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfig  # noqa: E402
@@ -126,7 +121,7 @@ def test_bc_on_arrays_learns_state_dependent_waypoints():
     assert data.action_chunks.shape == (160, 5, 2)
     # Chunks past an episode end repeat its last action and are marked invalid.
     assert not data.action_valid[9, 1:].any() and data.action_valid[5].all()
-    np.testing.assert_array_equal(data.action_chunks[9, 4], episodes[0]["actions"][9])
+    np.testing.assert_array_equal(data.action_chunks[9, 4], episodes[0].actions[9])
     policy = tiny_policy()
     batch = toy_batch(32, seed=3)
     expert_first = batch.states + np.clip(world.goal - batch.states, -0.1, 0.1)
@@ -153,9 +148,8 @@ def test_bc_from_lerobot_dataset(tmp_path: Path):
                                     use_videos=False)
     for episode in episodes:
         for t in range(8):
-            frame = {f"observation.images.{n}": episode["views"][n][t] for n in world.view_names}
-            frame.update({"observation.state": episode["states"][t], "action": episode["actions"][t],
-                          "task": episode["instruction"]})
+            frame = {f"observation.images.{n}": episode.views[n][t] for n in world.view_names}
+            frame.update({"observation.state": episode.states[t], "action": episode.actions[t], "task": episode.instruction})
             dataset.add_frame(frame)
         dataset.save_episode()
     dataset.finalize()

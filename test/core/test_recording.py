@@ -12,18 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vla_mbpo_ros.core.data import (
-    EpisodeStore,
-    FramePairer,
-    FrameSampler,
-    InsufficientDiskSpace,
-    JointTargetIntegrator,
-    JoyMapping,
-    Outcome,
-    RecordedFrame,
-    RecordingConfig,
-    build_features,
-)
+from vla_mbpo_ros.core.data.episode_store import EpisodeStore, InsufficientDiskSpace
+from vla_mbpo_ros.core.data.recording import FramePairer, FrameSampler, Outcome, RecordedFrame, RecordingConfig, build_features
+from vla_mbpo_ros.core.data.teleop import JointTargetIntegrator, JoyMapping
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -194,7 +185,8 @@ _CRASHING_CHILD = textwrap.dedent(
     import os, sys
     sys.path.insert(0, {test_dir!r})
     from test_recording import _frame, _record, SMALL
-    from vla_mbpo_ros.core.data import EpisodeStore, Outcome, RecordingConfig
+    from vla_mbpo_ros.core.data.episode_store import EpisodeStore
+    from vla_mbpo_ros.core.data.recording import Outcome, RecordingConfig
     store = EpisodeStore({root!r}, RecordingConfig(**SMALL))
     if {first!r}:
         _record(store, 6, Outcome.SUCCESS, 0)

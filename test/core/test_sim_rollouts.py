@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vla_mbpo_ros.core.policy.base import ObsBatch, Observation
+from vla_mbpo_ros.core.data.episode import Observation
+from vla_mbpo_ros.core.policy.base import ObsBatch
 from vla_mbpo_ros.core.policy.bc import BCArrays
 from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfig
 from vla_mbpo_ros.core.policy.value_head import ValueHeadConfig
@@ -96,25 +97,25 @@ class OneObservationAtATime:
 
 def test_expert_episodes_have_the_training_data_format(sim: So101Sim, demos: list[dict]):
     for demo in demos:
-        length = demo["length"]
-        assert demo["success"] and demo["steps_to_success"] == length < 150  # stops at the first success
-        assert demo["states"].shape == demo["actions"].shape == (length, 6)
-        assert demo["views"]["head"].shape == demo["views"]["wrist"].shape == (length, 24, 24, 3)
-        assert demo["views"]["head"].dtype == np.uint8 and demo["source"] == "demo"
-        assert len(demo["sim_states"]) == length
+        length = demo.control_steps
+        assert demo.success and demo.steps_to_success == length < 150  # stops at the first success
+        assert demo.states.shape == demo.actions.shape == (length, 6)
+        assert demo.views["head"].shape == demo.views["wrist"].shape == (length, 24, 24, 3)
+        assert demo.views["head"].dtype == np.uint8 and demo.source == "scripted_expert"
+        assert len(demo.sim_states) == length
     # Frame t is the observation before action t: restoring frame t's physics state gives its joint state
     # and its views (up to MuJoCo's one-substep lag of rendered geometry after mj_step).
-    sim.set_state(demos[0]["sim_states"][40])
-    np.testing.assert_array_equal(sim.joint_positions().astype(np.float32), demos[0]["states"][40])
+    sim.set_state(demos[0].sim_states[40])
+    np.testing.assert_array_equal(sim.joint_positions().astype(np.float32), demos[0].states[40])
     rendered = sim.render(fresh=True)["head"].astype(int)
-    assert np.mean(rendered != demos[0]["views"]["head"][40]) < 0.05
-    assert np.mean(rendered != demos[0]["views"]["head"][0]) > 0.05  # the arm has moved since frame 0
+    assert np.mean(rendered != demos[0].views["head"][40]) < 0.05
+    assert np.mean(rendered != demos[0].views["head"][0]) > 0.05  # the arm has moved since frame 0
 
     data = BCArrays.from_episodes(demos, CHUNK)
-    assert len(data) == sum(d["length"] for d in demos)
+    assert len(data) == sum(d.control_steps for d in demos)
     sampler = StartStateSampler(stride=CHUNK)
     sampler.add_episodes(demos)
-    assert len(sampler) == sum(-(-d["length"] // CHUNK) for d in demos)
+    assert len(sampler) == sum(-(-d.control_steps // CHUNK) for d in demos)
     assert all(s.sim_state is not None and s.success for s in sampler.states)
 
 
@@ -122,32 +123,32 @@ def test_replaying_expert_actions_reproduces_the_success_step(sim: So101Sim, dem
     demo = demos[0]
     # The demo's seed first: its episode ends at the success while the other one (the cube elsewhere, the
     # same open-loop actions miss it) goes on to max_steps in the same lockstep batch.
-    result = evaluate_policy(ChunkReplay(demo["actions"]), sim, [demo["seed"], demo["seed"] + 100],
+    result = evaluate_policy(ChunkReplay(demo.actions), sim, [demo.seed, demo.seed + 100],
                              EpisodeConfig(max_steps=120, record=False))
     assert result.successes.tolist() == [True, False] and result.success_rate == 0.5
-    assert result.steps_to_success.tolist() == [demo["steps_to_success"], -1]
-    assert result.mean_steps_to_success() == demo["steps_to_success"]
+    assert result.steps_to_success.tolist() == [demo.steps_to_success, -1]
+    assert result.mean_steps_to_success() == demo.steps_to_success
     assert result.episodes == []  # evaluation keeps no frames by default
     # A deployment-only ChunkPolicy (predict_chunk per observation, no batched call) runs the same way.
-    single = evaluate_policy(OneObservationAtATime(ChunkReplay(demo["actions"])), sim, [demo["seed"]])
-    assert single.steps_to_success.tolist() == [demo["steps_to_success"]]
+    single = evaluate_policy(OneObservationAtATime(ChunkReplay(demo.actions)), sim, [demo.seed])
+    assert single.steps_to_success.tolist() == [demo.steps_to_success]
 
 
 def test_held_actions_record_one_frame_per_action_and_replay_to_the_same_success(sim: So101Sim):
     held = EpisodeConfig(max_steps=150, control_steps_per_action=3)
     demo = expert_episodes(sim, seeds=[3], config=held)[0]
-    assert demo["success"]
+    assert demo.success
     # One frame per action; the length and the success step count control steps (30 Hz).
-    assert len(demo["actions"]) == len(demo["states"]) == -(-demo["length"] // 3)
-    assert demo["steps_to_success"] == demo["length"]
-    np.testing.assert_allclose(demo["sim_states"][1], _state_after(sim, demo, steps=3), atol=1e-5)  # held 3 steps
-    replay = evaluate_policy(ChunkReplay(demo["actions"]), sim, [demo["seed"]], dataclasses.replace(held, record=False))
-    assert replay.steps_to_success.tolist() == [demo["steps_to_success"]]
+    assert len(demo.actions) == len(demo.states) == -(-demo.control_steps // 3)
+    assert demo.steps_to_success == demo.control_steps
+    np.testing.assert_allclose(demo.sim_states[1], _state_after(sim, demo, steps=3), atol=1e-5)  # held 3 steps
+    replay = evaluate_policy(ChunkReplay(demo.actions), sim, [demo.seed], dataclasses.replace(held, record=False))
+    assert replay.steps_to_success.tolist() == [demo.steps_to_success]
 
 
 def _state_after(sim: So101Sim, demo: dict, steps: int) -> np.ndarray:
-    sim.set_state(demo["sim_states"][0])
-    sim.set_joint_targets(demo["actions"][0])
+    sim.set_state(demo.sim_states[0])
+    sim.set_joint_targets(demo.actions[0])
     for _ in range(steps):
         sim.step()
     return sim.get_state()
@@ -158,11 +159,11 @@ def test_lockstep_batches_equal_one_episode_at_a_time(sim: So101Sim):
     together = policy_episodes(StateFeedback(), sim, [5, 6, 7], config)
     alone = policy_episodes(StateFeedback(), sim, [5, 6, 7], EpisodeConfig(max_steps=25, batch_size=1))
     for a, b in zip(together, alone):
-        assert a["length"] == b["length"] == 25 and not a["success"]  # max_steps need not be a chunk multiple
-        np.testing.assert_array_equal(a["views"]["wrist"], b["views"]["wrist"])
-        np.testing.assert_array_equal(a["actions"], b["actions"])
-        np.testing.assert_array_equal(a["sim_states"], b["sim_states"])
-    assert not np.array_equal(together[0]["views"]["head"], together[1]["views"]["head"])  # seeds differ
+        assert a.control_steps == b.control_steps == 25 and not a.success  # max_steps need not be a chunk multiple
+        np.testing.assert_array_equal(a.views["wrist"], b.views["wrist"])
+        np.testing.assert_array_equal(a.actions, b.actions)
+        np.testing.assert_array_equal(a.sim_states, b.sim_states)
+    assert not np.array_equal(together[0].views["head"], together[1].views["head"])  # seeds differ
 
 
 def test_chunks_are_executed_open_loop_from_chunk_start_observations(sim: So101Sim):
@@ -170,11 +171,11 @@ def test_chunks_are_executed_open_loop_from_chunk_start_observations(sim: So101S
     config = EpisodeConfig(max_steps=30)
     episode = policy_episodes(policy, sim, [5], config)[0]
     for start in (0, 10, 20):  # steps start..start+9 are the policy's chunk for frame start
-        frame = ObsBatch(views={n: v[start:start + 1] for n, v in episode["views"].items()},
-                         states=episode["states"][start:start + 1], instructions=[config.instruction])
-        np.testing.assert_allclose(episode["actions"][start:start + CHUNK], policy.predict_chunks(frame)[0],
+        frame = ObsBatch(views={n: v[start:start + 1] for n, v in episode.views.items()},
+                         states=episode.states[start:start + 1], instructions=[config.instruction])
+        np.testing.assert_allclose(episode.actions[start:start + CHUNK], policy.predict_chunks(frame)[0],
                                    atol=1e-5)
-    assert np.abs(episode["states"][-1] - episode["states"][0]).max() > 1e-2  # the arm followed the chunks
+    assert np.abs(episode.states[-1] - episode.states[0]).max() > 1e-2  # the arm followed the chunks
 
 
 def test_flow_sde_exploration_is_seeded(sim: So101Sim):
@@ -183,10 +184,10 @@ def test_flow_sde_exploration_is_seeded(sim: So101Sim):
     first = policy_episodes(policy, sim, [8], config, generator=torch.Generator().manual_seed(1))
     again = policy_episodes(policy, sim, [8], config, generator=torch.Generator().manual_seed(1))
     other = policy_episodes(policy, sim, [8], config, generator=torch.Generator().manual_seed(2))
-    np.testing.assert_array_equal(first[0]["actions"], again[0]["actions"])
-    assert not np.array_equal(first[0]["actions"], other[0]["actions"])
+    np.testing.assert_array_equal(first[0].actions, again[0].actions)
+    assert not np.array_equal(first[0].actions, other[0].actions)
     outcome_only = policy_episodes(policy, sim, [8], EpisodeConfig(max_steps=20, record=False))[0]
-    assert "views" not in outcome_only and outcome_only["length"] == 20
+    assert len(outcome_only) == 0 and not outcome_only.views and outcome_only.control_steps == 20
 
 
 def test_episode_config_errors_name_the_field():

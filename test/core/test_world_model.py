@@ -13,16 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from vla_mbpo_ros.core.data.episode import Episode
+from vla_mbpo_ros.core.data.reader import load_episodes
 from vla_mbpo_ros.core.world_model.codec import ActionCodec, ActionStats
 from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig, WorldModelConfig
-from vla_mbpo_ros.core.world_model.data import (
-    DataConfig,
-    Episode,
-    action_stats,
-    build_samples,
-    episodes_from_lerobot,
-    reward_labels,
-)
+from vla_mbpo_ros.core.world_model.data import DataConfig, action_stats, build_samples, reward_labels
 from vla_mbpo_ros.core.world_model.evaluate import EvalConfig, evaluate_dynamics, evaluate_reward, psnr, side_by_side, ssim
 from vla_mbpo_ros.core.world_model.sequence import CURRENT, NEXT, ImageRef, PromptTemplates, dynamics_stages
 from vla_mbpo_ros.core.world_model.train import TrainConfig, read_sections, train_world_model
@@ -55,7 +50,8 @@ def make_episode(rng: np.random.Generator, length: int = 20, success: bool = Fal
         wrist.append(np.full((SIZE, SIZE, 3), int(pos[0] * 14), np.uint8))
         actions.append(action)
         pos = np.clip(pos + action, 0, SIZE - 3)
-    return Episode({"head": np.stack(head), "wrist": np.stack(wrist)}, np.stack(actions), success, INSTRUCTION)
+    return Episode(views={"head": np.stack(head), "wrist": np.stack(wrist)}, states=np.zeros((length, 0)),
+                   actions=np.stack(actions), instruction=INSTRUCTION, success=success)
 
 
 def make_episodes(n: int, seed: int) -> list[Episode]:
@@ -351,11 +347,10 @@ def lerobot_root(tmp_path_factory):
 
 
 LENGTHS, SUCCESSES = (18, 14), (True, False)
-VIEW_KEYS = {"head": "observation.images.head", "wrist": "observation.images.wrist"}
 
 
-def test_dataset_from_lerobot(lerobot_root):
-    episodes = episodes_from_lerobot(lerobot_root, VIEW_KEYS, repo_id="local/wm_test", image_size=SIZE)
+def test_a_lerobot_dataset_labelled_with_next_success_reads_back_as_episodes(lerobot_root):
+    episodes = load_episodes(lerobot_root, VIEWS, SIZE, "local/wm_test")
     assert [len(e) for e in episodes] == list(LENGTHS) and [e.success for e in episodes] == list(SUCCESSES)
     assert episodes[0].views["head"].shape == (18, SIZE, SIZE, 3) and episodes[0].instruction == INSTRUCTION
     assert episodes[0].views["head"][3, 0, 0, 0] == 30 and episodes[1].views["wrist"][0, 0, 0, 0] == 101
@@ -366,8 +361,8 @@ def test_dataset_from_lerobot(lerobot_root):
     item = dynamics[0]
     assert item["actions"].shape == (4, 2) and item["next"]["head"][0, 0, 0] == 40
     assert reward.labels.sum() == 5 * 3 and (~reward.labels).sum() == 7 + 3
-    with pytest.raises(ValueError, match="success_key"):
-        episodes_from_lerobot(lerobot_root, VIEW_KEYS, repo_id="local/wm_test", success_key="nope")
+    with pytest.raises(ValueError, match="lacks features"):
+        load_episodes(lerobot_root, ("head", "side"), SIZE, "local/wm_test")
 
 
 def test_cli_train_then_evaluate(lerobot_root, tmp_path):
@@ -379,7 +374,7 @@ def test_cli_train_then_evaluate(lerobot_root, tmp_path):
 
     sections = read_sections("config/world_model.yaml")
     sections["tiny"].update(image_size=SIZE, tokens_per_side=4, hidden_size=32, num_heads=2, codebook_size=32)
-    sections["source"].update(repo_id="local/wm_test", holdout_episodes=1, success_key="next.success")
+    sections["source"].update(repo_id="local/wm_test", holdout_episodes=1)
     sections["data"].update(chunk_size=3, reward_no_margin=4)
     sections["train"].update(steps=3, batch_size=2, reward_batch_size=2, lr=1e-3, vq_fit_steps=2, vq_fit_batch_size=4)
     sections["eval"].update(max_samples=4, side_by_side_rows=2)

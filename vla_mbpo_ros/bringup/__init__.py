@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 PACKAGE = "vla_mbpo_ros"
 
 
@@ -44,7 +46,7 @@ def only(**conditions: str | tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...
 LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("robot", "sim", "robot backend", ("sim", "so101", "ros2_control")),
     LaunchArgument("cameras", "usb", "camera drivers for robot:=so101: USB/V4L2 (OpenCV) or RealSense", ("usb", "realsense")),
-    LaunchArgument("config", "", "extra ROS parameter file (YAML) applied to every node after the defaults"),
+    LaunchArgument("config", "", "site ROS parameter file (YAML) applied to every node last: it overrides everything"),
     LaunchArgument("output_dir", "outputs", "datasets, checkpoints and reports are written here"),
     LaunchArgument("world_model_device", "cpu", "torch device of the world-model training worker (cpu, cuda, cuda:N)"),
 )
@@ -120,10 +122,14 @@ PROFILES: dict[str, tuple[NodeSpec, ...]] = {
 
 @dataclass
 class ResolvedNode:
+    """A node with its parameter sources in precedence order: the package's files, then the values
+    the bringup sets (``parameters``, typed), then the site files given with ``config:=``, which win."""
+
     name: str
     executable: str
     param_files: list[Path]
-    parameters: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, object] = field(default_factory=dict)
+    site_files: list[Path] = field(default_factory=list)
     remappings: list[tuple[str, str]] = field(default_factory=list)
     required: bool = True
 
@@ -172,7 +178,7 @@ def resolve(profile: str, arguments: Mapping[str, str] | None = None, config: Pa
     for path in extra:
         if not path.is_file():
             raise ValueError(f"launch argument config:={path}: file not found")
-    nodes = []
+    nodes: list[ResolvedNode] = []
     for spec in PROFILES[profile]:
         if any(args[arg] not in values for arg, values in spec.when):
             continue
@@ -180,22 +186,79 @@ def resolve(profile: str, arguments: Mapping[str, str] | None = None, config: Pa
             ResolvedNode(
                 name=spec.name,
                 executable=spec.executable,
-                param_files=[config / f for f in spec.param_files] + extra,
-                parameters={param: template.format(**args) for param, template in spec.parameters},
+                param_files=[config / f for f in spec.param_files],
+                parameters={param: yaml.safe_load(template.format(**args)) for param, template in spec.parameters},
+                site_files=extra,
                 remappings=list(spec.remappings),
                 required=spec.required,
             )
         )
+        check_site_types(nodes[-1])
     return nodes
 
 
-def ros_arguments(node: ResolvedNode) -> list[str]:
-    """The ``--ros-args`` a launcher passes to the node executable (same as launch_ros builds)."""
-    argv = ["--ros-args", "-r", f"__node:={node.name}"]
+def write_parameters(node: ResolvedNode, directory: Path) -> Path | None:
+    """The bringup's values for ``node`` as a parameter file in ``directory`` (None when it sets none).
+    A file, not ``-p``: rcl applies ``-p`` overrides after every file, and a site file must win."""
+    if not node.parameters:
+        return None
+    path = Path(directory) / f"{node.name}.bringup.yaml"
+    path.write_text(yaml.safe_dump({node.name: {"ros__parameters": node.parameters}}))
+    return path
+
+
+def _node_parameters(path: Path, node: str) -> dict[str, object]:
+    """The flattened (``a.b``) parameters a ROS 2 params file gives ``node`` (its own and ``/**``)."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}{key}.", item)
+        else:
+            flat[prefix[:-1]] = value
+
+    for key in ("/**", node, f"/{node}"):
+        section = data.get(key) if isinstance(data, dict) else None
+        if isinstance(section, dict):
+            walk("", section.get("ros__parameters") or {})
+    return flat
+
+
+def _same_kind(default: object, value: object) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return type(default) is type(value)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))  # 3 means 3.0
+    if isinstance(default, list):
+        return isinstance(value, list) and (not default or not value or _same_kind(default[0], value[0]))
+    return default is None or type(default) is type(value)
+
+
+def check_site_types(node: ResolvedNode) -> None:
+    """ValueError naming file, node, parameter and type when a site file gives a parameter of the
+    package's files a value of another type: rcl would keep the package's value without a word."""
+    defaults: dict[str, tuple[object, Path]] = {}
     for path in node.param_files:
+        defaults.update({k: (v, path) for k, v in _node_parameters(path, node.name).items()})
+    for site in node.site_files:
+        for key, value in _node_parameters(site, node.name).items():
+            if key in defaults and not _same_kind(defaults[key][0], value):
+                default, path = defaults[key]
+                raise ValueError(
+                    f"config:={site}: node {node.name}: parameter {key}: expected {type(default).__name__} "
+                    f"(as {default!r} in {path.name}), got {type(value).__name__} {value!r}"
+                )
+
+
+def ros_arguments(node: ResolvedNode, parameters_file: Path | None = None) -> list[str]:
+    """The ``--ros-args`` a launcher passes to the node executable (same as launch_ros builds):
+    the package's parameter files, the bringup's (``write_parameters``), then the site files."""
+    argv = ["--ros-args", "-r", f"__node:={node.name}"]
+    files = [*node.param_files, *([parameters_file] if parameters_file else []), *node.site_files]
+    for path in files:
         argv += ["--params-file", str(path)]
-    for name, value in node.parameters.items():
-        argv += ["-p", f"{name}:={value}"]
     for source, target in node.remappings:
         argv += ["-r", f"{source}:={target}"]
     return argv

@@ -13,14 +13,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from vla_mbpo_ros.bringup import LAUNCH_ARGUMENTS, PROFILES, ResolvedNode, parse_cli_arguments, resolve, ros_arguments
+from vla_mbpo_ros.bringup import (
+    LAUNCH_ARGUMENTS,
+    PROFILES,
+    ResolvedNode,
+    parse_cli_arguments,
+    resolve,
+    ros_arguments,
+    write_parameters,
+)
 from vla_mbpo_ros.core.util.process import exit_with_launcher, launcher_environment
 
 GRACE_PERIOD_S = 10.0
@@ -41,8 +52,8 @@ def _pump_output(name: str, stream, lock: threading.Lock) -> None:
     stream.close()
 
 
-def start(node: ResolvedNode, lock: threading.Lock) -> RunningNode:
-    cmd = [sys.executable, "-u", "-m", node.module, *ros_arguments(node)]
+def start(node: ResolvedNode, lock: threading.Lock, parameters_dir: Path) -> RunningNode:
+    cmd = [sys.executable, "-u", "-m", node.module, *ros_arguments(node, write_parameters(node, parameters_dir))]
     # Own process group: a terminal's Ctrl-C reaches only the runner, which forwards it, so the
     # shutdown order and grace period are the runner's.
     # Every node exits when the runner dies, even by SIGKILL: no orphan keeps publishing.
@@ -87,7 +98,8 @@ def run(profile: str, arguments: dict[str, str]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     lock = threading.Lock()
-    running = [start(node, lock) for node in nodes]
+    parameters_dir = Path(tempfile.mkdtemp(prefix=f"vla_mbpo_{profile}_"))  # the bringup's values per node
+    running = [start(node, lock, parameters_dir) for node in nodes]
     print(f"[bringup] {profile}: started {', '.join(r.node.name for r in running)}", flush=True)
     failure = ""
     while not stop.wait(0.1):
@@ -110,6 +122,7 @@ def run(profile: str, arguments: dict[str, str]) -> int:
     if failure:
         print(f"[bringup] error: {failure}", file=sys.stderr, flush=True)
     shutdown(running, received[0] if received else signal.SIGINT)
+    shutil.rmtree(parameters_dir, ignore_errors=True)
     codes = {r.node.name: r.process.returncode for r in running}
     # A node that dies of the very signal it was sent (e.g. SIGINT while still importing, before
     # it could install a handler) stopped as asked.
@@ -139,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         if opts.list:
             for node in resolve(opts.profile, arguments):
                 flag = "required" if node.required else "optional"
-                print(f"{node.name} ({flag}): python -m {node.module} {' '.join(ros_arguments(node))}")
+                args = " ".join(ros_arguments(node, Path(f"<{node.name}.bringup.yaml>") if node.parameters else None))
+                print(f"{node.name} ({flag}): python -m {node.module} {args}")
+                if node.parameters:
+                    print(f"    <{node.name}.bringup.yaml>: {node.parameters}")
             return 0
         return run(opts.profile, arguments)
     except ValueError as err:

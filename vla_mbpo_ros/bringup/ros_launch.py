@@ -19,7 +19,7 @@ def generate_profile_launch(profile: str):
                 package=PACKAGE,
                 executable=node.executable,
                 name=node.name,
-                parameters=[*(str(p) for p in node.param_files), node.parameters],
+                parameters=[*(str(p) for p in node.param_files), node.parameters, *(str(p) for p in node.site_files)],
                 remappings=node.remappings,
                 output="screen",
                 on_exit=Shutdown(reason=f"required node {node.name} exited") if node.required else None,

@@ -42,7 +42,10 @@ from vla_mbpo_ros.core.util.process import exit_with_launcher
 # QoS of the interface contract (README, "ROS interface").
 SENSOR_QOS = qos_profile_sensor_data
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# Observations: the executor only wants the newest; the sync node keeps the last 10 for readers
+# that stall briefly (the recorder), so a reliable reader misses nothing in a short stall.
 OBSERVATION_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+RECORDING_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 LATCHED_QOS = QoSProfile(
     depth=1,
     reliability=ReliabilityPolicy.RELIABLE,
@@ -114,9 +117,9 @@ def declare_config(node: Node, cls: type[T], prefix: str = "") -> T:
             continue  # nested sections are not ROS parameters
         values[f.name] = declare(node, dotted + f.name, default)
     try:
-        return load_config(cls, values, section=f"node {node.get_name()}: parameter {prefix or cls.__name__}")
+        return load_config(cls, values, section=prefix)
     except ValueError as err:
-        raise ConfigError(str(err)) from err
+        raise ConfigError(f"node {node.get_name()}: parameter {err}") from err
 
 
 @contextmanager

@@ -86,7 +86,7 @@ class ObservationSyncNode(Node):
         now = time.monotonic()
         stale = self.sync.stale_streams(now)
         for stream in set(stale) - self._warned_stale:
-            self.get_logger().warn(f"stream {stream} is stale: no message for > {self.sync.stale_after} s")
+            self.get_logger().warning(f"stream {stream} is stale: no message for > {self.sync.stale_after} s")
         self._warned_stale = set(stale)
         values: dict[str, object] = {"sets_published": self.sequence, "clock_resets": self.sync.resets}
         values.update(self.stats.summary(now))  # rate/<stream>, rate/sets, skew_ms/p50, latency_ms/p99, ...

@@ -62,7 +62,7 @@ class OpenCVCameraNode(Node):
             if self._capture is None:
                 self._capture = self._open()
                 if self._capture is None:
-                    self.get_logger().warn(
+                    self.get_logger().warning(
                         f"cannot open camera source {self.source!r}; retrying in {self.reconnect_period:.1f} s",
                         throttle_duration_sec=10.0,
                     )
@@ -73,7 +73,7 @@ class OpenCVCameraNode(Node):
                 if self.loop and self._capture.get(cv2.CAP_PROP_FRAME_COUNT) > 0:
                     self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
                     continue
-                self.get_logger().warn(f"camera {self.view}: read failed, reopening")
+                self.get_logger().warning(f"camera {self.view}: read failed, reopening")
                 self._capture.release()
                 self._capture = None
                 continue

@@ -1,26 +1,22 @@
 """Safety-gated policy executor: the only path from a policy or an operator to the arm.
 
-Glue around ``vla_mbpo_ros.core.control.executor.ExecutorCore`` (all decisions live there). Threads:
+Glue around ``core.control.executor.ExecutorCore`` (every decision lives there). Execution model:
+ROS callbacks run on the node's single-threaded executor and only convert, lock and hand over; the
+e-stop callback publishes the hold itself, before the next control cycle. Three threads of its own:
 
-* control loop: its own thread on absolute monotonic deadlines (a fixed-rate timer that does not
-  drift and does not wait behind the executor's other callbacks); each cycle asks the core for a
-  command and publishes it on the arm interface + one ExecutedCommand;
-* inference: its own thread, started by the core's watermark request, on the latest observation;
-* hot-swap: its own thread that checks a PolicyUpdate (trusted root, sha256), loads the candidate,
-  runs it on recent real observations through ``SafetyGate.check_chunk`` and hands it over; the swap
-  itself happens at an episode boundary;
-* ROS callbacks (MultiThreadedExecutor): the e-stop has a callback group of its own and publishes
-  the hold from the callback itself, before the next control cycle.
+* control: fixed rate on absolute monotonic deadlines (does not drift, never waits behind a
+  callback); each cycle asks the core for a command and publishes it + one ExecutedCommand;
+* inference: started by the core's watermark request, runs the policy on the latest observation;
+* hot-swap: checks a PolicyUpdate (trusted root, sha256), loads the candidate and runs it on recent
+  real observations through ``SafetyGate.check_chunk``; the swap happens at an episode boundary.
 
-Topics (names remappable): in /joint_states, /vla_mbpo/observation, /vla_mbpo/estop (Bool,
-reliable), /vla_mbpo/heartbeat (std_msgs/Header: stamp = sender time, frame_id = sender; best-effort
-subscription, so reliable and best-effort publishers both match), /vla_mbpo/teleop/joint_command
-(JointState name + position, best effort or reliable), /vla_mbpo/episode_event (INTERVENTION_START
-/ END), /vla_mbpo/policy_update (transient local). Out: the arm command, /vla_mbpo/action_chunk,
-/vla_mbpo/executed_command, /vla_mbpo/safety_status (transient local; header.stamp = time of the
-change it reports, for an e-stop the receipt of the e-stop message), /vla_mbpo/policy_status
-(transient local std_msgs/String JSON: version, accepted, state pending/active/rejected, reason),
-/diagnostics. Services: /vla_mbpo/reset_estop, /vla_mbpo/executor/start_episode, .../end_episode.
+Topics (remappable): in /joint_states, /vla_mbpo/observation, /vla_mbpo/estop (Bool, reliable),
+/vla_mbpo/heartbeat (std_msgs/Header; best-effort subscription), /vla_mbpo/teleop/joint_command
+(JointState), /vla_mbpo/episode_event (INTERVENTION_START / END), /vla_mbpo/policy_update
+(transient local). Out: the arm command, /vla_mbpo/action_chunk, /vla_mbpo/executed_command,
+/vla_mbpo/safety_status (transient local; header.stamp = time of the change it reports),
+/vla_mbpo/policy_status (transient local JSON: version, accepted, state, reason), /diagnostics.
+Services: /vla_mbpo/reset_estop, /vla_mbpo/executor/start_episode, .../end_episode.
 
 The stale-observation watchdog watches /vla_mbpo/observation when a policy can run
 (policy_enabled), and /joint_states otherwise (teleop profile: no cameras needed to move).
@@ -34,28 +30,27 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from builtin_interfaces.msg import Duration
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 
 from vla_mbpo_ros.bringup import config_dir
-from vla_mbpo_ros.conversions import image_to_numpy, stamp_to_seconds, to_rgb
+from vla_mbpo_ros.conversions import chunk_message, command_messages, observation_from_msg
 from vla_mbpo_ros.core.control.estop import SafetyState
 from vla_mbpo_ros.core.control.executor import Command, ExecutorConfig, ExecutorCore, InferenceRequest
 from vla_mbpo_ros.core.control.gate import SafetyGate
-from vla_mbpo_ros.core.control.hot_swap import resolve_checkpoint_uri, validate_candidate
+from vla_mbpo_ros.core.control.hot_swap import load_candidate, validate_candidate
 from vla_mbpo_ros.core.control.limits import load_safety_config
+from vla_mbpo_ros.core.control.rate import FixedRate
 from vla_mbpo_ros.core.policy import replay  # noqa: F401  (registers the "replay" policy type)
-from vla_mbpo_ros.core.policy.base import ChunkPolicy, Observation, load_policy
-from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
+from vla_mbpo_ros.core.policy.base import ChunkPolicy, load_policy
+from vla_mbpo_ros.core.robot.joints import reorder
 from vla_mbpo_ros.core.util.stats import RateStats
 from vla_mbpo_ros.msg import ActionChunk, EpisodeEvent, ExecutedCommand, MultiViewObservation, PolicyUpdate, SafetyStatus
 from vla_mbpo_ros.nodes._diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
@@ -65,13 +60,12 @@ from vla_mbpo_ros.nodes._runtime import (
     RELIABLE_QOS,
     SENSOR_QOS,
     ConfigError,
-    declare,
+    declare_config,
     publishing_until_shutdown,
     run_node,
 )
 from vla_mbpo_ros.srv import EndEpisode, StartEpisode
 
-INTERFACES = ("trajectory", "position")
 _STATE_CODES = {
     SafetyState.IDLE: SafetyStatus.STATE_IDLE,
     SafetyState.ACTIVE: SafetyStatus.STATE_ACTIVE,
@@ -79,76 +73,62 @@ _STATE_CODES = {
 }
 
 
-def _reorder(names, values, wanted: tuple[str, ...]) -> np.ndarray:
-    """``values`` (parallel to ``names``) in the order of ``wanted``; ValueError naming missing joints."""
-    index = {n: i for i, n in enumerate(names)}
-    missing = [n for n in wanted if n not in index]
-    if missing or len(values) < len(names):
-        raise ValueError(f"joint message lacks joints {missing or '(positions shorter than names)'}; got {list(names)}")
-    return np.array([values[index[n]] for n in wanted], dtype=np.float64)
+@dataclass
+class ExecutorParams:
+    """The node's own parameters (the core's are ``ExecutorConfig``; config/policy_executor.yaml)."""
+
+    policy_enabled: bool = True  # false: teleop only, no policy is loaded
+    policy_checkpoint: str = ""  # loaded at start; "" = wait for a PolicyUpdate
+    trusted_checkpoint_roots: tuple[str, ...] = ("outputs/checkpoints",)  # PolicyUpdate uris must lie under one
+    safety_config: str = ""  # robot yaml with joint_names + safety; "" = config/robots/so101.yaml
+    command_interface: str = "trajectory"  # trajectory (JointTrajectory) or position (Float64MultiArray)
+    trajectory_topic: str = "/arm_controller/joint_trajectory"
+    position_topic: str = "/forward_position_controller/commands"
+    observation_topic: str = "/vla_mbpo/observation"
+    joint_state_topic: str = "/joint_states"
+    status_period: float = 1.0  # SafetyStatus also this often (s)
+    diagnostics_period: float = 1.0
+    diagnostics_window_s: float = 10.0
+    validation_observations: int = 3  # recent real observations a candidate is run on
+    validation_wait_s: float = 10.0  # ... waiting at most this long for them
+    validation_limit_margin: float = 0.1  # a candidate may aim this far past a position limit (rad; clamped)
+    inference_threads: int = 1  # torch CPU threads
+    # A thread that wants the GIL waits up to this long behind inference code: well under the period.
+    gil_switch_interval_s: float = 0.0005
+
+    def __post_init__(self) -> None:
+        if self.command_interface not in ("trajectory", "position"):
+            raise ValueError(f"command_interface: expected trajectory or position, got {self.command_interface!r}")
+        if self.validation_observations < 1:
+            raise ValueError(f"validation_observations: expected >= 1, got {self.validation_observations}")
+        if not self.validation_limit_margin >= 0.0:
+            raise ValueError(f"validation_limit_margin: expected >= 0 rad, got {self.validation_limit_margin}")
 
 
 class PolicyExecutorNode(Node):
     def __init__(self) -> None:
         super().__init__("policy_executor")
-        self.policy_enabled = declare(self, "policy_enabled", True, "false: teleop only, no policy is loaded")
-        checkpoint = declare(self, "policy_checkpoint", "", "checkpoint directory loaded at start ('' = wait for a PolicyUpdate)")
-        self.trusted_roots = list(
-            declare(self, "trusted_checkpoint_roots", ["outputs/checkpoints"], "PolicyUpdate uris must lie under one of these")
-        )
-        safety_path = declare(self, "safety_config", "", "robot yaml with joint_names + safety ('' = config/robots/so101.yaml)")
-        interface = declare(self, "command_interface", "trajectory", "trajectory (JointTrajectory) or position (Float64MultiArray)")
-        trajectory_topic = declare(self, "trajectory_topic", "/arm_controller/joint_trajectory")
-        position_topic = declare(self, "position_topic", "/forward_position_controller/commands")
-        observation_topic = declare(self, "observation_topic", "/vla_mbpo/observation")
-        joint_state_topic = declare(self, "joint_state_topic", "/joint_states")
-        self.status_period = declare(self, "status_period", 1.0, "SafetyStatus is also published this often (s)")
-        diagnostics_period = declare(self, "diagnostics_period", 1.0, "s")
-        diagnostics_window = declare(self, "diagnostics_window_s", 10.0, "percentiles over this window (s)")
-        self.validation_count = declare(self, "validation_observations", 3, "recent observations a candidate policy is run on")
-        self.validation_wait = declare(self, "validation_wait_s", 10.0, "wait this long for them before rejecting (s)")
-        self.validation_margin = declare(
-            self, "validation_limit_margin", 0.1, "a candidate may aim this far past a position limit (rad; clamped)"
-        )
-        torch.set_num_threads(declare(self, "inference_threads", 1, "torch CPU threads for inference"))
-        # A Python thread that wants the GIL waits up to this long behind inference code: keep it
-        # well under the control period so the control cycle starts on time.
-        sys.setswitchinterval(declare(self, "gil_switch_interval_s", 0.0005, "sys.setswitchinterval (s)"))
+        self.params = params = declare_config(self, ExecutorParams)
+        self.config = declare_config(self, ExecutorConfig)
         try:
-            self.config = ExecutorConfig(
-                control_rate=declare(self, "control_rate", 30.0, "Hz"),
-                blend=declare(self, "blend", "linear", "none, linear or exponential"),
-                exp_decay=declare(self, "exp_decay", 0.01),
-                request_watermark=declare(self, "request_watermark", 2, "request a chunk when this many actions remain"),
-                teleop_stale_s=declare(self, "teleop_stale_s", 0.25, "older operator targets hold (s)"),
-                joint_state_stale_s=declare(self, "joint_state_stale_s", 0.25, "s"),
-                steps_per_action=declare(
-                    self, "steps_per_action", 1, "control steps per policy action (control_rate / dataset fps)"
-                ),
-            )
-            safety = load_safety_config(safety_path or config_dir() / "robots" / "so101.yaml")
+            safety = load_safety_config(params.safety_config or config_dir() / "robots" / "so101.yaml")
         except (ValueError, OSError) as err:
-            raise ConfigError(str(err)) from err
-        if interface not in INTERFACES:
-            raise ConfigError(f"command_interface: expected one of {list(INTERFACES)}, got {interface!r}")
-        if self.validation_count < 1:
-            raise ConfigError(f"validation_observations: expected >= 1, got {self.validation_count}")
-        if not self.validation_margin >= 0.0:
-            raise ConfigError(f"validation_limit_margin: expected >= 0 rad, got {self.validation_margin}")
-        self.interface = interface
+            raise ConfigError(f"safety_config: {err}") from err
+        torch.set_num_threads(params.inference_threads)
+        sys.setswitchinterval(params.gil_switch_interval_s)
         self.core = ExecutorCore(self.config, safety)
         self.joint_names = safety.limits.names
         self.validation_gate = SafetyGate(safety)  # check_chunk only: stateless, safe off the lock
         self._lock = threading.Lock()  # every call into self.core, and the publishes that follow it
+        self._observed = threading.Condition(self._lock)  # a new observation arrived
         self._stats_lock = threading.Lock()
-        self.stats = RateStats(window_s=diagnostics_window)
-
+        self.stats = RateStats(window_s=params.diagnostics_window_s)
         self.policy: ChunkPolicy | None = None
         self.policy_version = ""
         self._pending: tuple[ChunkPolicy, str] | None = None  # validated candidate waiting for a boundary
         self._chunk_counter = 0
         self._latest_obs: MultiViewObservation | None = None
-        self._recent_obs: deque[MultiViewObservation] = deque(maxlen=self.validation_count)
+        self._recent_obs: deque[MultiViewObservation] = deque(maxlen=params.validation_observations)
         self._last_status_key: tuple | None = None
         self._last_status_time = -float("inf")
         self._latches_logged = 0
@@ -157,47 +137,35 @@ class PolicyExecutorNode(Node):
         self._swap_note = ""
         self._stop = threading.Event()
 
-        # Publishers.
-        if interface == "trajectory":
-            self.arm_pub = self.create_publisher(JointTrajectory, trajectory_topic, RELIABLE_QOS)
+        if params.command_interface == "trajectory":
+            self.arm_pub = self.create_publisher(JointTrajectory, params.trajectory_topic, RELIABLE_QOS)
         else:
-            self.arm_pub = self.create_publisher(Float64MultiArray, position_topic, RELIABLE_QOS)
+            self.arm_pub = self.create_publisher(Float64MultiArray, params.position_topic, RELIABLE_QOS)
         self.executed_pub = self.create_publisher(ExecutedCommand, "/vla_mbpo/executed_command", RELIABLE_QOS)
         self.chunk_pub = self.create_publisher(ActionChunk, "/vla_mbpo/action_chunk", RELIABLE_QOS)
         self.status_pub = self.create_publisher(SafetyStatus, "/vla_mbpo/safety_status", LATCHED_QOS)
         self.policy_status_pub = self.create_publisher(String, "/vla_mbpo/policy_status", LATCHED_QOS)
-
-        if self.policy_enabled and checkpoint:
+        if params.policy_enabled and params.policy_checkpoint:
             try:
-                policy = load_policy(Path(checkpoint))
+                policy = load_policy(params.policy_checkpoint)
             except (ValueError, OSError) as err:
-                raise ConfigError(f"policy_checkpoint: cannot load {checkpoint}: {err}") from err
+                raise ConfigError(f"policy_checkpoint: cannot load {params.policy_checkpoint}: {err}") from err
             self._install_policy(policy, policy.version, "loaded at start")
 
-        # Subscriptions and services, in callback groups so the e-stop never waits behind the rest.
-        estop_group = MutuallyExclusiveCallbackGroup()
-        sensor_group = MutuallyExclusiveCallbackGroup()
-        control_group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Bool, "/vla_mbpo/estop", self._on_estop, RELIABLE_QOS, callback_group=estop_group)
-        self.create_subscription(JointState, joint_state_topic, self._on_joint_state, SENSOR_QOS, callback_group=sensor_group)
-        self.create_subscription(
-            MultiViewObservation, observation_topic, self._on_observation, OBSERVATION_QOS, callback_group=sensor_group
-        )
-        self.create_subscription(Header, "/vla_mbpo/heartbeat", self._on_heartbeat, SENSOR_QOS, callback_group=sensor_group)
-        self.create_subscription(
-            JointState, "/vla_mbpo/teleop/joint_command", self._on_teleop, SENSOR_QOS, callback_group=sensor_group
-        )
-        self.create_subscription(
-            EpisodeEvent, "/vla_mbpo/episode_event", self._on_episode_event, RELIABLE_QOS, callback_group=control_group
-        )
-        self.create_subscription(PolicyUpdate, "/vla_mbpo/policy_update", self._on_policy_update, LATCHED_QOS, callback_group=control_group)
-        self.create_service(Trigger, "/vla_mbpo/reset_estop", self._on_reset, callback_group=control_group)
-        self.create_service(StartEpisode, "/vla_mbpo/executor/start_episode", self._on_start, callback_group=control_group)
-        self.create_service(EndEpisode, "/vla_mbpo/executor/end_episode", self._on_end, callback_group=control_group)
-        self.diagnostics = DiagnosticsPublisher(self, self._report, period=diagnostics_period)
+        self.create_subscription(Bool, "/vla_mbpo/estop", self._on_estop, RELIABLE_QOS)
+        self.create_subscription(JointState, params.joint_state_topic, self._on_joint_state, SENSOR_QOS)
+        self.create_subscription(MultiViewObservation, params.observation_topic, self._on_observation, OBSERVATION_QOS)
+        self.create_subscription(Header, "/vla_mbpo/heartbeat", self._on_heartbeat, SENSOR_QOS)
+        self.create_subscription(JointState, "/vla_mbpo/teleop/joint_command", self._on_teleop, SENSOR_QOS)
+        self.create_subscription(EpisodeEvent, "/vla_mbpo/episode_event", self._on_episode_event, RELIABLE_QOS)
+        self.create_subscription(PolicyUpdate, "/vla_mbpo/policy_update", self._updates_put, LATCHED_QOS)
+        self.create_service(Trigger, "/vla_mbpo/reset_estop", self._on_reset)
+        self.create_service(StartEpisode, "/vla_mbpo/executor/start_episode", self._on_start)
+        self.create_service(EndEpisode, "/vla_mbpo/executor/end_episode", self._on_end)
+        self.diagnostics = DiagnosticsPublisher(self, self._report, period=params.diagnostics_period)
 
-        self._requests: queue.Queue[InferenceRequest] = queue.Queue()  # the core keeps one in flight
-        self._updates: queue.Queue[PolicyUpdate] = queue.Queue()
+        self._requests: queue.Queue[InferenceRequest | None] = queue.Queue()  # the core keeps one in flight
+        self._updates: queue.Queue[PolicyUpdate | None] = queue.Queue()
         self._threads = [
             threading.Thread(target=self._control_loop, name="control", daemon=True),
             threading.Thread(target=self._inference_loop, name="inference", daemon=True),
@@ -208,8 +176,8 @@ class PolicyExecutorNode(Node):
         for thread in self._threads:
             thread.start()
         self.get_logger().info(
-            f"executor: {self.config.control_rate} Hz, {interface} interface, policy "
-            f"{self.policy_version or ('none yet' if self.policy_enabled else 'disabled (teleop only)')}, "
+            f"executor: {self.config.control_rate} Hz, {params.command_interface} interface, policy "
+            f"{self.policy_version or ('none yet' if params.policy_enabled else 'disabled (teleop only)')}, "
             f"heartbeat {'required' if safety.require_heartbeat else 'not required'}"
         )
 
@@ -235,13 +203,13 @@ class PolicyExecutorNode(Node):
     def _on_joint_state(self, msg: JointState) -> None:
         now = time.monotonic()
         try:
-            q = _reorder(msg.name, msg.position, self.joint_names)
+            q = reorder(msg.name, msg.position, self.joint_names, "joint_states")
         except ValueError as err:
             self.get_logger().error(f"/joint_states ignored: {err}", throttle_duration_sec=5.0)
             return
         with self._lock:
             self.core.set_joint_state(q, now)
-            if not self.policy_enabled:
+            if not self.params.policy_enabled:
                 self.core.observation(now)
 
     def _on_observation(self, msg: MultiViewObservation) -> None:
@@ -249,10 +217,11 @@ class PolicyExecutorNode(Node):
         with self._lock:
             self._latest_obs = msg
             self._recent_obs.append(msg)
-            if self.policy_enabled:
+            if self.params.policy_enabled:
                 self.core.observation(now)
+            self._observed.notify_all()
 
-    def _on_heartbeat(self, msg: Header) -> None:
+    def _on_heartbeat(self, _msg: Header) -> None:
         now = time.monotonic()
         with self._lock:
             self.core.heartbeat(now)
@@ -260,7 +229,7 @@ class PolicyExecutorNode(Node):
     def _on_teleop(self, msg: JointState) -> None:
         now = time.monotonic()
         try:
-            target = _reorder(msg.name, msg.position, self.joint_names)
+            target = reorder(msg.name, msg.position, self.joint_names, "teleop command")
         except ValueError as err:
             self.get_logger().error(f"teleop command ignored: {err}", throttle_duration_sec=5.0)
             return
@@ -277,7 +246,7 @@ class PolicyExecutorNode(Node):
             self.get_logger().info("operator took over" if active else "operator handed back to the policy")
 
     # ------------------------------------------------------------------ services
-    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+    def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
             response.success, response.message = self.core.reset_estop(time.monotonic())
             if response.success:
@@ -291,10 +260,9 @@ class PolicyExecutorNode(Node):
 
     def _on_start(self, request: StartEpisode.Request, response: StartEpisode.Response) -> StartEpisode.Response:
         with self._lock:
-            policy = self.policy
             ok, message, index = self.core.start_episode(request.task, request.source, time.monotonic())
-            if ok and request.source == "policy" and policy is not None:
-                policy.reset()
+            if ok and request.source == "policy" and self.policy is not None:
+                self.policy.reset()
             self._publish_status(self.get_clock().now().to_msg())
         response.success, response.message, response.episode_index = ok, message, index
         if ok:
@@ -303,7 +271,7 @@ class PolicyExecutorNode(Node):
             self.get_logger().warning(f"start_episode: {message}")
         return response
 
-    def _on_end(self, request: EndEpisode.Request, response: EndEpisode.Response) -> EndEpisode.Response:
+    def _on_end(self, _request: EndEpisode.Request, response: EndEpisode.Response) -> EndEpisode.Response:
         with self._lock:
             ok, message, index = self.core.end_episode()
             self._swap_if_pending()
@@ -314,26 +282,17 @@ class PolicyExecutorNode(Node):
 
     # ------------------------------------------------------------------ control loop
     def _control_loop(self) -> None:
-        period = self.config.period
-        deadline = time.monotonic() + period
-        last = None
+        rate = FixedRate(self.config.period)
         while not self._stop.is_set() and self.context.ok():
-            delay = deadline - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            now = time.monotonic()
+            now, period_error = rate.wait()
             try:
                 self._cycle(now)
             except Exception as err:  # noqa: BLE001 - the loop must outlive a bad cycle; the next one retries
                 self.get_logger().error(f"control cycle failed: {type(err).__name__}: {err}", throttle_duration_sec=1.0)
             with self._stats_lock:
-                if last is not None:
-                    self.stats.add("period_error_ms", abs(now - last - period) * 1e3, now)
-            last = now
-            deadline += period
-            if now - deadline > period:  # fell more than a cycle behind: skip, don't burst
-                self._overruns += 1
-                deadline = now + period
+                if period_error is not None:
+                    self.stats.add("period_error_ms", period_error * 1e3, now)
+                self._overruns = rate.overruns
 
     def _cycle(self, now: float) -> None:
         with self._lock:
@@ -342,7 +301,7 @@ class PolicyExecutorNode(Node):
             if result.request is not None:
                 self._requests.put(result.request)
             stamp = self.get_clock().now().to_msg()
-            self._publish_status(stamp, periodic=now - self._last_status_time >= self.status_period)
+            self._publish_status(stamp, periodic=now - self._last_status_time >= self.params.status_period)
             self._log_latch()
             depth = self.core.queue_depth()
         with self._stats_lock:
@@ -352,26 +311,10 @@ class PolicyExecutorNode(Node):
         """Arm command + ExecutedCommand (caller holds the lock, so the order is the decision order)."""
         if command.positions is None:
             return
-        positions = [float(x) for x in command.positions]
+        arm, executed = command_messages(command, self.joint_names, self.config.period, self.params.command_interface,
+                                         self.policy_version, self.get_clock().now().to_msg())
         with publishing_until_shutdown(self):
-            if self.interface == "trajectory":
-                ns = int(round(self.config.period * 1e9))
-                point = JointTrajectoryPoint(positions=positions, time_from_start=Duration(sec=ns // 10**9, nanosec=ns % 10**9))
-                self.arm_pub.publish(JointTrajectory(joint_names=list(self.joint_names), points=[point]))
-            else:
-                self.arm_pub.publish(Float64MultiArray(data=positions))
-            executed = ExecutedCommand(
-                joint_names=list(self.joint_names),
-                positions=positions,
-                source=command.source,
-                intervention=command.intervention,
-                held=command.held,
-                clamped=command.clamped,
-                policy_version=self.policy_version,
-                chunk_id=command.chunk_id,
-            )
-            executed.header.stamp = self.get_clock().now().to_msg()
-            executed.header.frame_id = "base_link"
+            self.arm_pub.publish(arm)
             self.executed_pub.publish(executed)
 
     def _publish_status(self, stamp, periodic: bool = False) -> None:
@@ -385,16 +328,9 @@ class PolicyExecutorNode(Node):
         self._last_status_time = time.monotonic()
         c = monitor.counters
         msg = SafetyStatus(
-            state=_STATE_CODES[monitor.state],
-            estop_input=monitor.estop_pressed,
-            latch_reason=latch_reason,
-            last_violation=self.core.last_violation,
-            commands_sent=c.commands,
-            holds=c.holds,
-            clamps=c.clamps,
-            violations=c.violations,
-            latches=c.latches,
-            policy_version=self.policy_version,
+            state=_STATE_CODES[monitor.state], estop_input=monitor.estop_pressed, latch_reason=latch_reason,
+            last_violation=self.core.last_violation, commands_sent=c.commands, holds=c.holds, clamps=c.clamps,
+            violations=c.violations, latches=c.latches, policy_version=self.policy_version,
         )
         msg.header.stamp = stamp
         with publishing_until_shutdown(self):
@@ -408,11 +344,7 @@ class PolicyExecutorNode(Node):
 
     # ------------------------------------------------------------------ inference
     def _inference_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                request = self._requests.get(timeout=0.1)
-            except queue.Empty:
-                continue
+        while (request := self._requests.get()) is not None:
             with self._lock:
                 policy, version, msg = self.policy, self.policy_version, self._latest_obs
                 task = self.core.episode.task if self.core.episode is not None else ""
@@ -422,7 +354,8 @@ class PolicyExecutorNode(Node):
                     raise RuntimeError("no policy loaded")
                 if msg is None:
                     raise RuntimeError("no observation received yet")
-                actions = np.asarray(policy.predict_chunk(self._to_observation(msg, task)), dtype=np.float32)
+                observation = observation_from_msg(msg, self.joint_names, task)
+                actions = np.asarray(policy.predict_chunk(observation), dtype=np.float32)
             except Exception as err:  # noqa: BLE001 - a failing policy latches the e-stop, never kills the node
                 error = f"{type(err).__name__}: {err}"
                 with self._lock:
@@ -440,35 +373,17 @@ class PolicyExecutorNode(Node):
                 self.stats.add("inference_ms", (finished - started) * 1e3, finished)
             self._publish_chunk(actions, chunk_id, version, msg, finished - started)
 
-    def _to_observation(self, msg: MultiViewObservation, task: str) -> Observation:
-        views = {name: to_rgb(image_to_numpy(image), image.encoding) for name, image in zip(msg.view_names, msg.images)}
-        state = _reorder(msg.joint_state.name, msg.joint_state.position, self.joint_names)
-        return Observation(views, state, task, stamp_to_seconds(msg.header.stamp), tuple(msg.view_names))
-
     def _publish_chunk(self, actions: np.ndarray, chunk_id: int, version: str, obs: MultiViewObservation, latency: float) -> None:
-        msg = ActionChunk(
-            chunk_id=chunk_id,
-            policy_version=version,
-            joint_names=list(self.joint_names),
-            chunk_length=int(actions.shape[0]) if actions.ndim == 2 else 0,
-            actions=[float(x) for x in actions.reshape(-1)],
-            control_period=float(self.config.period),
-            inference_latency=float(latency),
-        )
-        msg.header.stamp = obs.header.stamp
+        msg = chunk_message(actions, chunk_id, version, self.joint_names, self.config.period, latency, obs.header.stamp)
         with publishing_until_shutdown(self):
             self.chunk_pub.publish(msg)
 
     # ------------------------------------------------------------------ hot-swap
-    def _on_policy_update(self, msg: PolicyUpdate) -> None:
+    def _updates_put(self, msg: PolicyUpdate) -> None:
         self._updates.put(msg)
 
     def _swap_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                update = self._updates.get(timeout=0.1)
-            except queue.Empty:
-                continue
+        while (update := self._updates.get()) is not None:
             try:
                 candidate = self._check_candidate(update)
             except ValueError as err:
@@ -486,31 +401,19 @@ class PolicyExecutorNode(Node):
 
     def _check_candidate(self, update: PolicyUpdate) -> ChunkPolicy:
         """Trusted root, sha256, load, outputs on recent real observations; ValueError says why not."""
-        if not self.policy_enabled:
+        if not self.params.policy_enabled:
             raise ValueError("policy_enabled is false on this executor")
-        directory = resolve_checkpoint_uri(update.uri, self.trusted_roots)
+        candidate = load_candidate(update.uri, update.sha256, self.params.trusted_checkpoint_roots)
+        wanted = self.params.validation_observations
+        with self._observed:
+            self._observed.wait_for(lambda: len(self._recent_obs) >= wanted or self._stop.is_set(),
+                                    timeout=self.params.validation_wait_s)
+            recent = list(self._recent_obs)
         try:
-            digest = checkpoint_sha256(directory)
-        except OSError as err:
-            raise ValueError(f"cannot hash checkpoint {directory}: {err}") from err
-        if digest != update.sha256.strip().lower():
-            raise ValueError(f"sha256 mismatch: announced {update.sha256 or '(empty)'}, checkpoint has {digest}")
-        try:
-            candidate = load_policy(directory)
-        except Exception as err:  # noqa: BLE001 - a corrupt checkpoint is a rejection, whatever the parser raises
-            raise ValueError(f"load failed: {type(err).__name__}: {err}") from err
-        deadline = time.monotonic() + self.validation_wait
-        while True:
-            with self._lock:
-                recent = list(self._recent_obs)
-            if len(recent) >= self.validation_count or time.monotonic() > deadline or self._stop.is_set():
-                break
-            time.sleep(0.05)
-        try:
-            observations = [self._to_observation(m, "") for m in recent]
+            observations = [observation_from_msg(m, self.joint_names) for m in recent]
         except ValueError as err:
             raise ValueError(f"cannot decode recent observations: {err}") from err
-        problems = validate_candidate(candidate, observations, self.validation_gate, self.validation_margin)
+        problems = validate_candidate(candidate, observations, self.validation_gate, self.params.validation_limit_margin)
         candidate.reset()
         if problems:
             shown = "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
@@ -551,18 +454,10 @@ class PolicyExecutorNode(Node):
             c = monitor.counters
             state, cause = monitor.state, monitor.first_cause
             values: dict[str, object] = {
-                "state": state.value,
-                "latch_reason": cause or "",
-                "policy_version": self.policy_version,
-                "policy_status": self._swap_note,
-                "queue_depth": self.core.queue_depth(),
-                "commands_sent": c.commands,
-                "holds": c.holds,
-                "clamps": c.clamps,
-                "violations": c.violations,
-                "latches": c.latches,
-                "last_violation": self.core.last_violation,
-                "overruns": self._overruns,
+                "state": state.value, "latch_reason": cause or "", "policy_version": self.policy_version,
+                "policy_status": self._swap_note, "queue_depth": self.core.queue_depth(), "commands_sent": c.commands,
+                "holds": c.holds, "clamps": c.clamps, "violations": c.violations, "latches": c.latches,
+                "last_violation": self.core.last_violation, "overruns": self._overruns,
                 "control_period_ms": self.config.period * 1e3,
             }
         with self._stats_lock:
@@ -576,12 +471,16 @@ class PolicyExecutorNode(Node):
 
     def close(self) -> None:
         self._stop.set()
+        with self._observed:
+            self._observed.notify_all()
+        self._requests.put(None)
+        self._updates.put(None)
         for thread in self._threads:
             thread.join(timeout=5.0)
 
 
 def main() -> int:
-    return run_node(PolicyExecutorNode, threads=4)
+    return run_node(PolicyExecutorNode)
 
 
 if __name__ == "__main__":

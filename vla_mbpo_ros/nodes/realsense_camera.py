@@ -197,7 +197,7 @@ class RealSenseCameraNode(Node):
             frames = source.wait(min(self.lost_after, 0.5))
             if frames is None:
                 if time.monotonic() - last_frame > self.lost_after:
-                    self.get_logger().warn(f"RealSense {self.view}: no frame for {self.lost_after:.1f} s, reopening")
+                    self.get_logger().warning(f"RealSense {self.view}: no frame for {self.lost_after:.1f} s, reopening")
                     source.stop()
                     source = None
                     self.streaming = False
@@ -215,7 +215,7 @@ class RealSenseCameraNode(Node):
         try:
             source.start()
         except DeviceUnavailable as err:
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"RealSense {self.settings.serial or '(any)'} unavailable ({err}); retrying every {self.reconnect_period:.1f} s",
                 throttle_duration_sec=10.0,
             )

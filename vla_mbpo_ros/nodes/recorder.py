@@ -17,35 +17,39 @@ open at shutdown is discarded, not saved.
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
+from rclpy.serialization import serialize_message
 
-from vla_mbpo_ros.conversions import image_to_numpy, stamp_to_seconds, to_rgb
-from vla_mbpo_ros.core.data import (
-    EpisodeStore,
-    FramePairer,
-    FrameSampler,
-    InsufficientDiskSpace,
-    Outcome,
-    RecordedFrame,
-    RecordingConfig,
-)
-from vla_mbpo_ros.core.data.recording import PairingStats
+from vla_mbpo_ros.bag import EVENT_TOPIC, BagRecorder, message_class
+from vla_mbpo_ros.conversions import observation_from_msg, stamp_to_seconds
+from vla_mbpo_ros.core.data.episode import RunningEpisode
+from vla_mbpo_ros.core.data.episode_store import EpisodeStore, InsufficientDiskSpace
+from vla_mbpo_ros.core.data.recording import FramePairer, FrameSampler, Outcome, PairingStats, RecordedFrame, RecordingConfig
 from vla_mbpo_ros.core.robot.joints import reorder
-from vla_mbpo_ros.msg import ExecutedCommand, MultiViewObservation
+from vla_mbpo_ros.msg import EpisodeEvent, ExecutedCommand, MultiViewObservation
 from vla_mbpo_ros.nodes._diagnostics import OK, WARN, DiagnosticsPublisher
-from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS, RELIABLE_QOS, ConfigError, declare, run_node
+from vla_mbpo_ros.nodes._runtime import RECORDING_QOS, RELIABLE_QOS, SENSOR_QOS, ConfigError, declare, declare_config, run_node
 from vla_mbpo_ros.srv import EndEpisode, StartEpisode
+
+# What the raw recording (record_raw) subscribes to by default: the sim's / drivers' raw streams,
+# the gated commands and the episode's events (config/recorder.yaml lists them).
+RAW_TOPICS = (
+    "/cameras/head/image_raw sensor_msgs/msg/Image",
+    "/cameras/wrist/image_raw sensor_msgs/msg/Image",
+    "/joint_states sensor_msgs/msg/JointState",
+    "/vla_mbpo/executed_command vla_mbpo_ros/msg/ExecutedCommand",
+    "/vla_mbpo/episode_event vla_mbpo_ros/msg/EpisodeEvent",
+)
 
 _OUTCOMES = {
     EndEpisode.Request.OUTCOME_SUCCESS: Outcome.SUCCESS,
@@ -53,26 +57,6 @@ _OUTCOMES = {
     EndEpisode.Request.OUTCOME_UNLABELLED: Outcome.UNLABELLED,
     EndEpisode.Request.OUTCOME_DISCARD: Outcome.DISCARD,
 }
-
-
-def _declare_recording_config(node: Node) -> RecordingConfig:
-    """Every RecordingConfig field is a ROS parameter of the same name (defaults from the dataclass)."""
-    values = {}
-    for f in dataclasses.fields(RecordingConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        values[f.name] = declare(node, f.name, list(default) if isinstance(default, tuple) else default)
-    try:
-        return RecordingConfig.from_dict(values)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-
-
-@dataclass
-class _Episode:
-    index: int
-    task: str
-    source: str
-    started: float  # monotonic
 
 
 @dataclass
@@ -92,7 +76,7 @@ class _Counters:
 class RecorderNode(Node):
     def __init__(self) -> None:
         super().__init__("recorder")
-        self.config = _declare_recording_config(self)
+        self.config = declare_config(self, RecordingConfig)
         output_dir = declare(self, "output_dir", "outputs", "datasets are written under this directory")
         dataset_name = declare(self, "dataset_name", "dataset", "the dataset directory under output_dir")
         observation_topic = declare(self, "observation_topic", "/vla_mbpo/observation")
@@ -115,23 +99,47 @@ class RecorderNode(Node):
         self.sampler = FrameSampler(cfg.fps, cfg.frame_slack)
         self.counters = _Counters()
         self._lock = threading.Lock()  # episode state, pairer, sampler, counters
-        self._episode: _Episode | None = None
+        self._episode: RunningEpisode | None = None
+        self._episode_stamp = float("inf")  # ROS time the running episode started
         self._last_save_s = float("nan")
 
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name="dataset_writer", daemon=True)
         self._writer.start()
 
-        self.create_subscription(MultiViewObservation, observation_topic, self._on_observation, OBSERVATION_QOS)
-        self.create_subscription(ExecutedCommand, command_topic, self._on_command, RELIABLE_QOS)
-        services = ReentrantCallbackGroup()  # they wait for the writer while the subscriptions go on
-        self.create_service(StartEpisode, "/vla_mbpo/recorder/start_episode", self._on_start, callback_group=services)
-        self.create_service(EndEpisode, "/vla_mbpo/recorder/end_episode", self._on_end, callback_group=services)
+        # A deep reliable history: a frame is never overwritten in the queue while the writer thread
+        # holds the GIL for a moment. (The services wait for the writer; no frame is being recorded then.)
+        self.create_subscription(MultiViewObservation, observation_topic, self._on_observation, RECORDING_QOS)
+        self.create_subscription(ExecutedCommand, command_topic, self._on_command, RECORDING_QOS)
+        self.bags = self._raw_recording(root, declare(self, "record_raw", False, "also write the raw topics of every episode to MCAP"))
+        self.create_service(StartEpisode, "/vla_mbpo/recorder/start_episode", self._on_start)
+        self.create_service(EndEpisode, "/vla_mbpo/recorder/end_episode", self._on_end)
         self.diagnostics = DiagnosticsPublisher(self, self._report, period=1.0)
         self.get_logger().info(
             f"recording to {self.store.root} ({self.store.num_episodes} episode(s) so far): {cfg.fps} fps, "
             f"views {list(cfg.views)} {cfg.image_size}, {'video ' + cfg.video_codec if cfg.use_videos else 'images'}"
         )
+
+    def _raw_recording(self, root: Path, enabled: bool) -> BagRecorder | None:
+        """With ``record_raw``: an MCAP file per saved episode in <dataset>_raw/ (see vla_mbpo_ros.bag)."""
+        topics = declare(self, "raw_topics", list(RAW_TOPICS), "'<topic> <pkg/msg/Type>' recorded raw")
+        if not enabled:
+            return None
+        bags = BagRecorder(root.with_name(root.name + "_raw"))
+        if bags.bag.removed_partials:
+            self.get_logger().warning(f"removed unfinished raw episodes {bags.bag.removed_partials}")
+        for entry in topics:
+            try:
+                topic, type_name = entry.split()
+                msg_class = message_class(type_name)
+            except (ValueError, ImportError, AttributeError) as err:
+                raise ConfigError(f"raw_topics: {entry!r} is not '<topic> <pkg/msg/Type>' of a known type ({err})") from err
+            qos = RELIABLE_QOS if topic.startswith("/vla_mbpo/") else SENSOR_QOS  # both match any publisher's reliability
+            self.create_subscription(msg_class, topic, partial(self._on_raw, topic, type_name), qos, raw=True)
+        return bags
+
+    def _on_raw(self, topic: str, type_name: str, data: bytes) -> None:
+        self.bags.offer(topic, type_name, data, self.get_clock().now().nanoseconds)
 
     # ------------------------------------------------------------------ writer thread
     def _write_loop(self) -> None:
@@ -169,8 +177,8 @@ class RecorderNode(Node):
         stamp = stamp_to_seconds(msg.header.stamp)
         age = stamp_to_seconds(self.get_clock().now().to_msg()) - stamp
         with self._lock:
-            if self._episode is None:
-                return
+            if self._episode is None or stamp < self._episode_stamp:
+                return  # not during an episode (frames still queued from before its start included)
             if age > self.config.max_observation_age:
                 self.counters.stale += 1
                 self.get_logger().warning(
@@ -180,13 +188,12 @@ class RecorderNode(Node):
             if not self.sampler.accept(stamp):
                 return
             try:
-                images = {}
-                for view in self.config.views:
-                    if view not in msg.view_names:
-                        raise ValueError(f"observation has no view {view!r} (views: {list(msg.view_names)})")
-                    image = msg.images[list(msg.view_names).index(view)]
-                    images[view] = to_rgb(image_to_numpy(image), image.encoding)
-                state = reorder(msg.joint_state.name, msg.joint_state.position, self.config.joint_names, "observation.joint_state")
+                observation = observation_from_msg(msg, self.config.joint_names)
+                missing = [view for view in self.config.views if view not in observation.views]
+                if missing:
+                    raise ValueError(f"observation has no view(s) {missing} (views: {list(observation.views)})")
+                images = {view: observation.views[view] for view in self.config.views}
+                state = observation.state
             except ValueError as err:
                 self.counters.invalid += 1
                 self.get_logger().error(f"observation not recorded: {err}", throttle_duration_sec=5.0)
@@ -234,12 +241,15 @@ class RecorderNode(Node):
             response.success, response.episode_index, response.message = False, -1, str(err)
             self.get_logger().error(f"episode not started: {err}")
             return response
+        if self.bags is not None:
+            self.bags.begin(index)
         with self._lock:
             self.pairer.clear()
             self.sampler = FrameSampler(self.config.fps, self.config.frame_slack)
             self.pairer.stats = PairingStats()
             self.counters = _Counters()
-            self._episode = _Episode(index, request.task, request.source, time.monotonic())
+            self._episode = RunningEpisode(index, request.task, request.source, time.monotonic())
+            self._episode_stamp = stamp_to_seconds(self.get_clock().now().to_msg())
         response.success, response.episode_index = True, index
         response.message = f"recording episode {index}: {request.task!r} ({request.source})"
         self.get_logger().info(response.message)
@@ -254,6 +264,8 @@ class RecorderNode(Node):
         if episode is None:
             response.success, response.episode_index, response.message = False, -1, "no episode is being recorded"
             return response
+        if self.bags is not None:
+            self.bags.stop()  # the bag ends with the episode, like the dataset
         response.episode_index = episode.index
         if outcome is None:
             outcome = Outcome.DISCARD
@@ -261,9 +273,13 @@ class RecorderNode(Node):
         try:
             if outcome is Outcome.DISCARD:
                 self._run_on_writer(self.store.discard, self.save_timeout)
+                if self.bags is not None:
+                    self.bags.discard(self.save_timeout)
                 response.success, response.message = True, f"discarded episode {episode.index}"
             else:
                 saved = self._run_on_writer(lambda: self.store.save(outcome), self.save_timeout)
+                if self.bags is not None:
+                    self.bags.save(self._label(episode, request.outcome), self.save_timeout)
                 with self._lock:  # every frame of the episode has been written by now
                     self._last_save_s = saved.save_seconds
                     summary = self.counters.summary(self.pairer, self.sampler)
@@ -276,6 +292,15 @@ class RecorderNode(Node):
             return response
         self.get_logger().info(response.message)
         return response
+
+    def _label(self, episode: RunningEpisode, outcome: int) -> tuple[str, str, bytes, int]:
+        """The episode's label as an EpisodeEvent for its bag (the manager publishes its own after this)."""
+        event = {EndEpisode.Request.OUTCOME_SUCCESS: EpisodeEvent.SUCCESS, EndEpisode.Request.OUTCOME_FAILURE: EpisodeEvent.FAILURE}
+        msg = EpisodeEvent(event=event.get(outcome, EpisodeEvent.END), episode_index=episode.index, task=episode.task,
+                           source=episode.source)
+        now = self.get_clock().now()
+        msg.header.stamp = now.to_msg()
+        return EVENT_TOPIC, "vla_mbpo_ros/msg/EpisodeEvent", serialize_message(msg), now.nanoseconds
 
     # ------------------------------------------------------------------ diagnostics
     def _report(self):
@@ -307,10 +332,12 @@ class RecorderNode(Node):
         self._jobs.put(self.store.close)  # an unfinished episode is discarded, never half-saved
         self._jobs.put(None)
         self._writer.join(timeout=self.save_timeout)
+        if self.bags is not None:
+            self.bags.close(timeout=self.save_timeout)
 
 
 def main() -> int:
-    return run_node(RecorderNode, threads=3)
+    return run_node(RecorderNode)
 
 
 if __name__ == "__main__":

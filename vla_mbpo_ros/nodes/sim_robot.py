@@ -16,7 +16,6 @@ restarts at every /sim/reset.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 
 import numpy as np
@@ -34,36 +33,11 @@ from vla_mbpo_ros.nodes._runtime import (
     SENSOR_QOS,
     ConfigError,
     declare,
+    declare_config,
     publishing_until_shutdown,
     run_node,
 )
 from vla_mbpo_ros.srv import ResetSim
-
-
-def _declare_sim_config(node: Node) -> SimConfig:
-    """Every SimConfig field is a ROS parameter ``sim.<field>`` (defaults from the dataclass)."""
-    values = {}
-    for f in dataclasses.fields(SimConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        default = list(default) if isinstance(default, tuple) else default
-        values[f.name] = declare(node, f"sim.{f.name}", default)
-    try:
-        return SimConfig.from_dict(values)
-    except ValueError as err:
-        raise ConfigError(f"sim.{err}") from err
-
-
-def _declare_expert_config(node: Node) -> ExpertConfig:
-    """Every ExpertConfig field is a ROS parameter ``expert.<field>`` (defaults from the dataclass)."""
-    values = {}
-    for f in dataclasses.fields(ExpertConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        value = declare(node, f"expert.{f.name}", list(default) if isinstance(default, tuple) else default)
-        values[f.name] = tuple(value) if isinstance(value, list) else value
-    try:
-        return ExpertConfig(**values)
-    except ValueError as err:
-        raise ConfigError(f"expert.{err}") from err
 
 
 def _position_limits(robot_yaml: str, joint_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -84,12 +58,12 @@ def _position_limits(robot_yaml: str, joint_names: tuple[str, ...]) -> tuple[np.
 class SimRobotNode(Node):
     def __init__(self) -> None:
         super().__init__("sim_robot")
-        self.config = _declare_sim_config(self)
+        self.config = declare_config(self, SimConfig, "sim")
         trajectory_topic = declare(self, "trajectory_topic", "/arm_controller/joint_trajectory")
         position_topic = declare(self, "position_topic", "/forward_position_controller/commands")
         expert_teleop = declare(self, "expert_teleop", False, "publish the scripted expert's targets as teleop commands")
         teleop_topic = declare(self, "teleop_topic", "/vla_mbpo/teleop/joint_command", "where expert_teleop publishes")
-        expert_config = _declare_expert_config(self)
+        expert_config = declare_config(self, ExpertConfig, "expert")
         self.sim = So101Sim(self.config)
         self.sim.reset(self.config.seed)
         self.expert = ScriptedExpert(self.sim, expert_config, seed=self.config.seed) if expert_teleop else None

@@ -185,7 +185,7 @@ class So101DriverNode(Node):
         with self._lock:
             current = self._current_target()
             if current is None:
-                self.get_logger().warn("JointTrajectory before the first joint reading: ignored", throttle_duration_sec=2.0)
+                self.get_logger().warning("JointTrajectory before the first joint reading: ignored", throttle_duration_sec=2.0)
                 return
             try:
                 self._trajectory = Trajectory.build(

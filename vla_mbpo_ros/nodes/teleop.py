@@ -33,8 +33,13 @@ from sensor_msgs.msg import JointState, Joy
 
 from vla_mbpo_ros.bringup import config_dir
 from vla_mbpo_ros.core.control.limits import load_safety_config
-from vla_mbpo_ros.core.data import JointTargetIntegrator, JoyMapping
-from vla_mbpo_ros.core.data.teleop import KEYBOARD_BINDINGS, KEYBOARD_INTERVENTION_KEY, keyboard_velocity
+from vla_mbpo_ros.core.data.teleop import (
+    KEYBOARD_BINDINGS,
+    KEYBOARD_INTERVENTION_KEY,
+    JointTargetIntegrator,
+    JoyMapping,
+    keyboard_velocity,
+)
 from vla_mbpo_ros.core.robot.joints import reorder
 from vla_mbpo_ros.msg import EpisodeEvent
 from vla_mbpo_ros.nodes._runtime import RELIABLE_QOS, SENSOR_QOS, ConfigError, declare, run_node
@@ -234,7 +239,7 @@ class TeleopNode(Node):
 
 
 def main() -> int:
-    return run_node(TeleopNode, threads=3)
+    return run_node(TeleopNode)
 
 
 if __name__ == "__main__":

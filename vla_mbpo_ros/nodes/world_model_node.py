@@ -25,7 +25,6 @@ import threading
 import time
 from pathlib import Path
 
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -77,8 +76,7 @@ class WorldModelNode(Node):
         self.status: dict = {"state": "idle", "iteration": read_state(self.run_dir)["iterations_done"], "updates_finished": 0}
         self.episodes_since_update = 0
         self.diagnostics = DiagnosticsPublisher(self, self._report, period=1.0)
-        # Timers share one group: the tick never runs concurrently with itself.
-        self.create_timer(1.0, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(1.0, self._tick)
 
         current = read_state(self.run_dir)["current_policy"]
         if current is not None:
@@ -176,7 +174,7 @@ class WorldModelNode(Node):
         elif result.get("published"):
             self._announce(result, result.get("metrics", {}))
         else:
-            self.get_logger().warn(f"candidate rejected, keeping the running policy: {result.get('reason')}")
+            self.get_logger().warning(f"candidate rejected, keeping the running policy: {result.get('reason')}")
         self._publish_status()
 
     def _announce(self, published: dict, metrics: dict) -> None:

@@ -28,6 +28,7 @@ from vla_mbpo_ros.core.control.action_queue import BLEND_MODES, ActionQueue
 from vla_mbpo_ros.core.control.estop import EStopMonitor, SafetyState
 from vla_mbpo_ros.core.control.gate import GateResult, SafetyGate
 from vla_mbpo_ros.core.control.limits import SafetyConfig
+from vla_mbpo_ros.core.data.episode import RunningEpisode
 
 SOURCES: tuple[str, ...] = ("policy", "teleop")
 HOLD = "hold"
@@ -104,13 +105,6 @@ class TickResult:
     request: InferenceRequest | None  # start inference on the latest observation now
 
 
-@dataclass(frozen=True)
-class Episode:
-    index: int
-    task: str
-    source: str
-
-
 def _finite_vector(value: Any, size: int) -> np.ndarray | None:
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != (size,) or not np.all(np.isfinite(arr)):
@@ -128,7 +122,7 @@ class ExecutorCore:
         self.gate = gate if gate is not None else SafetyGate(safety)
         self.monitor = EStopMonitor(safety)
         self.step = 0
-        self.episode: Episode | None = None
+        self.episode: RunningEpisode | None = None
         self.intervention = False
         self.generation = 0
         self.last_violation = ""
@@ -204,7 +198,7 @@ class ExecutorCore:
         ok, message = self.monitor.start_episode(now)
         if not ok:
             return False, message, -1
-        self.episode = Episode(self._episodes_started, task, source)
+        self.episode = RunningEpisode(self._episodes_started, task, source, now)
         self._episodes_started += 1
         self.intervention = False
         self._flush()

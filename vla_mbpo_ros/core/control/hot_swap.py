@@ -1,8 +1,8 @@
 """Hot-swap of a new policy version: where a checkpoint may come from, and whether it may run.
 
-``resolve_checkpoint_uri`` accepts only checkpoints under the executor's trusted roots (symlinks
-and ``..`` resolved first); ``validate_candidate`` runs a loaded candidate on recent real
-observations through the gate's chunk check before it may touch the arm.
+``load_candidate`` accepts only checkpoints under the executor's trusted roots (symlinks and ``..``
+resolved first) whose sha256 is the announced one; ``validate_candidate`` runs a loaded candidate
+on recent real observations through the gate's chunk check before it may touch the arm.
 """
 
 from __future__ import annotations
@@ -41,6 +41,25 @@ def resolve_checkpoint_uri(uri: str, trusted_roots: Sequence[str | Path]) -> Pat
     if not resolved.is_dir():
         raise ValueError(f"checkpoint directory {resolved} does not exist")
     return resolved
+
+
+def load_candidate(uri: str, sha256: str, trusted_roots: Sequence[str | Path]) -> Any:
+    """The policy at ``uri`` once it is under a trusted root and its digest is the announced one;
+    ValueError saying why not (a corrupt checkpoint is a rejection, whatever its parser raises)."""
+    from vla_mbpo_ros.core.policy.base import load_policy
+    from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
+
+    directory = resolve_checkpoint_uri(uri, trusted_roots)
+    try:
+        digest = checkpoint_sha256(directory)
+    except OSError as err:
+        raise ValueError(f"cannot hash checkpoint {directory}: {err}") from err
+    if digest != sha256.strip().lower():
+        raise ValueError(f"sha256 mismatch: announced {sha256 or '(empty)'}, checkpoint has {digest}")
+    try:
+        return load_policy(directory)
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"load failed: {type(err).__name__}: {err}") from err
 
 
 def validate_candidate(

@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,9 +33,11 @@ import numpy as np
 import torch
 import yaml
 
+from vla_mbpo_ros.core.data.episode import Episode
+from vla_mbpo_ros.core.loop.report import write_report
+from vla_mbpo_ros.core.loop.run_dir import IterationDir, publish_candidate, read_state, write_state
+from vla_mbpo_ros.core.util.images import resize_uint8
 from vla_mbpo_ros.core.util.process import exit_with_launcher
-
-PHASES = ("bc", "world_model", "rl", "publish")
 
 
 @dataclass
@@ -71,60 +72,6 @@ def _emit(event: str, **values: Any) -> None:
     print(json.dumps({"event": event, "time": time.time(), **values}, default=float), flush=True)
 
 
-class IterationDir:
-    """Phase markers and atomic outputs of one iteration."""
-
-    def __init__(self, run_dir: Path, iteration: int) -> None:
-        self.path = run_dir / "iterations" / f"{iteration:04d}"
-        self.path.mkdir(parents=True, exist_ok=True)
-
-    def done(self, phase: str) -> bool:
-        return (self.path / f"{phase}.done").exists()
-
-    def mark_done(self, phase: str, metrics: dict[str, Any]) -> None:
-        self.write_json(f"{phase}.metrics.json", metrics)
-        (self.path / f"{phase}.done").touch()
-
-    def metrics(self) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for phase in PHASES:
-            path = self.path / f"{phase}.metrics.json"
-            if path.exists():
-                merged.update({f"{phase}.{k}": v for k, v in json.loads(path.read_text()).items()})
-        return merged
-
-    def output(self, name: str) -> Path:
-        return self.path / name
-
-    def staging(self, name: str) -> Path:
-        tmp = self.path / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        return tmp
-
-    def commit(self, name: str) -> Path:
-        final = self.path / name
-        shutil.rmtree(final, ignore_errors=True)
-        (self.path / f".{name}.tmp").rename(final)
-        return final
-
-    def write_json(self, name: str, data: dict[str, Any]) -> None:
-        tmp = self.path / f".{name}.tmp"
-        tmp.write_text(json.dumps(data, indent=2, default=float))
-        os.replace(tmp, self.path / name)
-
-
-def read_state(run_dir: Path) -> dict[str, Any]:
-    """The run's durable state: the current policy and the number of finished iterations."""
-    path = run_dir / "state.json"
-    return json.loads(path.read_text()) if path.exists() else {"current_policy": None, "iterations_done": 0}
-
-
-def write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    tmp = run_dir / ".state.json.tmp"
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, run_dir / "state.json")
-
-
 # ------------------------------------------------------------------------------------------ phases
 def _phase_bc(config: PipelineConfig, episodes, it: IterationDir) -> dict[str, Any]:
     from vla_mbpo_ros.core.policy.bc import BCArrays, BCConfig, train_bc
@@ -133,7 +80,7 @@ def _phase_bc(config: PipelineConfig, episodes, it: IterationDir) -> dict[str, A
     policy_config = CompactFlowVLAConfig.from_dict({**config.policy, "view_names": list(config.view_names)})
     torch.manual_seed(config.seed)
     policy = CompactFlowVLA(policy_config, version="bc")
-    arrays = BCArrays.from_episodes([e.as_dict() for e in episodes], policy.chunk_size)
+    arrays = BCArrays.from_episodes(episodes, policy.chunk_size)
     losses = train_bc(policy, arrays, BCConfig(**config.bc))
     policy.save(it.staging("candidate"))
     it.commit("candidate")
@@ -148,19 +95,9 @@ def _world_model_sections(config: PipelineConfig) -> dict[str, dict[str, Any]]:
     return {k: dict(config.world_model.get(k) or {}) for k in known}
 
 
-def _wm_episodes(episodes, image_size: int):
-    """Recorded episodes in the world model's own episode type, at its resolution."""
-    from vla_mbpo_ros.core.world_model.data import Episode
-
-    return [
-        Episode(
-            views={v: _resize_frames(f, image_size) for v, f in e.views.items()},
-            actions=e.actions,
-            success=bool(e.success),
-            instruction=e.instruction,
-        )
-        for e in episodes
-    ]
+def _at_size(episodes: list[Episode], size: int) -> list[Episode]:
+    """The episodes with every view resized to size x size (the model's input resolution)."""
+    return [dataclasses.replace(e, views={v: resize_uint8(f, size) for v, f in e.views.items()}) for e in episodes]
 
 
 def _phase_world_model(config: PipelineConfig, episodes, it: IterationDir, previous: Path | None) -> dict[str, Any]:
@@ -174,7 +111,7 @@ def _phase_world_model(config: PipelineConfig, episodes, it: IterationDir, previ
     arch = TinyArchConfig(**sections["tiny"])
     train_config = TrainConfig(**sections["train"])
     data_config = DataConfig(**sections["data"])
-    wm_episodes = _wm_episodes(episodes, arch.image_size)
+    wm_episodes = _at_size(episodes, arch.image_size)
     stats = action_stats(wm_episodes)
     if previous is not None:
         model = UMMWorldModel.from_pretrained(previous, view_names=config.view_names, action_stats=stats)
@@ -213,15 +150,7 @@ def _phase_rl(config: PipelineConfig, episodes, it: IterationDir, policy_dir: Pa
     policy = load_policy(policy_dir)
     world_model = UMMWorldModel.from_pretrained(it.output("world_model"))
     sampler = StartStateSampler(stride=policy.chunk_size)
-    image_size = policy.config.image_size
-    for episode in episodes:
-        sampler.add_episode(
-            {v: _resize_frames(f, image_size) for v, f in episode.views.items()},
-            episode.states,
-            episode.instruction,
-            source="rollout" if episode.source == "policy" else "demo",
-            success=episode.success,
-        )
+    sampler.add_episodes(_at_size(episodes, policy.config.image_size))
     mbpo = MBPOConfig.from_dict({"seed": config.seed, **config.mbpo})
     trainer = MBPOTrainer(policy, world_model, sampler, mbpo)
 
@@ -235,38 +164,10 @@ def _phase_rl(config: PipelineConfig, episodes, it: IterationDir, policy_dir: Pa
     return {**result, "start_states": len(sampler), "imagined_success": [h.get("imagined_success") for h in history]}
 
 
-def _resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> (T, size, size, 3) uint8 (area-aware bilinear)."""
-    if frames.shape[1:3] == (size, size):
-        return frames
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def _phase_publish(run_dir: Path, it: IterationDir, accepted: bool, reason: str) -> dict[str, Any]:
-    from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256, read_config
-
-    if not accepted:
-        return {"published": False, "reason": reason}
-    number = 1 + max((int(p.name[1:]) for p in (run_dir / "checkpoints").glob("v*") if p.name[1:].isdigit()), default=0)
-    version = f"v{number:04d}"
-    target = run_dir / "checkpoints" / version
-    tmp = run_dir / "checkpoints" / f".{version}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(it.output("candidate"), tmp)
-    config = json.loads((tmp / "config.json").read_text())
-    config["version"] = version  # the policy reports the version it was published as
-    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    tmp.rename(target)
-    digest = checkpoint_sha256(target)
-    return {"published": True, "version": version, "path": str(target.resolve()), "sha256": digest, "policy_type": read_config(target)["type"]}
-
-
 # -------------------------------------------------------------------------------------- iteration
 def run_iteration(run_dir: Path, dataset: Path, config: PipelineConfig, real_episodes_csv: Path | None = None) -> dict[str, Any]:
     """Run (or resume) the next iteration; returns its result.json content."""
-    from vla_mbpo_ros.core.data.reader import load_recorded_episodes
+    from vla_mbpo_ros.core.data.reader import load_episodes
 
     torch.set_num_threads(config.torch_threads)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +175,7 @@ def run_iteration(run_dir: Path, dataset: Path, config: PipelineConfig, real_epi
     iteration = state["iterations_done"]
     it = IterationDir(run_dir, iteration)
     _emit("start", iteration=iteration)
-    episodes = [e for e in load_recorded_episodes(dataset, config.view_names) if e.success is not None]
+    episodes = [e for e in load_episodes(dataset, config.view_names) if e.success is not None]
     if len(episodes) < config.min_episodes:
         raise RuntimeError(f"only {len(episodes)} labelled episodes in {dataset}; need {config.min_episodes}")
     current = state["current_policy"]
@@ -298,7 +199,7 @@ def run_iteration(run_dir: Path, dataset: Path, config: PipelineConfig, real_epi
         reason = f"imagined success {rl['success_before']:.2f} -> {rl['success_after']:.2f}"
     if not it.done("publish"):
         _emit("phase", phase="publish", iteration=iteration)
-        it.mark_done("publish", _phase_publish(run_dir, it, accepted, reason))
+        it.mark_done("publish", publish_candidate(run_dir, it, accepted, reason))
     published = json.loads(it.output("publish.metrics.json").read_text())
     if published["published"]:
         state["current_policy"] = {k: published[k] for k in ("version", "path", "sha256")}
@@ -317,60 +218,6 @@ def _previous_world_model(run_dir: Path, iteration: int) -> Path | None:
         if path.is_dir():
             return path
     return None
-
-
-# ------------------------------------------------------------------------------------------ report
-def write_report(run_dir: Path, real_episodes_csv: Path | None = None) -> Path:
-    """RUN/report: metrics.csv (one row per iteration) and learning_curves.png."""
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    report = run_dir / "report"
-    report.mkdir(exist_ok=True)
-    rows = []
-    for path in sorted((run_dir / "iterations").glob("*/result.json")):
-        result = json.loads(path.read_text())
-        m = result["metrics"]
-        rows.append({
-            "iteration": result["iteration"],
-            "version": result.get("version", ""),
-            "published": result["published"],
-            "bc_loss_last": m.get("bc.bc_loss_last", ""),
-            "wm_image_loss_last": (m.get("world_model.image_loss") or ["", ""])[-1],
-            "wm_answer_loss_last": (m.get("world_model.answer_loss") or ["", ""])[-1],
-            "imagined_success_before": m.get("rl.success_before", ""),
-            "imagined_success_after": m.get("rl.success_after", ""),
-        })
-    if rows:
-        with (report / "metrics.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    rl_rows = [r for r in rows if r["imagined_success_after"] != ""]
-    axes[0].plot([r["iteration"] for r in rl_rows], [r["imagined_success_before"] for r in rl_rows], "o-", label="before RL")
-    axes[0].plot([r["iteration"] for r in rl_rows], [r["imagined_success_after"] for r in rl_rows], "s-", label="after RL")
-    axes[0].set(title="imagined success (world model)", xlabel="iteration", ylim=(-0.05, 1.05))
-    axes[0].legend()
-    real_csv = real_episodes_csv or run_dir / "episodes.csv"
-    if real_csv.exists():
-        with real_csv.open() as handle:
-            real = list(csv.DictReader(handle))
-        by_iteration: dict[int, list[float]] = {}
-        for r in real:
-            if r["success"] in ("True", "False"):
-                by_iteration.setdefault(int(r["iteration"]), []).append(float(r["success"] == "True"))
-        xs = sorted(by_iteration)
-        axes[1].plot(xs, [np.mean(by_iteration[x]) for x in xs], "o-")
-    axes[1].set(title="real success rate per iteration", xlabel="iteration", ylim=(-0.05, 1.05))
-    fig.tight_layout()
-    fig.savefig(report / "learning_curves.png", dpi=80)
-    plt.close(fig)
-    return report
 
 
 def main(argv: list[str] | None = None) -> int:

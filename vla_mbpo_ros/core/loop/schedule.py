@@ -1,8 +1,11 @@
-"""The real-episode schedule of the finetune loop and its log, ROS-free.
+"""The real-episode schedule of the finetune loop: its decisions and its log, ROS-free.
 
 An *iteration* is a batch of real episodes run with one policy version; between iterations the
-world-model node trains and publishes the next version. The log answers the question a user asks
-first: what was the real success rate per policy version.
+world-model node trains and publishes the next version. The episode manager node only gathers
+what it observes (``EpisodeView``, ``UpdateView``) and acts on these decisions: when an episode
+ends and with which label (``decide_episode_end``), and when waiting for a new policy is over
+(``decide_update``). The log answers the question a user asks first: what was the real success
+rate per policy version.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import csv
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from vla_mbpo_ros.core.data.recording import Outcome
 
 LABEL_SOURCES = ("sim", "operator", "none")
 
@@ -47,6 +52,73 @@ class ScheduleConfig:
 
     def finished(self, episode_count: int) -> bool:
         return self.iterations > 0 and episode_count >= self.iterations * self.episodes_per_iteration
+
+
+@dataclass(frozen=True)
+class EpisodeView:
+    """What the episode manager has observed of the running episode (times: monotonic seconds)."""
+
+    now: float
+    started: float
+    latched: bool = False  # the executor's e-stop latched
+    operator_outcome: Outcome | None = None  # the operator's label (~/end_episode)
+    success_since: float | None = None  # first time the sim reported success in this episode
+
+
+@dataclass(frozen=True)
+class EpisodeEnd:
+    reason: str  # "estop", "operator", "success", "time_limit"
+    outcome: Outcome
+
+
+def decide_episode_end(schedule: ScheduleConfig, view: EpisodeView) -> EpisodeEnd | None:
+    """Whether the episode ends now, and with which label; None: it goes on."""
+    if view.latched:
+        return EpisodeEnd("estop", Outcome.FAILURE)
+    if view.operator_outcome is not None:
+        return EpisodeEnd("operator", view.operator_outcome)
+    succeeded = view.success_since is not None and schedule.label_source == "sim"
+    if succeeded and schedule.stop_on_success and view.now - view.success_since >= schedule.settle_after_success_s:
+        return EpisodeEnd("success", Outcome.SUCCESS)
+    if view.now - view.started >= schedule.max_episode_s:
+        if succeeded:
+            return EpisodeEnd("time_limit", Outcome.SUCCESS)
+        return EpisodeEnd("time_limit", Outcome.UNLABELLED if schedule.label_source == "none" else Outcome.FAILURE)
+    return None
+
+
+def next_episode_check(schedule: ScheduleConfig, view: EpisodeView) -> float:
+    """Seconds until ``decide_episode_end`` can change its answer without a new observation."""
+    deadlines = [view.started + schedule.max_episode_s]
+    if view.success_since is not None and schedule.stop_on_success:
+        deadlines.append(view.success_since + schedule.settle_after_success_s)
+    return max(0.0, min(deadlines) - view.now)
+
+
+@dataclass(frozen=True)
+class UpdateView:
+    """What the episode manager has observed while waiting for the next policy version."""
+
+    running_version: str  # the version the executor runs now
+    previous_version: str  # the version the finished iteration ran
+    world_model_updates: int  # updates the world-model node finished, now ...
+    world_model_updates_before: int  # ... and when the iteration began
+    last_update_published: bool = True  # the world-model node's last result
+    last_update_reason: str = ""
+    executor_rejections: tuple[tuple[str, str], ...] = ()  # (version, reason) refused since the wait began
+
+
+def decide_update(view: UpdateView) -> str | None:
+    """Why waiting for the next policy is over (a log line), or None to keep waiting. A refused update
+    (by the world-model node's validation, or the executor's) is no failure: the running policy goes on."""
+    if view.running_version != view.previous_version:
+        return f"policy {view.running_version} is running"
+    if view.world_model_updates > view.world_model_updates_before and not view.last_update_published:
+        return f"update rejected ({view.last_update_reason}); continuing with {view.previous_version}"
+    if view.executor_rejections:
+        version, reason = view.executor_rejections[-1]
+        return f"the executor refused {version} ({reason}); continuing with {view.previous_version}"
+    return None
 
 
 @dataclass

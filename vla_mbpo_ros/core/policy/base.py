@@ -7,34 +7,15 @@ the log-prob of a stored chain under the current parameters, and a value from po
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 
+from vla_mbpo_ros.core.data.episode import Observation
 from vla_mbpo_ros.core.policy.checkpoint import read_config
-
-
-@dataclass
-class Observation:
-    """One time-synchronized observation: named camera views, joint state and the task text.
-
-    ``views`` maps a view name ("head", "wrist", ...) to an HxWx3 uint8 RGB image. The first
-    view in ``view_order`` is the head (global) view; the rest are wrist views.
-    """
-
-    views: dict[str, np.ndarray]
-    state: np.ndarray  # (d,) float32 joint positions, SO101_JOINT_NAMES order by default
-    instruction: str = ""
-    stamp: float = 0.0  # seconds, reference time of the set
-    view_order: tuple[str, ...] = field(default=())
-
-    def __post_init__(self) -> None:
-        if not self.view_order:
-            self.view_order = tuple(self.views)
-        self.state = np.asarray(self.state, dtype=np.float32)
 
 
 @dataclass

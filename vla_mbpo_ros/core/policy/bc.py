@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from vla_mbpo_ros.core.data.episode import Episode
 from vla_mbpo_ros.core.policy.base import ObsBatch
 
 
@@ -30,24 +31,22 @@ class BCArrays:
         return self.states.shape[0]
 
     @classmethod
-    def from_episodes(cls, episodes: Sequence[dict[str, Any]], chunk_size: int) -> "BCArrays":
-        """Episodes as dicts with "views" (name -> (T,H,W,3)), "states" (T,sd), "actions" (T,d), "instruction"."""
+    def from_episodes(cls, episodes: Sequence[Episode], chunk_size: int) -> "BCArrays":
         if not episodes:
             raise ValueError("from_episodes needs at least one episode")
-        names = list(episodes[0]["views"])
+        names = list(episodes[0].views)
         views: dict[str, list[np.ndarray]] = {n: [] for n in names}
         states, chunks, valid, instructions, actions = [], [], [], [], []
         for episode in episodes:
-            episode_actions = np.asarray(episode["actions"], dtype=np.float32)
-            length = episode_actions.shape[0]
+            length = len(episode)
             offsets = np.arange(length)[:, None] + np.arange(chunk_size)[None, :]
             valid.append(offsets < length)
-            chunks.append(episode_actions[np.minimum(offsets, length - 1)])
-            states.append(np.asarray(episode["states"], dtype=np.float32))
-            actions.append(episode_actions)
-            instructions += [episode["instruction"]] * length
+            chunks.append(episode.actions[np.minimum(offsets, length - 1)])
+            states.append(episode.states)
+            actions.append(episode.actions)
+            instructions += [episode.instruction] * length
             for n in names:
-                views[n].append(np.asarray(episode["views"][n], dtype=np.uint8))
+                views[n].append(episode.views[n])
         return cls(
             views={n: np.concatenate(v) for n, v in views.items()},
             states=np.concatenate(states),
@@ -61,10 +60,9 @@ class BCArrays:
 def bc_arrays_from_lerobot(dataset: Any, view_names: Sequence[str], chunk_size: int,
                            image_size: int | None = None) -> BCArrays:
     """BC arrays of an open LeRobotDataset (images resized to ``image_size`` when given)."""
-    from vla_mbpo_ros.core.data.reader import episodes_from_dataset
+    from vla_mbpo_ros.core.data.reader import read_episodes
 
-    episodes = episodes_from_dataset(dataset, view_names, image_size)
-    return BCArrays.from_episodes([e.as_dict() for e in episodes], chunk_size)
+    return BCArrays.from_episodes(read_episodes(dataset, view_names, image_size), chunk_size)
 
 
 @dataclass

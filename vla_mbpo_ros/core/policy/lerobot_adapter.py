@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vla_mbpo_ros.core.policy.base import ChunkSample, ObsBatch, Observation, register_policy_type
+from vla_mbpo_ros.core.data.episode import Observation
+from vla_mbpo_ros.core.policy.base import ChunkSample, ObsBatch, register_policy_type
 from vla_mbpo_ros.core.policy.checkpoint import load_tensors, read_config, save_checkpoint
 from vla_mbpo_ros.core.policy.flow_sde import (
     FlowSDEConfig,

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vla_mbpo_ros.core.policy.base import Observation, register_policy_type
+from vla_mbpo_ros.core.data.episode import Observation
+from vla_mbpo_ros.core.policy.base import register_policy_type
 from vla_mbpo_ros.core.policy.checkpoint import load_tensors, read_config, save_checkpoint
 
 POLICY_TYPE = "replay"

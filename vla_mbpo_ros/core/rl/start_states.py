@@ -4,10 +4,11 @@ successes and failures), sampled uniformly."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
+from vla_mbpo_ros.core.data.episode import Episode
 from vla_mbpo_ros.core.policy.base import ObsBatch
 
 
@@ -19,7 +20,7 @@ class StartState:
     sim_state: np.ndarray | None = None  # physics state, only where the simulator is the world model
     episode_index: int = -1
     frame_index: int = 0
-    source: str = "demo"  # "demo" or "rollout"
+    source: str = ""  # the episode's source: "scripted_expert", "policy", ...
     success: bool | None = None  # outcome of the episode the frame comes from, when known
 
 
@@ -42,28 +43,19 @@ class StartStateSampler:
     def __len__(self) -> int:
         return len(self.states)
 
-    def add_episode(self, views: dict[str, np.ndarray], states: np.ndarray, instruction: str,
-                    sim_states: np.ndarray | None = None, episode_index: int | None = None,
-                    source: str = "demo", success: bool | None = None) -> None:
-        """Add one episode: views name -> (T,H,W,3), states (T,d), optional sim_states (T,S)."""
-        if source not in ("demo", "rollout"):
-            raise ValueError(f"source must be 'demo' or 'rollout', got {source!r}")
-        length = len(states)
-        if episode_index is None:
-            episode_index = 1 + max((s.episode_index for s in self.states), default=-1)
-        for frame in range(0, length, self.stride):
+    def add_episode(self, episode: Episode) -> None:
+        """Every ``stride``-th frame of ``episode`` (with its physics state, when it has them)."""
+        index = episode.index if episode.index >= 0 else 1 + max((s.episode_index for s in self.states), default=-1)
+        for frame in range(0, len(episode), self.stride):
             self.states.append(StartState(
-                views={n: np.asarray(v[frame], dtype=np.uint8) for n, v in views.items()},
-                state=np.asarray(states[frame], dtype=np.float32), instruction=instruction,
-                sim_state=None if sim_states is None else np.asarray(sim_states[frame]),
-                episode_index=episode_index, frame_index=frame, source=source, success=success))
+                views={n: np.asarray(v[frame], dtype=np.uint8) for n, v in episode.views.items()},
+                state=np.asarray(episode.states[frame], dtype=np.float32), instruction=episode.instruction,
+                sim_state=None if episode.sim_states is None else np.asarray(episode.sim_states[frame]),
+                episode_index=index, frame_index=frame, source=episode.source, success=episode.success))
 
-    def add_episodes(self, episodes: Iterable[dict[str, Any]], source: str = "demo") -> None:
-        """Episodes as dicts with "views", "states", "instruction", optional "sim_states" and "success"."""
+    def add_episodes(self, episodes: Iterable[Episode]) -> None:
         for episode in episodes:
-            self.add_episode(episode["views"], episode["states"], episode["instruction"],
-                             episode.get("sim_states"), source=episode.get("source", source),
-                             success=episode.get("success"))
+            self.add_episode(episode)
 
     def sample(self, count: int, rng: np.random.Generator) -> list[StartState]:
         """``count`` states drawn uniformly with replacement."""

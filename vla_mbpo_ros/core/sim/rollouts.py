@@ -1,13 +1,9 @@
 """Episodes in the simulated SO-101, in-process: scripted-expert demonstrations, policy rollouts, evaluation.
 
-Episodes come back as dicts in the format that ``BCArrays.from_episodes`` and
-``StartStateSampler.add_episodes`` read, frame t being the observation before action t:
-
-    "views" name -> (T,H,W,3) uint8, "states" (T,d) float32, "actions" (T,d) float32, "instruction" str,
-    "sim_states" (T,S) float64 (physics state at each frame), "success" bool, "length" T,
-    "steps_to_success" (control steps until the first success, -1 without one), "seed", "source".
+Episodes come back as ``core.data.episode.Episode`` (frame t the observation before action t) with the
+physics state of every frame (``sim_states``), the seed, ``steps_to_success`` and ``control_steps``.
 With ``control_steps_per_action`` N > 1 every action is held for N control steps and one frame is recorded
-per action (the ROS graph's policy rate: 30 Hz control, 10 fps dataset, N = 3); "length" counts control steps.
+per action (the ROS graph's policy rate: 30 Hz control, 10 fps dataset, N = 3).
 
 Policy episodes run in lockstep: one simulator is multiplexed over a batch of episodes through exact
 state save/restore, so the policy sees one batched call per chunk instead of one call per episode.
@@ -23,9 +19,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from vla_mbpo_ros.core.policy.base import ObsBatch, Observation
+from vla_mbpo_ros.core.data.episode import Episode, Observation
+from vla_mbpo_ros.core.policy.base import ObsBatch
 from vla_mbpo_ros.core.sim.env import So101Sim
 from vla_mbpo_ros.core.sim.expert import ExpertConfig, ScriptedExpert
+
+# Episode sources, named as the ROS recorder names them.
+EXPERT_SOURCE = "scripted_expert"
+POLICY_SOURCE = "policy"
 
 
 @dataclass
@@ -50,7 +51,7 @@ class EvalResult:
     seeds: list[int]
     successes: np.ndarray  # (E,) bool
     steps_to_success: np.ndarray  # (E,) int, -1 where the episode failed
-    episodes: list[dict[str, Any]] = field(default_factory=list)  # recorded episodes (when record=True)
+    episodes: list[Episode] = field(default_factory=list)  # recorded episodes (when record=True)
 
     @property
     def success_rate(self) -> float:
@@ -82,21 +83,18 @@ class _Recorder:
         self.actions.append(np.asarray(action, dtype=np.float32))
         self.sim_states.append(np.asarray(sim_state, dtype=np.float64))
 
-    def episode(self, instruction: str, seed: int, source: str, steps_to_success: int,
-                length: int) -> dict[str, Any]:
-        episode: dict[str, Any] = {
-            "instruction": instruction, "seed": int(seed), "source": source, "length": int(length),
-            "success": steps_to_success >= 0, "steps_to_success": int(steps_to_success)}
-        if self.record and self.states:
-            episode.update(
-                views={n: np.stack(v) for n, v in self.views.items()}, states=np.stack(self.states),
-                actions=np.stack(self.actions), sim_states=np.stack(self.sim_states))
-        return episode
+    def episode(self, instruction: str, seed: int, source: str, steps_to_success: int, length: int) -> Episode:
+        outcome = dict(instruction=instruction, seed=int(seed), source=source, control_steps=int(length),
+                       success=steps_to_success >= 0, steps_to_success=int(steps_to_success))
+        if not (self.record and self.states):
+            return Episode(views={}, states=np.zeros((0, 0)), actions=np.zeros((0, 0)), **outcome)
+        return Episode(views={n: np.stack(v) for n, v in self.views.items()}, states=np.stack(self.states),
+                       actions=np.stack(self.actions), sim_states=np.stack(self.sim_states), **outcome)
 
 
 def expert_episodes(sim: So101Sim, seeds: Sequence[int], config: EpisodeConfig | None = None,
-                    expert_config: ExpertConfig | None = None, successful_only: bool = False) -> list[dict[str, Any]]:
-    """Scripted-expert demonstrations (source "demo"), one per seed (sim and expert noise seeded alike).
+                    expert_config: ExpertConfig | None = None, successful_only: bool = False) -> list[Episode]:
+    """Scripted-expert demonstrations, one per seed (sim and expert noise seeded alike).
 
     ``successful_only`` drops the episodes in which the expert failed (with noise options it can).
     Every recorded frame is rendered, so this costs one render per action.
@@ -118,7 +116,7 @@ def expert_episodes(sim: So101Sim, seeds: Sequence[int], config: EpisodeConfig |
                 recorder.add(sim.render(fresh=True), sim.joint_positions(), action, sim.get_state())
             steps_to_success, length = _hold(sim, action, config, steps_to_success, length)
         if steps_to_success >= 0 or not successful_only:
-            episodes.append(recorder.episode(config.instruction, seed, "demo", steps_to_success, length))
+            episodes.append(recorder.episode(config.instruction, seed, EXPERT_SOURCE, steps_to_success, length))
     return episodes
 
 
@@ -151,7 +149,7 @@ def _chunks(policy: Any, batch: ObsBatch, generator: torch.Generator | None) -> 
 
 
 def policy_episodes(policy: Any, sim: So101Sim, seeds: Sequence[int], config: EpisodeConfig | None = None,
-                    generator: torch.Generator | None = None, source: str = "rollout") -> list[dict[str, Any]]:
+                    generator: torch.Generator | None = None, source: str = POLICY_SOURCE) -> list[Episode]:
     """Episodes of ``policy`` from the simulator's reset with each seed, in lockstep batches.
 
     ``policy`` is a ChunkPolicy (``predict_chunks`` batched if it has it, else ``predict_chunk``); with a
@@ -159,14 +157,14 @@ def policy_episodes(policy: Any, sim: So101Sim, seeds: Sequence[int], config: Ep
     rendered at the simulator's configured size; the policy resizes them to its own input size.
     """
     config = config or EpisodeConfig()
-    episodes: list[dict[str, Any]] = []
+    episodes: list[Episode] = []
     for start in range(0, len(seeds), config.batch_size):
         episodes += _lockstep(policy, sim, list(seeds[start: start + config.batch_size]), config, generator, source)
     return episodes
 
 
 def _lockstep(policy: Any, sim: So101Sim, seeds: list[int], config: EpisodeConfig,
-              generator: torch.Generator | None, source: str) -> list[dict[str, Any]]:
+              generator: torch.Generator | None, source: str) -> list[Episode]:
     count = len(seeds)
     physics, views, joints = [], [], []
     for seed in seeds:
@@ -215,9 +213,9 @@ def evaluate_policy(policy: Any, sim: So101Sim, seeds: Sequence[int], config: Ep
     is the cheap setting for success rates.
     """
     config = config or EpisodeConfig(record=False)
-    episodes = policy_episodes(policy, sim, seeds, config, generator, source="rollout")
+    episodes = policy_episodes(policy, sim, seeds, config, generator)
     return EvalResult(
         seeds=[int(s) for s in seeds],
-        successes=np.array([e["success"] for e in episodes], dtype=bool),
-        steps_to_success=np.array([e["steps_to_success"] for e in episodes], dtype=np.int64),
+        successes=np.array([e.success for e in episodes], dtype=bool),
+        steps_to_success=np.array([e.steps_to_success for e in episodes], dtype=np.int64),
         episodes=episodes if config.record else [])

@@ -76,21 +76,25 @@ def _check(value: Any, annotation: Any, where: str) -> Any:
 
 def load_config(cls: type[T], values: Any, section: str = "") -> T:
     """``cls`` built from the mapping ``values`` (see the module docstring); errors name
-    ``section.field``. Missing keys take the dataclass defaults."""
-    section = section or cls.__name__
+    ``section.field`` (``field`` without a section). Missing keys take the dataclass defaults."""
     if isinstance(values, cls):
         return values
     if values is None:
         values = {}
     if not isinstance(values, Mapping):
-        raise ValueError(f"{section}: expected a mapping of fields, got {type(values).__name__}")
+        raise ValueError(f"{section or cls.__name__}: expected a mapping of fields, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"{section}: unknown field(s) {', '.join(unknown)} (known: {', '.join(fields)})")
+        raise ValueError(f"{section or cls.__name__}: unknown field(s) {', '.join(unknown)} (known: {', '.join(fields)})")
     hints = typing.get_type_hints(cls)
-    kwargs = {name: _check(value, hints.get(name, Any), f"{section}.{name}") for name, value in values.items()}
-    return cls(**kwargs)
+    kwargs = {name: _check(value, hints.get(name, Any), f"{section}.{name}" if section else name) for name, value in values.items()}
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # the dataclass's own validation: say where the value came from
+        if not section or str(err).startswith(section):
+            raise
+        raise ValueError(f"{section}: {err}") from None
 
 
 def build_nested_configs(config: Any, **classes: type) -> None:

@@ -1,4 +1,4 @@
-"""World-model training data from recorded episodes (a LeRobotDataset or in-memory arrays).
+"""World-model training data from ``Episode``s (read from a LeRobotDataset by ``core.data.reader``).
 
 Dynamics samples (frame skipping): (views_t, a_{t:t+k}) -> views_{t+k} for every t with t + k inside the
 episode. Reward samples: "Yes" = the last ``yes_window`` frames of successful episodes, "No" = frames more
@@ -7,38 +7,15 @@ than ``no_margin`` steps before the end of any episode; frames in between are le
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from vla_mbpo_ros.core.data.episode import Episode
 from vla_mbpo_ros.core.world_model.codec import ActionStats
-
-
-@dataclass
-class Episode:
-    """One recorded episode: views name -> (T,H,W,3) uint8, actions (T,d), success flag, instruction."""
-
-    views: dict[str, np.ndarray]
-    actions: np.ndarray
-    success: bool
-    instruction: str = ""
-
-    def __post_init__(self) -> None:
-        self.actions = np.asarray(self.actions, dtype=np.float32)
-        if self.actions.ndim != 2:
-            raise ValueError(f"Episode.actions must be (T, d), got {self.actions.shape}")
-        for name, frames in self.views.items():
-            if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != len(self.actions):
-                raise ValueError(f"Episode.views[{name!r}] must be ({len(self.actions)},H,W,3) uint8, got {frames.shape}")
-
-    def __len__(self) -> int:
-        return len(self.actions)
 
 
 @dataclass
@@ -150,67 +127,3 @@ def split_episodes(episodes: Sequence[Episode], holdout: int, seed: int = 0) -> 
     order = np.random.default_rng(seed).permutation(len(episodes))
     held = set(order[:holdout].tolist())
     return [e for i, e in enumerate(episodes) if i not in held], [e for i, e in enumerate(episodes) if i in held]
-
-
-def _to_uint8(image: torch.Tensor, size: int | None) -> np.ndarray:
-    """LeRobot frame (3,H,W) float in [0,1] -> (S,S,3) uint8 (or (H,W,3) when size is None)."""
-    x = image.float()[None]
-    if size is not None and x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return (x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-
-
-def episodes_from_lerobot(
-    root: str | Path,
-    view_keys: dict[str, str],
-    *,
-    repo_id: str = "local/dataset",
-    image_size: int | None = None,
-    action_key: str = "action",
-    success_key: str = "next.success",
-    episode_success: dict[int, bool] | None = None,
-    episodes: Sequence[int] | None = None,
-) -> list[Episode]:
-    """Read episodes from a local LeRobotDataset. ``view_keys`` maps view name -> camera feature key.
-
-    An episode is successful when any of its frames has ``success_key`` true; ``episode_success``
-    (episode index -> flag) overrides that, e.g. for datasets labelled afterwards.
-    """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-    dataset = LeRobotDataset(repo_id, root=root, episodes=list(episodes) if episodes is not None else None)
-    missing = [k for k in list(view_keys.values()) + [action_key] if k not in dataset.features]
-    if missing:
-        raise ValueError(f"view_keys/action_key name features the dataset lacks: {missing}")
-    if episode_success is None and success_key not in dataset.features:
-        raise ValueError(f"success_key {success_key!r} is not a dataset feature; pass episode_success instead")
-    columns = dataset.hf_dataset.with_format("numpy")
-    episode_index = np.asarray(columns["episode_index"]).reshape(-1)
-    actions_all = np.asarray(columns[action_key], dtype=np.float32)
-    # > 0: a bool flag (LeRobot's next.success) or the recorder's label (1 success, 0 failure, -1 none).
-    success_all = (
-        (np.asarray(columns[success_key]).reshape(len(episode_index), -1) > 0).any(axis=1)
-        if success_key in dataset.features
-        else np.zeros(len(episode_index), dtype=bool)
-    )
-    result = []
-    for ep in dict.fromkeys(episode_index.tolist()):
-        rows = np.flatnonzero(episode_index == ep)
-        frames = {name: [] for name in view_keys}
-        instruction = ""
-        for row in rows:
-            item = dataset[int(row)]
-            instruction = item.get("task", instruction)
-            for name, key in view_keys.items():
-                frames[name].append(_to_uint8(item[key], image_size))
-        success = episode_success[ep] if episode_success is not None else bool(success_all[rows].any())
-        result.append(
-            Episode(
-                views={n: np.stack(f) for n, f in frames.items()},
-                actions=actions_all[rows],
-                success=success,
-                instruction=instruction,
-            )
-        )
-    return result

@@ -150,8 +150,9 @@ def render_examples(model: UMMWorldModel, dataset: DynamicsSamples, path: str | 
 
 
 def main(argv: list[str] | None = None) -> None:
+    from vla_mbpo_ros.core.data.reader import load_episodes
     from vla_mbpo_ros.core.util.config import load_config
-    from vla_mbpo_ros.core.world_model.data import episodes_from_lerobot, split_episodes
+    from vla_mbpo_ros.core.world_model.data import split_episodes
     from vla_mbpo_ros.core.world_model.train import SourceConfig, TrainConfig, read_sections
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,10 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     train_config = load_config(TrainConfig, sections["train"], "train")
     eval_config = load_config(EvalConfig, sections["eval"], "eval")
     model = UMMWorldModel.from_pretrained(args.checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
-    episodes = episodes_from_lerobot(
-        args.dataset_root, source.view_keys, repo_id=source.repo_id, image_size=model.core.und_size,
-        action_key=source.action_key, success_key=source.success_key,
-    )
+    episodes = load_episodes(args.dataset_root, tuple(source.view_keys), model.core.und_size, source.repo_id,
+                             view_keys=source.view_keys)
     _, held = split_episodes(episodes, source.holdout_episodes, train_config.seed)
     if not held:
         raise ValueError("source.holdout_episodes is 0: nothing held out to evaluate on")

@@ -28,6 +28,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from vla_mbpo_ros.core.data.reader import load_episodes
 from vla_mbpo_ros.core.util.config import load_config
 from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig, WorldModelConfig
 from vla_mbpo_ros.core.world_model.data import (
@@ -36,7 +37,6 @@ from vla_mbpo_ros.core.world_model.data import (
     RewardSamples,
     action_stats,
     build_samples,
-    episodes_from_lerobot,
     split_episodes,
 )
 from vla_mbpo_ros.core.world_model.modeling import UMMCore
@@ -269,8 +269,6 @@ class SourceConfig:
     view_keys: dict[str, str] = field(
         default_factory=lambda: {"head": "observation.images.head", "wrist": "observation.images.wrist"}
     )
-    action_key: str = "action"
-    success_key: str = "success"  # the recorder's label; LeRobot's "next.success" works too
     repo_id: str = "local/dataset"
     holdout_episodes: int = 1
     action_quantiles: tuple[float, float] = (0.0, 1.0)
@@ -314,14 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     tiny_arch = load_config(TinyArchConfig, sections["tiny"], "tiny")
 
     image_size = tiny_arch.image_size if args.init == "tiny" else None
-    episodes = episodes_from_lerobot(
-        args.dataset_root,
-        source.view_keys,
-        repo_id=source.repo_id,
-        image_size=image_size,
-        action_key=source.action_key,
-        success_key=source.success_key,
-    )
+    episodes = load_episodes(args.dataset_root, tuple(source.view_keys), image_size, source.repo_id, view_keys=source.view_keys)
     train_eps, held_eps = split_episodes(episodes, source.holdout_episodes, train_config.seed)
     stats = action_stats(train_eps, source.action_quantiles)
     if args.init == "tiny":
