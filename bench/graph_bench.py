@@ -173,13 +173,18 @@ def dataset_gaps(root: Path, fps: int) -> list[int]:
 
 
 def expert_offline(seeds: list[int], max_episode_s: float) -> float:
+    """The same expert as the sim node's (within the gate's limits), straight into the sim: no ROS."""
+    from vla_mbpo_ros.core.control.limits import load_safety_config
     from vla_mbpo_ros.core.sim import ExpertConfig, SimConfig, So101Sim
+    from vla_mbpo_ros.core.sim.expert import within_safety_limits
     from vla_mbpo_ros.core.sim.rollouts import EpisodeConfig, expert_episodes
 
     config = SimConfig.from_yaml(REPO / "config" / "sim_robot.yaml")
     sim = So101Sim(config)
     steps = int(max_episode_s * config.control_fps)
-    episodes = expert_episodes(sim, seeds, EpisodeConfig(max_steps=steps, record=False), ExpertConfig())
+    expert = within_safety_limits(ExpertConfig(), load_safety_config(REPO / "config" / "robots" / "so101.yaml"),
+                                  sim.control_period)
+    episodes = expert_episodes(sim, seeds, EpisodeConfig(max_steps=steps, record=False), expert)
     sim.close()
     return float(np.mean([e.success for e in episodes]))
 

@@ -1,9 +1,10 @@
 """Observation sync under load: 3 synthetic 640x480 rgb8 cameras at 30 fps + joint states -> observation_sync.
 
-    python bench/sync_bench.py --seconds 60                 # LARGE_DATA and DEFAULT transports, one after the other
-    python bench/sync_bench.py --seconds 20 --transports LARGE_DATA
+    python bench/sync_bench.py --seconds 60                 # the package's profile, LARGE_DATA, DEFAULT
+    python bench/sync_bench.py --seconds 20 --transports PROFILE
 
-Per transport (FASTDDS_BUILTIN_TRANSPORTS, set for every process of that run), in a fresh ROS
+Per transport (the package's Fast DDS profile, or a FASTDDS_BUILTIN_TRANSPORTS value; set for every
+process of that run), in a fresh ROS
 domain: three test_pattern_camera processes (stamp/send jitter +-``--jitter``, free-running
 phases), a joint-state publisher (``--joint-rate`` Hz, in this process) and the observation_sync
 node (views cam0..cam2, the config's slop and queue size). After ``--warmup`` s it measures for
@@ -33,6 +34,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from vla_mbpo_ros.bringup import DDS_VARIABLES, dds_profile_environment  # noqa: E402
+
 CONFIG = REPO / "config" / "observation_sync.yaml"
 VIEWS = ("cam0", "cam1", "cam2")
 
@@ -153,7 +157,7 @@ def run_single(args: argparse.Namespace) -> dict:
         node.destroy_node()
         rclpy.try_shutdown()
     return {
-        "transport": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "DEFAULT"),
+        "transport": "PROFILE" if "FASTRTPS_DEFAULT_PROFILES_FILE" in os.environ else os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "DEFAULT"),
         "seconds": elapsed,
         "cam0_frames": counts["frames"],
         "sets": counts["sets"],
@@ -171,7 +175,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="measured time per transport")
     parser.add_argument("--warmup", type=float, default=8.0, help="s before measuring (start-up, discovery)")
-    parser.add_argument("--transports", default="LARGE_DATA,DEFAULT", help="FASTDDS_BUILTIN_TRANSPORTS values to compare")
+    parser.add_argument("--transports", default="PROFILE,LARGE_DATA,DEFAULT",
+                        help="PROFILE (the package's config/dds/fastdds_local.xml) or FASTDDS_BUILTIN_TRANSPORTS values")
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--jitter", type=float, default=0.003, help="camera stamp/send jitter (s)")
     parser.add_argument("--joint-rate", type=float, default=50.0, help="joint-state rate (Hz)")
@@ -184,11 +189,14 @@ def main() -> None:
     results = []
     for i, transport in enumerate(t.strip() for t in args.transports.split(",")):
         env = {
-            **os.environ,
-            "FASTDDS_BUILTIN_TRANSPORTS": transport,
+            **{k: v for k, v in os.environ.items() if k not in DDS_VARIABLES},
             "ROS_DOMAIN_ID": str(1 + (os.getpid() + i) % 101),  # Linux-safe range 0-101 (ROS 2 docs)
             "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         }
+        if transport == "PROFILE":
+            env.update(dds_profile_environment(env))
+        else:
+            env["FASTDDS_BUILTIN_TRANSPORTS"] = transport
         argv = [sys.executable, __file__, "--single", *sys.argv[1:], "--log-dir", str(Path(args.log_dir) / transport)]
         print(f"[sync_bench] {transport}: {args.warmup:.0f} s warm-up + {args.seconds:.0f} s ...", flush=True)
         out = subprocess.run(argv, env=env, capture_output=True, text=True)

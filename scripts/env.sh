@@ -15,10 +15,13 @@ export LD_LIBRARY_PATH="$_install/lib:$_venv/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_
 # vla_mbpo_ros/__init__.py extends the package path to pick the generated modules up from there.
 export PYTHONPATH="$_repo:$_install/lib/python3.12/site-packages${PYTHONPATH:+:$PYTHONPATH}"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
-# Sim profile defaults: discovery stays on this machine; large-data transport (shared memory + TCP)
-# so that images are delivered with best-effort QoS (README, "Transport and isolation").
+# Sim profile defaults: discovery stays on this machine; the package's Fast DDS profile (shared
+# memory sized for camera images) unless transports are already chosen (README, "Transport and isolation").
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
-export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
+if [ -z "${FASTRTPS_DEFAULT_PROFILES_FILE:-}${FASTDDS_DEFAULT_PROFILES_FILE:-}${FASTDDS_BUILTIN_TRANSPORTS:-}" ]; then
+  export FASTRTPS_DEFAULT_PROFILES_FILE="$_repo/config/dds/fastdds_local.xml"  # Fast DDS 2.x (Jazzy)
+  export FASTDDS_DEFAULT_PROFILES_FILE="$FASTRTPS_DEFAULT_PROFILES_FILE"      # Fast DDS 3.x (Kilted)
+fi
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 unset _repo _venv _install

@@ -57,6 +57,18 @@ def test_known_stream_period_decides_without_waiting_a_frame(fraction, waits_for
     assert [(s.items["head"], s.items["wrist"]) for s in sets] == [("h", "w")]
 
 
+@pytest.mark.parametrize("fraction, waits_for_next_sample", [(1.0, False), (0.5, True)])
+def test_a_50_hz_joint_state_9_ms_early_is_known_nearest_from_the_smallest_gap(fraction, waits_for_next_sample):
+    sync = make_sync(("head", "joints"), slop=0.02, min_gap_fraction=fraction)
+    for i in range(5):  # 20 ms joint-state gaps, the newest at 0.98
+        sync.add("joints", 0.9 + i * 0.02, i, now=0)
+    sets = sync.add("head", 0.989, "h", now=0)  # 9 ms after the newest; the next one is due at ~1.00
+    if waits_for_next_sample:
+        assert sets == []  # assuming only half a gap, a sample at 0.99 could still come
+        sets = sync.add("joints", 1.0, "next", now=0)
+    assert [s.items["joints"] for s in sets] == [4]
+
+
 def test_nearer_later_message_wins():
     sync = make_sync(slop=0.01)
     sync.add("head", 1.000, "h", now=0)

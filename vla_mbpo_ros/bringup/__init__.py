@@ -9,6 +9,7 @@ same nodes with the same arguments. Nothing here imports launch or rclpy.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,21 @@ class ResolvedNode:
     @property
     def module(self) -> str:
         return f"{PACKAGE}.nodes.{self.executable}"
+
+
+# The Fast DDS transports the package chooses (config/dds/fastdds_local.xml: shared memory sized for
+# camera images). Fast DDS 2.x (Jazzy) reads the first variable, 3.x (Kilted) the second.
+DDS_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
+
+
+def dds_profile_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment variables that select the package's DDS profile, unless ``environ`` (default:
+    this process's) already chooses transports: a site's own choice is kept."""
+    environ = os.environ if environ is None else environ
+    if any(environ.get(name) for name in DDS_VARIABLES):
+        return {}
+    profile = str(config_dir() / "dds" / "fastdds_local.xml")
+    return {"FASTRTPS_DEFAULT_PROFILES_FILE": profile, "FASTDDS_DEFAULT_PROFILES_FILE": profile}
 
 
 def config_dir() -> Path:

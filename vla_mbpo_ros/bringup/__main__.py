@@ -27,6 +27,7 @@ from vla_mbpo_ros.bringup import (
     LAUNCH_ARGUMENTS,
     PROFILES,
     ResolvedNode,
+    dds_profile_environment,
     parse_cli_arguments,
     resolve,
     ros_arguments,
@@ -57,9 +58,8 @@ def start(node: ResolvedNode, lock: threading.Lock, parameters_dir: Path) -> Run
     # Own process group: a terminal's Ctrl-C reaches only the runner, which forwards it, so the
     # shutdown order and grace period are the runner's.
     # Every node exits when the runner dies, even by SIGKILL: no orphan keeps publishing.
-    process = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=launcher_environment()
-    )
+    env = launcher_environment({**os.environ, **dds_profile_environment()})
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     threading.Thread(target=_pump_output, args=(node.name, process.stdout, lock), daemon=True).start()
     return RunningNode(node, process)
 

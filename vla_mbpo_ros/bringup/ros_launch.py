@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vla_mbpo_ros.bringup import LAUNCH_ARGUMENTS, PACKAGE, resolve
+from vla_mbpo_ros.bringup import LAUNCH_ARGUMENTS, PACKAGE, dds_profile_environment, resolve
 
 
 def generate_profile_launch(profile: str):
@@ -22,6 +22,7 @@ def generate_profile_launch(profile: str):
                 parameters=[*(str(p) for p in node.param_files), node.parameters, *(str(p) for p in node.site_files)],
                 remappings=node.remappings,
                 output="screen",
+                additional_env=dds_profile_environment(),
                 on_exit=Shutdown(reason=f"required node {node.name} exited") if node.required else None,
             )
             for node in resolve(profile, args)

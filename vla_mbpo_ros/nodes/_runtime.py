@@ -42,10 +42,9 @@ from vla_mbpo_ros.core.util.process import exit_with_launcher
 # QoS of the interface contract (README, "ROS interface").
 SENSOR_QOS = qos_profile_sensor_data
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-# Observations: the executor only wants the newest; the sync node keeps the last 10 for readers
-# that stall briefly (the recorder), so a reliable reader misses nothing in a short stall.
-OBSERVATION_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-RECORDING_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# Observation sets: reliable, and a history of 10 (1 s at 10 fps) so that a reader stalled for a
+# moment (the recorder while its writer holds the GIL) still gets every set.
+OBSERVATION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 LATCHED_QOS = QoSProfile(
     depth=1,
     reliability=ReliabilityPolicy.RELIABLE,
@@ -113,8 +112,8 @@ def declare_config(node: Node, cls: type[T], prefix: str = "") -> T:
     values = {}
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if dataclasses.is_dataclass(default) or isinstance(default, dict):
-            continue  # nested sections are not ROS parameters
+        if dataclasses.is_dataclass(default) or isinstance(default, dict) or default == ():
+            continue  # nested sections are not ROS parameters; nor are lists without a typed default
         values[f.name] = declare(node, dotted + f.name, default)
     try:
         return load_config(cls, values, section=prefix)

@@ -1,8 +1,9 @@
 """Time-synchronized multi-view observations: N camera streams + joint state -> MultiViewObservation.
 
-Matching is core.sync.ApproximateTimeSync on header stamps (the head view is the reference; one set
-per head frame). Subscriptions use the sensor-data QoS of the drivers; the output is reliable. The
-images are forwarded as received (no decode, no copy). /diagnostics reports per-stream rates, drops,
+Matching is core.data.sync.ApproximateTimeSync on header stamps (the head view is the reference; one
+set per head frame). Subscriptions use the sensor-data QoS of the drivers; the output is reliable.
+Images are taken and forwarded serialized (``vla_mbpo_ros.cdr``): the node never decodes a frame, and
+its pixels are copied once, into the set. /diagnostics reports per-stream rates, drops,
 the matched-set rate, skew and latency percentiles, and stale streams. ``latency_ms`` is the
 latency the node adds: from the DDS receipt of a set's last-arriving member (rmw reception
 timestamp, so executor queueing counts) to the publish of the set.
@@ -10,12 +11,15 @@ timestamp, so executor queueing counts) to the publish of the set.
 
 from __future__ import annotations
 
+import struct
 import time
+from functools import partial
 
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
-from vla_mbpo_ros.conversions import seconds_to_stamp, stamp_to_seconds
+from vla_mbpo_ros.cdr import image_stamp, multiview_observation
+from vla_mbpo_ros.conversions import stamp_to_seconds
 from vla_mbpo_ros.core.data.sync import ApproximateTimeSync
 from vla_mbpo_ros.core.util.stats import RateStats
 from vla_mbpo_ros.msg import MultiViewObservation
@@ -35,11 +39,13 @@ class ObservationSyncNode(Node):
         slop = declare(self, "slop", 0.02, "max |stamp offset| of any member from the head view (s)")
         queue_size = declare(self, "queue_size", 10, "messages kept per stream while matching")
         stale_after = declare(self, "stale_after", 0.5, "a stream with no message for this long is stale (s)")
+        min_gap_fraction = declare(self, "min_gap_fraction", 1.0, "next message assumed >= this x the smallest recent gap later")
         if not self.views:
             raise ConfigError("views: at least one camera view is required")
         try:
             self.sync = ApproximateTimeSync(
-                [*self.views, JOINTS], slop=slop, queue_size=queue_size, reference=self.views[0], stale_after=stale_after
+                [*self.views, JOINTS], slop=slop, queue_size=queue_size, reference=self.views[0], stale_after=stale_after,
+                min_gap_fraction=min_gap_fraction,
             )
         except ValueError as err:
             raise ConfigError(str(err)) from err
@@ -48,33 +54,39 @@ class ObservationSyncNode(Node):
         self.pub = self.create_publisher(MultiViewObservation, output_topic, OBSERVATION_QOS)
         for view in self.views:
             topic = image_topic.format(view=view)
-            self.create_subscription(Image, topic, lambda msg, info, v=view: self._on_message(v, msg, info), SENSOR_QOS)
-        self.create_subscription(JointState, joint_topic, lambda msg, info: self._on_message(JOINTS, msg, info), SENSOR_QOS)
+            self.create_subscription(Image, topic, partial(self._on_image, view), SENSOR_QOS, raw=True)
+        self.create_subscription(JointState, joint_topic, self._on_joint_state, SENSOR_QOS)
         self.diagnostics = DiagnosticsPublisher(self, self._report, period=1.0)
         self._warned_stale: set[str] = set()
 
-    def _on_message(self, stream: str, msg, info) -> None:
+    def _on_image(self, view: str, raw: bytes, info) -> None:
+        sec, nanosec = image_stamp(raw)
+        self._on_message(view, sec + nanosec * 1e-9, raw, info)
+
+    def _on_joint_state(self, msg: JointState, info) -> None:
+        self._on_message(JOINTS, stamp_to_seconds(msg.header.stamp), msg, info)
+
+    def _on_message(self, stream: str, stamp: float, msg, info) -> None:
         received = time.monotonic()
         # Host (system clock) time at which DDS received the message; the callback time if unknown.
         received_wall = info["received_timestamp"] * 1e-9 if info.get("received_timestamp") else time.time()
         self.stats.tick(stream, received)
-        for matched in self.sync.add(stream, stamp_to_seconds(msg.header.stamp), (msg, received_wall), received):
+        for matched in self.sync.add(stream, stamp, (msg, received_wall), received):
             self._publish(matched)
 
     def _publish(self, matched) -> None:
         last_receipt = max(received_wall for _, received_wall in matched.items.values())
         items = {stream: msg for stream, (msg, _) in matched.items.items()}
-        obs = MultiViewObservation()
-        obs.header.stamp = seconds_to_stamp(matched.stamp)
-        obs.header.frame_id = "base_link"
-        obs.sequence = self.sequence
-        obs.view_names = list(self.views)
-        obs.images = [items[v] for v in self.views]
-        obs.view_offsets = [float(matched.offsets[v]) for v in self.views]
-        obs.joint_state_offset = float(matched.offsets[JOINTS])
-        obs.max_skew = float(matched.max_skew)
-        obs.joint_state = items[JOINTS]
-        self.pub.publish(obs)
+        try:
+            data = multiview_observation(
+                image_stamp(items[self.views[0]]), "base_link", self.sequence, self.views, [items[v] for v in self.views],
+                [float(matched.offsets[v]) for v in self.views], float(matched.offsets[JOINTS]), float(matched.max_skew),
+                items[JOINTS],
+            )
+        except (ValueError, struct.error) as err:
+            self.get_logger().error(f"set not published: {err}", throttle_duration_sec=5.0)
+            return
+        self.pub.publish(data)
         latency_ms = (time.time() - last_receipt) * 1e3
         self.sequence += 1
         now = time.monotonic()

@@ -38,7 +38,7 @@ from vla_mbpo_ros.core.data.recording import FramePairer, FrameSampler, Outcome,
 from vla_mbpo_ros.core.robot.joints import reorder
 from vla_mbpo_ros.msg import EpisodeEvent, ExecutedCommand, MultiViewObservation
 from vla_mbpo_ros.nodes._diagnostics import OK, WARN, DiagnosticsPublisher
-from vla_mbpo_ros.nodes._runtime import RECORDING_QOS, RELIABLE_QOS, SENSOR_QOS, ConfigError, declare, declare_config, run_node
+from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS, RELIABLE_QOS, SENSOR_QOS, ConfigError, declare, declare_config, run_node
 from vla_mbpo_ros.srv import EndEpisode, StartEpisode
 
 # What the raw recording (record_raw) subscribes to by default: the sim's / drivers' raw streams,
@@ -107,10 +107,9 @@ class RecorderNode(Node):
         self._writer = threading.Thread(target=self._write_loop, name="dataset_writer", daemon=True)
         self._writer.start()
 
-        # A deep reliable history: a frame is never overwritten in the queue while the writer thread
-        # holds the GIL for a moment. (The services wait for the writer; no frame is being recorded then.)
-        self.create_subscription(MultiViewObservation, observation_topic, self._on_observation, RECORDING_QOS)
-        self.create_subscription(ExecutedCommand, command_topic, self._on_command, RECORDING_QOS)
+        # (The services wait for the writer thread: no frame is being recorded then.)
+        self.create_subscription(MultiViewObservation, observation_topic, self._on_observation, OBSERVATION_QOS)
+        self.create_subscription(ExecutedCommand, command_topic, self._on_command, RELIABLE_QOS)
         self.bags = self._raw_recording(root, declare(self, "record_raw", False, "also write the raw topics of every episode to MCAP"))
         self.create_service(StartEpisode, "/vla_mbpo/recorder/start_episode", self._on_start)
         self.create_service(EndEpisode, "/vla_mbpo/recorder/end_episode", self._on_end)

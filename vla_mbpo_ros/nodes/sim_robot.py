@@ -27,6 +27,7 @@ from trajectory_msgs.msg import JointTrajectory
 from vla_mbpo_ros.conversions import numpy_to_image, pinhole_camera_info, seconds_to_stamp, stamp_to_seconds
 from vla_mbpo_ros.core.robot.trajectory import Trajectory
 from vla_mbpo_ros.core.sim import ExpertConfig, RealtimePacer, ScriptedExpert, SimConfig, So101Sim
+from vla_mbpo_ros.core.sim.expert import within_safety_limits
 from vla_mbpo_ros.nodes._runtime import (
     LATCHED_QOS,
     RELIABLE_QOS,
@@ -40,19 +41,18 @@ from vla_mbpo_ros.nodes._runtime import (
 from vla_mbpo_ros.srv import ResetSim
 
 
-def _position_limits(robot_yaml: str, joint_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """The robot's safety position limits in the sim's joint order. The expert's IK uses the full
-    joint ranges, the gate's limits are tighter: an operator (or the expert) stays inside them
-    instead of having the gate clamp and eventually latch the e-stop."""
+def _safety_config(robot_yaml: str, joint_names: tuple[str, ...]):
+    """The robot's safety config (its joints must be the sim's, in the sim's order)."""
     from vla_mbpo_ros.bringup import config_dir
     from vla_mbpo_ros.core.control.limits import load_safety_config
 
     try:
-        limits = load_safety_config(robot_yaml or config_dir() / "robots" / "so101.yaml").limits
-        order = [limits.names.index(name) for name in joint_names]
+        safety = load_safety_config(robot_yaml or config_dir() / "robots" / "so101.yaml")
     except (ValueError, OSError) as err:
         raise ConfigError(f"robot_config: {err}") from err
-    return limits.position_min[order], limits.position_max[order]
+    if safety.limits.names != tuple(joint_names):
+        raise ConfigError(f"robot_config: joints {list(safety.limits.names)} are not the sim's {list(joint_names)}")
+    return safety
 
 
 class SimRobotNode(Node):
@@ -66,10 +66,14 @@ class SimRobotNode(Node):
         expert_config = declare_config(self, ExpertConfig, "expert")
         self.sim = So101Sim(self.config)
         self.sim.reset(self.config.seed)
-        self.expert = ScriptedExpert(self.sim, expert_config, seed=self.config.seed) if expert_teleop else None
-        if self.expert is not None:
-            robot_yaml = declare(self, "robot_config", "", "expert targets stay in its safety position limits ('' = config/robots/so101.yaml)")
-            self._expert_limits = _position_limits(robot_yaml, self.sim.joint_names)
+        self.expert = None
+        if expert_teleop:
+            # The expert is an operator's device: its targets stay within what the gate lets through,
+            # instead of having the gate clamp them (and the grasp slip).
+            robot_yaml = declare(self, "robot_config", "", "robot yaml whose safety limits the expert stays within ('' = so101)")
+            expert_config = within_safety_limits(expert_config, _safety_config(robot_yaml, self.sim.joint_names),
+                                                 self.sim.control_period)
+            self.expert = ScriptedExpert(self.sim, expert_config, seed=self.config.seed)
         self.resets = 0
         self.pacer = RealtimePacer(self.config.realtime_factor)
         self._epoch = stamp_to_seconds(self.get_clock().now().to_msg())  # node clock at elapsed time 0
@@ -171,7 +175,7 @@ class SimRobotNode(Node):
 
     def _expert_command(self, names: list[str]) -> JointState:
         """The expert's targets for the coming control period (called with the sim lock held)."""
-        target = np.clip(self.expert.act(self.sim), *self._expert_limits)
+        target = self.expert.act(self.sim)
         command = JointState(name=names, position=target.tolist())
         command.header.stamp = seconds_to_stamp(self._epoch + self._time_base + self.sim.time)
         return command

@@ -13,7 +13,11 @@ Algorithm (reference-driven, nearest neighbour, emit as soon as decidable):
 * Streams are periodic: the next message of ``s`` is assumed to be stamped at least
   ``min_gap_fraction`` x (smallest of its last ``gap_history`` stamp gaps) after its newest one,
   which decides a candidate without waiting a whole period for the next message (a 30 Hz wrist
-  camera with 2 ms jitter would otherwise add ~33 ms). ``min_gap_fraction=0`` assumes nothing.
+  camera with 2 ms jitter would otherwise add ~33 ms). The default 1.0 takes the smallest recent
+  gap as it is (it already contains the jitter): a candidate older than the reference is then
+  decided when it is within half that gap, i.e. whenever it is the nearest one for sure; with 0.5
+  a 50 Hz joint state 6 ms before the head frame waited 20 ms for the next one. A gap shorter than
+  any recent one costs at most a slightly less near partner. ``min_gap_fraction=0`` assumes nothing.
 * The oldest pending reference is emitted the moment every stream is decided. This is earlier
   than waiting for each stream to pass ``r + slop`` (the textbook rule): with identical trigger
   stamps (offset 0) a set goes out on the arrival of its last member, and otherwise at most one
@@ -76,7 +80,7 @@ class ApproximateTimeSync:
         reference: str | None = None,
         stale_after: float = 1.0,
         jump_threshold: float = 1.0,
-        min_gap_fraction: float = 0.5,
+        min_gap_fraction: float = 1.0,
         gap_history: int = 16,
     ) -> None:
         names = tuple(stream_names)

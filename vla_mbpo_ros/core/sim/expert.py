@@ -12,6 +12,7 @@ joint motion covering a fraction of the episode, after which the expert starts o
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from dataclasses import dataclass
@@ -72,6 +73,13 @@ class ExpertConfig:
     random_fraction: float = 0.0  # fraction of episode_steps spent in random joint motion
     random_step_std: float = 0.05  # rad per control step of the random walk
     episode_steps: int = 300  # control steps an episode is expected to last (random window)
+    # What the arm's safety gate allows, when the expert drives it through the gate like an operator's
+    # device (see ``within_safety_limits``): output targets stay inside these bounds and change by at
+    # most ``max_target_step`` per control step, so the gate never has to clamp them. Empty: the
+    # joint ranges, and no rate limit (offline demonstrations straight into the sim).
+    target_lower: tuple[float, ...] = ()
+    target_upper: tuple[float, ...] = ()
+    max_target_step: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         positive = ("ready_joint_speed", "ready_tolerance", "approach_speed", "descend_speed", "lift_speed",
@@ -94,6 +102,21 @@ class ExpertConfig:
             raise ValueError(f"random_fraction must be in [0, 1], got {self.random_fraction!r}")
         if not isinstance(self.episode_steps, int) or self.episode_steps < 1:
             raise ValueError(f"episode_steps must be an integer >= 1, got {self.episode_steps!r}")
+        for name in ("target_lower", "target_upper", "max_target_step"):
+            if len(getattr(self, name)) not in (0, _N_ARM + 1):
+                raise ValueError(f"{name} must be empty or have {_N_ARM + 1} values, got {len(getattr(self, name))}")
+        if any(step <= 0 for step in self.max_target_step):
+            raise ValueError(f"max_target_step must be > 0, got {self.max_target_step}")
+
+
+def within_safety_limits(config: ExpertConfig, safety, control_period: float) -> ExpertConfig:
+    """``config`` for an expert whose targets pass ``safety`` (a ``core.control.limits.SafetyConfig``
+    in the sim's joint order) unchanged at ``control_period``: inside the position bounds (gripper
+    range included) and within the per-cycle step and velocity limits."""
+    lower, upper = safety.effective_position_bounds()
+    step = np.minimum(safety.limits.max_step, safety.limits.max_velocity * control_period)
+    return dataclasses.replace(config, target_lower=tuple(lower), target_upper=tuple(upper),
+                               max_target_step=tuple(step * (1.0 - 1e-6)))
 
 
 class ScriptedExpert:
@@ -111,6 +134,10 @@ class ScriptedExpert:
         self._dof_adr = np.array([model.joint(n).dofadr[0] for n in names[:_N_ARM]])
         self._gain = model.actuator_gainprm[[model.actuator(n).id for n in names[:_N_ARM]], 0].copy()
         self._lower, self._upper = sim.joint_limits()
+        if self.config.target_lower:
+            self._lower = np.maximum(self._lower, self.config.target_lower)
+            self._upper = np.minimum(self._upper, self.config.target_upper)
+        self._max_step = np.asarray(self.config.max_target_step) if self.config.max_target_step else None
         self._dt = sim.control_period
         self._grasp_offset = self._fingertip_midpoint_offset()
         self._jac_pos = np.zeros((3, model.nv))
@@ -130,6 +157,7 @@ class ScriptedExpert:
         self._rng = np.random.default_rng(seed)
         self._step = 0
         self._command: np.ndarray | None = None  # last arm IK solution + gripper, noise-free
+        self._output: np.ndarray | None = None  # last target handed out (rate-limited)
         self._enter(Phase.READY)
         cfg = self.config
         length = round(cfg.random_fraction * cfg.episode_steps)
@@ -140,6 +168,8 @@ class ScriptedExpert:
         """Joint-position targets (rad, SO101_JOINT_NAMES order) for the next control period."""
         if self._command is None:
             self._command = sim.joint_positions()
+        if self._output is None and self._max_step is not None:
+            self._output = np.clip(sim.joint_positions(), self._lower, self._upper)  # rate-limit from where the arm is
         start, end = self._random_window
         if start <= self._step < end:
             if self._phase is not Phase.RANDOM:
@@ -155,7 +185,11 @@ class ScriptedExpert:
         self._phase_steps += 1
         if self.config.target_noise_std > 0:
             target = target + self._rng.normal(0.0, self.config.target_noise_std, size=target.shape)
-        return np.clip(target, self._lower, self._upper)
+        target = np.clip(target, self._lower, self._upper)
+        if self._max_step is not None and self._output is not None:
+            target = self._output + np.clip(target - self._output, -self._max_step, self._max_step)
+        self._output = target
+        return target.copy()
 
     def grasp_point(self, sim: So101Sim) -> np.ndarray:
         """World position of the point between the fingertips (the point the IK moves)."""
@@ -209,7 +243,9 @@ class ScriptedExpert:
                 self._enter(Phase.APPROACH)
             return
         if self._phase is Phase.CLOSE:
-            if elapsed >= cfg.close_duration:
+            # Lift once the jaws had time to close (a rate-limited gripper needs longer than close_duration).
+            closed = self._output is None or self._output[-1] <= max(cfg.gripper_closed, self._lower[-1]) + 1e-3
+            if elapsed >= cfg.close_duration and (closed or timed_out):
                 lift_z = sim.cube_half_size + cfg.lift_height
                 self._lift_goal = np.array([*self.grasp_point(sim)[:2], lift_z])
                 self._enter(Phase.LIFT)
