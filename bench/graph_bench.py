@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import re
 import signal
@@ -48,6 +49,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+
+def sim_policy_config():
+    """The compact VLA of the sim setup (config/finetune_sim.yaml), with the sim's view names."""
+    from vla_mbpo_ros.core.loop.pipeline import PipelineConfig
+
+    setup = PipelineConfig.from_yaml(REPO / "config" / "finetune_sim.yaml")
+    return dataclasses.replace(setup.policy.compact, view_names=setup.view_names)
 
 
 def site_config(path: Path, profile: str, episodes: int, seed: int, checkpoint: Path | None) -> Path:
@@ -194,7 +203,7 @@ def bc_checkpoint(directory: Path, seed: int) -> Path:
     import torch
 
     from vla_mbpo_ros.core.policy.bc import BCArrays, BCConfig, train_bc
-    from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfig
+    from vla_mbpo_ros.core.policy.compact import CompactFlowVLA
     from vla_mbpo_ros.core.sim import SimConfig, So101Sim
     from vla_mbpo_ros.core.sim.rollouts import EpisodeConfig, expert_episodes
 
@@ -204,7 +213,7 @@ def bc_checkpoint(directory: Path, seed: int) -> Path:
     demos = expert_episodes(sim, range(10_000 + seed, 10_010 + seed), EpisodeConfig(max_steps=450, control_steps_per_action=3),
                             successful_only=True)
     sim.close()
-    policy = CompactFlowVLA(CompactFlowVLAConfig.from_yaml(REPO / "config" / "policy.yaml"), version="graph_bench")
+    policy = CompactFlowVLA(sim_policy_config(), version="graph_bench")
     train_bc(policy, BCArrays.from_episodes(demos, policy.chunk_size), BCConfig(steps=400, batch_size=32, learning_rate=1e-3))
     policy.save(directory)
     return directory

@@ -3,7 +3,7 @@
     python bench/safety_bench.py [--rate 50] [--cycles 40]
 
 Starts the sim SO-101 (control at --rate), the observation sync node and the policy executor as
-real processes, with the built-in compact flow VLA (config/policy.yaml, random weights, action
+real processes, with the built-in compact flow VLA (config/finetune_sim.yaml, random weights, action
 normalisation fitted around the home pose so chunks stay inside the limits) and the request
 watermark at chunk_size - 1, so a chunk is being computed nearly all the time. Then --cycles times:
 start a policy episode, let it run, press the e-stop, release, reset. The executor measures both
@@ -17,6 +17,7 @@ loop running in its own process during the same run (the machine's own schedulin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -33,16 +34,24 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def sim_policy_config():
+    """The compact VLA of the sim setup (config/finetune_sim.yaml), with the sim's view names."""
+    from vla_mbpo_ros.core.loop.pipeline import PipelineConfig
+
+    setup = PipelineConfig.from_yaml(REPO / "config" / "finetune_sim.yaml")
+    return dataclasses.replace(setup.policy.compact, view_names=setup.view_names)
+
+
 def make_policy(directory: Path, seed: int) -> float:
     """Save a compact flow VLA checkpoint; returns the seconds one chunk takes here (1 thread)."""
     import torch
 
     from vla_mbpo_ros.core.policy.base import ObsBatch
-    from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfig
+    from vla_mbpo_ros.core.policy.compact import CompactFlowVLA
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    config = CompactFlowVLAConfig.from_yaml(REPO / "config" / "policy.yaml")
+    config = sim_policy_config()
     policy = CompactFlowVLA(config, version="bench")
     rng = np.random.default_rng(seed)
     states = rng.normal(0.0, 0.02, (256, config.state_dim))
@@ -128,9 +137,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="safety_bench_"))
     chunk_s = make_policy(work / "policy", args.seed)
     sim_params = {"sim.image_size": [64, 64], "sim.camera_fps": 15.0, "sim.control_fps": args.rate}
-    from vla_mbpo_ros.core.policy.compact import CompactFlowVLAConfig
 
-    chunk_size = CompactFlowVLAConfig.from_yaml(REPO / "config" / "policy.yaml").chunk_size
+    chunk_size = sim_policy_config().chunk_size
     executor_params = {
         "control_rate": args.rate,
         "policy_checkpoint": str(work / "policy"),

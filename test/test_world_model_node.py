@@ -20,7 +20,7 @@ def workspace(tmp_path):
 
     record_sim_episodes(tmp_path / "dataset", seeds=range(4))
     config = yaml.safe_load((REPO / "config" / "finetune_sim.yaml").read_text())
-    config["bc"]["steps"] = 30
+    config["policy"]["bc"]["steps"] = 30
     # Long enough to be killed in the middle of the world-model phase.
     config["world_model"]["train"].update(steps=400, vq_fit_steps=20)
     config["mbpo"].update(num_iterations=1, samples_per_refill=16, rollout_batch_size=8, minibatch_size=16, validation_starts=4)

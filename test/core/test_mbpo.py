@@ -303,12 +303,18 @@ def test_sim_world_model_restores_branch_states_and_returns_true_joint_states():
         world.begin_branches([StartState(views=starts[0].views, state=starts[0].state, instruction="x")])
 
 
-def test_shipped_yaml_files_hold_the_paper_defaults():
+def test_the_gpu_setup_holds_the_paper_defaults():
+    """config/finetune_gpu.yaml states the paper's values; the config classes' defaults are the same."""
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2] / "config"
-    mbpo = MBPOConfig.from_yaml(root / "mbpo.yaml")
-    assert mbpo == MBPOConfig()
-    policy = CompactFlowVLAConfig.from_yaml(root / "policy.yaml")
-    assert policy == CompactFlowVLAConfig()
-    assert (policy.chunk_size, policy.sde.num_steps, policy.sde.noise_level) == (10, 3, 0.5)
+    from vla_mbpo_ros.core.loop.pipeline import PipelineConfig
+
+    config = PipelineConfig.from_yaml(Path(__file__).resolve().parents[2] / "config" / "finetune_gpu.yaml")
+    assert config.mbpo == MBPOConfig()
+    assert (config.policy.backend, config.world_model.data.chunk_size, config.mbpo.samples_per_refill) == ("pi05", 10, 512)
+    sde, value_head = config.policy.lerobot.sde, config.policy.lerobot.value_head
+    assert (sde.num_steps, sde.noise_level, value_head.hidden_sizes) == (3, 0.5, (1024, 512, 256, 128))
+    assert (config.world_model.train.lr, config.world_model.train.answer_loss_weight) == (2e-5, 0.01)
+    assert (config.devices.policy, config.devices.dtype) == ("cuda", "bfloat16")
+    compact = CompactFlowVLAConfig()
+    assert (compact.chunk_size, compact.sde.num_steps, compact.sde.noise_level) == (10, 3, 0.5)

@@ -15,7 +15,7 @@ from sim_data import IMAGE, record_sim_episodes
 
 from vla_mbpo_ros.core.data.reader import load_episodes
 from vla_mbpo_ros.core.loop.pipeline import PipelineConfig, read_state, run_iteration
-from vla_mbpo_ros.core.policy.base import load_policy
+from vla_mbpo_ros.core.policy.base import ObsBatch, load_policy
 from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
 
 
@@ -30,7 +30,7 @@ def dataset(tmp_path_factory) -> Path:
 def config(tmp_path) -> Path:
     """config/finetune_sim.yaml, shrunk further so the test stays around a minute."""
     data = yaml.safe_load((Path(__file__).parents[2] / "config" / "finetune_sim.yaml").read_text())
-    data["bc"]["steps"] = 30
+    data["policy"]["bc"]["steps"] = 30
     data["world_model"]["train"].update(steps=20, vq_fit_steps=20)
     data["mbpo"].update(num_iterations=1, samples_per_refill=16, rollout_batch_size=8, minibatch_size=16, validation_starts=4)
     path = tmp_path / "finetune.yaml"
@@ -112,3 +112,44 @@ def test_too_few_episodes_is_a_clear_error(dataset, config, tmp_path):
     config.write_text(yaml.safe_dump(data))
     with pytest.raises(RuntimeError, match="only 4 labelled episodes"):
         run_iteration(tmp_path / "run", dataset, PipelineConfig.from_yaml(config))
+
+
+def test_the_gpu_setup_runs_on_the_cpu_with_a_lerobot_smolvla_and_a_janus_snapshot(dataset, tmp_path):
+    """config/finetune_gpu.yaml as shipped (paper values, Janus-Pro prompts), with the sizes shrunk, the
+    devices set to the CPU, and local tiny snapshots where it names pi0.5 and Janus-Pro: the policy is a
+    LeRobot SmolVLA loaded with its own from_pretrained and SFT-ed on the demos, the world model a plain
+    Janus snapshot finetuned through the `pretrained` path (not UMMWorldModel.tiny)."""
+    from tiny_models import save_tiny_janus_snapshot, save_tiny_smolvla, save_tiny_smolvlm
+
+    from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
+
+    data = yaml.safe_load((Path(__file__).parents[2] / "config" / "finetune_gpu.yaml").read_text())
+    smolvla = save_tiny_smolvla(tmp_path / "smolvla", save_tiny_smolvlm(tmp_path / "smolvlm"))
+    data.update(min_episodes=2, torch_threads=1, devices={"world_model_training": "cpu", "imagination": "cpu",
+                                                           "policy": "cpu", "dtype": "float32"})
+    data["policy"].update(backend="smolvla", pretrained=str(smolvla))
+    data["policy"]["lerobot"].update(view_keys={}, value_head={"hidden_sizes": [32, 16]})
+    data["policy"]["bc"].update(steps=3, batch_size=4)
+    data["world_model"]["pretrained"] = str(save_tiny_janus_snapshot(tmp_path / "janus"))
+    data["world_model"]["train"].update(steps=3, batch_size=2, reward_batch_size=2, lr=1e-3, warmup_steps=1)
+    data["mbpo"].update(num_iterations=1, samples_per_refill=8, rollout_batch_size=4, update_to_data=2, minibatch_size=8,
+                        critic_warmup_updates=1, recompute_every=1, validation_starts=2)
+    config_path = tmp_path / "gpu_on_cpu.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    config = PipelineConfig.from_yaml(config_path)
+    run = tmp_path / "run"
+
+    first = run_iteration(run, dataset, config)
+    policy = load_policy(Path(first["path"]))
+    assert first["metrics"]["bc.backend"] == "smolvla" and policy.backend == "smolvla" and policy.version == "v0001"
+    assert len(first["metrics"]["bc.bc_loss"]) == 2  # the SFT ran (first and last losses)
+    chunk = policy.predict_chunks(ObsBatch({v: np.zeros((1, 32, 32, 3), np.uint8) for v in ("head", "wrist")},
+                                           np.zeros((1, 6), np.float32), ["pick up the cube"]))
+    assert chunk.shape == (1, policy.chunk_size, 6) and np.isfinite(chunk).all()
+
+    second = run_iteration(run, dataset, config)
+    assert second["metrics"]["world_model.pretrained"] == str(data["world_model"]["pretrained"])
+    world_model = UMMWorldModel.from_pretrained(run / "iterations" / "0001" / "world_model")
+    assert world_model.config.prompts.system.startswith("<|User|>")  # the setup's chat format was applied
+    assert world_model.codec.stats.low.shape == (6,)  # statistics of the recorded actions (the snapshot had none)
+    assert second["metrics"]["rl.start_states"] > 0 and "rl.approx_kl" in second["metrics"]

@@ -2,6 +2,11 @@
 
     python -m vla_mbpo_ros.core.loop.pipeline --run-dir RUN --dataset DATA --config config/finetune_sim.yaml
 
+Everything an iteration builds comes from one setup file (``PipelineConfig``: config/finetune_sim.yaml
+on a CPU, config/finetune_gpu.yaml for pi0.5 + Janus-Pro on a GPU): the policy backend and where its
+first weights come from, the world model (tiny, or a pretrained local snapshot), the RL settings, and
+the device and dtype of every phase.
+
 Phases of iteration i (``RUN/iterations/<i>``); each writes its outputs into a temporary folder that
 is renamed when complete, then a ``<phase>.done`` marker, so a run killed at any point restarts at
 the first unfinished phase and never reads half-written files:
@@ -27,148 +32,214 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from vla_mbpo_ros.core.data.episode import Episode
+from vla_mbpo_ros.core.data.reader import load_episodes
 from vla_mbpo_ros.core.loop.report import write_report
 from vla_mbpo_ros.core.loop.run_dir import IterationDir, publish_candidate, read_state, write_state
+from vla_mbpo_ros.core.policy.base import load_policy
+from vla_mbpo_ros.core.policy.bc import BCArrays, BCConfig, train_bc
+from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfig
+from vla_mbpo_ros.core.policy.lerobot_adapter import LeRobotFlowConfig
+from vla_mbpo_ros.core.rl.start_states import StartStateSampler
+from vla_mbpo_ros.core.rl.trainer import MBPOConfig, MBPOTrainer
+from vla_mbpo_ros.core.util.config import load_config_file
 from vla_mbpo_ros.core.util.images import resize_uint8
 from vla_mbpo_ros.core.util.process import exit_with_launcher
+from vla_mbpo_ros.core.world_model.codec import ACTION_STATS_FILE
+from vla_mbpo_ros.core.world_model.configuration import WORLD_MODEL_CONFIG_FILE, TinyArchConfig, WorldModelConfig
+from vla_mbpo_ros.core.world_model.data import DataConfig, action_stats, build_samples
+from vla_mbpo_ros.core.world_model.evaluate import render_examples
+from vla_mbpo_ros.core.world_model.train import TrainConfig, train_world_model
+from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
+
+POLICY_BACKENDS = ("compact", "smolvla", "pi0", "pi05")
+
+
+@dataclass
+class PolicySetup:
+    """The policy the loop trains: its backend, where it starts, how it is behaviour-cloned."""
+
+    backend: str = "compact"  # compact (built-in, CPU), smolvla, pi0, pi05 (LeRobot, through the adapter)
+    # A local directory to start from: a LeRobot policy (save_pretrained + its processors) for the
+    # LeRobot backends, a checkpoint of ours for compact; "" (compact only): random init.
+    pretrained: str = ""
+    compact: CompactFlowVLAConfig = field(default_factory=CompactFlowVLAConfig)
+    lerobot: LeRobotFlowConfig = field(default_factory=LeRobotFlowConfig)
+    bc: BCConfig = field(default_factory=BCConfig)  # BC (compact) or SFT (LeRobot) on the demos; steps 0: none
+
+    def __post_init__(self) -> None:
+        if self.backend not in POLICY_BACKENDS:
+            raise ValueError(f"backend: expected one of {list(POLICY_BACKENDS)}, got {self.backend!r}")
+        if self.backend != "compact" and not self.pretrained:
+            raise ValueError(f"pretrained: the {self.backend} backend starts from a local LeRobot policy directory")
+
+
+@dataclass
+class WorldModelSetup:
+    """The UMM world model: tiny random-init, or finetuned from a pretrained local snapshot."""
+
+    # A local directory: a Janus / Janus-Pro snapshot, or a world model saved by this package (e.g. the
+    # pretrained tiny UMM of `make world-model`); "" = the tiny architecture below with random weights.
+    pretrained: str = ""
+    model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    tiny: TinyArchConfig = field(default_factory=TinyArchConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class DeviceSetup:
+    """Where each phase runs (torch devices) and in which dtype."""
+
+    world_model_training: str = "cpu"
+    imagination: str = "cpu"  # the world model during rollouts and validation
+    policy: str = "cpu"  # BC/SFT, rollouts and PPO updates
+    dtype: str = "float32"  # float32 or bfloat16 (GPU)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype: expected float32 or bfloat16, got {self.dtype!r}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.dtype == "bfloat16" else torch.float32
 
 
 @dataclass
 class PipelineConfig:
-    view_names: tuple[str, ...] = ("head", "wrist")
+    view_names: tuple[str, ...] = ("head", "wrist")  # first = head (global) view
     min_episodes: int = 2  # an iteration needs at least this many recorded episodes
     seed: int = 0
     torch_threads: int = 1
-    policy: dict[str, Any] = field(default_factory=dict)  # CompactFlowVLAConfig fields (first policy only)
-    bc: dict[str, Any] = field(default_factory=dict)  # BCConfig fields
-    world_model: dict[str, Any] = field(default_factory=dict)  # sections of config/world_model.yaml
-    mbpo: dict[str, Any] = field(default_factory=dict)  # MBPOConfig fields
+    policy: PolicySetup = field(default_factory=PolicySetup)
+    world_model: WorldModelSetup = field(default_factory=WorldModelSetup)
+    mbpo: MBPOConfig = field(default_factory=MBPOConfig)
+    devices: DeviceSetup = field(default_factory=DeviceSetup)
+
+    def __post_init__(self) -> None:
+        if self.min_episodes < 1:
+            raise ValueError(f"min_episodes must be >= 1, got {self.min_episodes}")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PipelineConfig:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown sections {sorted(unknown)}")
-        if "view_names" in data:
-            data["view_names"] = tuple(data["view_names"])
-        config = cls(**data)
-        if config.min_episodes < 1:
-            raise ValueError(f"{path}: min_episodes must be >= 1, got {config.min_episodes}")
-        return config
-
-
-Progress = Callable[..., None]
+        return load_config_file(cls, path)
 
 
 def _emit(event: str, **values: Any) -> None:
     print(json.dumps({"event": event, "time": time.time(), **values}, default=float), flush=True)
 
 
-# ------------------------------------------------------------------------------------------ phases
-def _phase_bc(config: PipelineConfig, episodes, it: IterationDir) -> dict[str, Any]:
-    from vla_mbpo_ros.core.policy.bc import BCArrays, BCConfig, train_bc
-    from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfig
-
-    policy_config = CompactFlowVLAConfig.from_dict({**config.policy, "view_names": list(config.view_names)})
-    torch.manual_seed(config.seed)
-    policy = CompactFlowVLA(policy_config, version="bc")
-    arrays = BCArrays.from_episodes(episodes, policy.chunk_size)
-    losses = train_bc(policy, arrays, BCConfig(**config.bc))
-    policy.save(it.staging("candidate"))
-    it.commit("candidate")
-    return {"bc_loss_first": float(np.mean(losses[:20])), "bc_loss_last": float(np.mean(losses[-20:])), "episodes": len(episodes)}
-
-
-def _world_model_sections(config: PipelineConfig) -> dict[str, dict[str, Any]]:
-    known = {"world_model", "tiny", "data", "train", "source"}
-    unknown = set(config.world_model) - known
-    if unknown:
-        raise ValueError(f"world_model: unknown sections {sorted(unknown)}")
-    return {k: dict(config.world_model.get(k) or {}) for k in known}
-
-
-def _at_size(episodes: list[Episode], size: int) -> list[Episode]:
-    """The episodes with every view resized to size x size (the model's input resolution)."""
+def _at_size(episodes: list[Episode], size: int | None) -> list[Episode]:
+    """The episodes with every view resized to size x size (a model's input resolution; None: as is)."""
+    if size is None:
+        return list(episodes)
     return [dataclasses.replace(e, views={v: resize_uint8(f, size) for v, f in e.views.items()}) for e in episodes]
 
 
-def _phase_world_model(config: PipelineConfig, episodes, it: IterationDir, previous: Path | None) -> dict[str, Any]:
-    from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig, WorldModelConfig
-    from vla_mbpo_ros.core.world_model.data import DataConfig, action_stats, build_samples
-    from vla_mbpo_ros.core.world_model.evaluate import render_examples
-    from vla_mbpo_ros.core.world_model.train import TrainConfig, train_world_model
-    from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
+def _ends(values: list[float]) -> list[float]:
+    w = max(1, min(20, len(values) // 4))
+    return [float(np.mean(values[:w])), float(np.mean(values[-w:]))] if values else []
 
-    sections = _world_model_sections(config)
-    arch = TinyArchConfig(**sections["tiny"])
-    train_config = TrainConfig(**sections["train"])
-    data_config = DataConfig(**sections["data"])
-    wm_episodes = _at_size(episodes, arch.image_size)
-    stats = action_stats(wm_episodes)
-    if previous is not None:
-        model = UMMWorldModel.from_pretrained(previous, view_names=config.view_names, action_stats=stats)
-        train_config = dataclasses.replace(train_config, vq_fit_steps=0)
-    else:
-        wm_config = WorldModelConfig(**{**sections["world_model"], "view_names": tuple(config.view_names)})
-        instructions = sorted({e.instruction for e in episodes})
-        model = UMMWorldModel.tiny(
-            config.view_names, stats, arch.image_size, config.seed, arch=arch, config=wm_config, instructions=instructions
-        )
-    dynamics, reward = build_samples(wm_episodes, config.view_names, data_config)
-    history = train_world_model(model, dynamics, reward, train_config, progress=False)
+
+# ------------------------------------------------------------------------------------------ phases
+def build_first_policy(config: PipelineConfig) -> Any:
+    """The policy behaviour cloning starts from, as the setup describes it."""
+    setup, device = config.policy, config.devices.policy
+    if setup.backend == "compact":
+        if setup.pretrained:
+            return load_policy(Path(setup.pretrained), device=device)
+        torch.manual_seed(config.seed)
+        return CompactFlowVLA(dataclasses.replace(setup.compact, view_names=tuple(config.view_names)), version="bc").to(device)
+    from vla_mbpo_ros.core.policy.lerobot_adapter import LeRobotFlowPolicy
+
+    policy = LeRobotFlowPolicy.from_lerobot(Path(setup.pretrained), dataclasses.replace(setup.lerobot, device=device), version="bc")
+    if policy.backend != setup.backend:
+        raise ValueError(f"policy.pretrained: {setup.pretrained} holds a {policy.backend} policy, not {setup.backend}")
+    return policy
+
+
+def _phase_bc(config: PipelineConfig, episodes: list[Episode], it: IterationDir) -> dict[str, Any]:
+    policy = build_first_policy(config)
+    losses: list[float] = []
+    if config.policy.bc.steps:
+        demos = _at_size(episodes, policy.image_size)
+        losses = train_bc(policy, BCArrays.from_episodes(demos, policy.train_chunk_size), config.policy.bc)
+    policy.save(it.staging("candidate"))
+    it.commit("candidate")
+    return {"backend": config.policy.backend, "bc_loss": _ends(losses), "episodes": len(episodes)}
+
+
+def load_world_model(config: PipelineConfig, episodes: list[Episode], previous: Path | None) -> tuple[Any, TrainConfig]:
+    """The world model to finetune this iteration, and how: the previous iteration's, else the setup's
+    pretrained snapshot, else a tiny random-init one (whose VQ tokenizer is fitted first)."""
+    setup, devices = config.world_model, config.devices
+    device, dtype = devices.world_model_training, devices.torch_dtype
+    train = dataclasses.replace(setup.train, mixed_precision="bf16" if dtype == torch.bfloat16 else "no")
+    source = previous or (Path(setup.pretrained) if setup.pretrained else None)
+    if source is not None:
+        # A snapshot of ours keeps its action statistics and prompts: they are the language it learnt.
+        # A Janus snapshot gets the setup's world-model config and statistics of the recorded actions.
+        ours = (source / WORLD_MODEL_CONFIG_FILE).exists()
+        stats = None if (source / ACTION_STATS_FILE).exists() else action_stats(episodes)
+        overrides = {} if ours else dataclasses.asdict(setup.model)
+        overrides["view_names"] = list(config.view_names)
+        model = UMMWorldModel.from_pretrained(source, action_stats=stats, config_overrides=overrides, device=device)
+        return model, dataclasses.replace(train, vq_fit_steps=0)
+    model_config = dataclasses.replace(setup.model, view_names=tuple(config.view_names))
+    instructions = sorted({e.instruction for e in episodes})
+    model = UMMWorldModel.tiny(config.view_names, action_stats(_at_size(episodes, setup.tiny.image_size)), setup.tiny.image_size,
+                               config.seed, arch=setup.tiny, config=model_config, instructions=instructions)
+    return model.to(device), train
+
+
+def _phase_world_model(config: PipelineConfig, episodes: list[Episode], it: IterationDir, previous: Path | None) -> dict[str, Any]:
+    model, train = load_world_model(config, episodes, previous)
+    wm_episodes = _at_size(episodes, model.core.und_size)
+    dynamics, reward = build_samples(wm_episodes, config.view_names, config.world_model.data)
+    history = train_world_model(model, dynamics, reward, train, progress=False)
     model.save_pretrained(it.staging("world_model"))
     it.commit("world_model")
     render_examples(model, dynamics, it.output("real_vs_imagined.png"), rows=min(6, len(dynamics)))
-
-    def ends(values: list[float]) -> list[float]:
-        w = max(1, min(20, len(values) // 4))
-        return [float(np.mean(values[:w])), float(np.mean(values[-w:]))] if values else []
-
     return {
-        "image_loss": ends(history.image_loss),
-        "answer_loss": ends(history.answer_loss),
+        "image_loss": _ends(history.image_loss),
+        "answer_loss": _ends(history.answer_loss),
         "dynamics_samples": len(dynamics),
         "reward_samples": len(reward),
         "parameters": model.num_parameters(),
+        "pretrained": str(previous or config.world_model.pretrained or "tiny"),
     }
 
 
-def _phase_rl(config: PipelineConfig, episodes, it: IterationDir, policy_dir: Path) -> dict[str, Any]:
-    from vla_mbpo_ros.core.policy.base import load_policy
-    from vla_mbpo_ros.core.rl.start_states import StartStateSampler
-    from vla_mbpo_ros.core.rl.trainer import MBPOConfig, MBPOTrainer
-    from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
-
-    policy = load_policy(policy_dir)
-    world_model = UMMWorldModel.from_pretrained(it.output("world_model"))
+def _phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir, policy_dir: Path) -> dict[str, Any]:
+    devices = config.devices
+    policy = load_policy(policy_dir, device=devices.policy)
+    world_model = UMMWorldModel.from_pretrained(it.output("world_model"), device=devices.imagination)
     sampler = StartStateSampler(stride=policy.chunk_size)
-    sampler.add_episodes(_at_size(episodes, policy.config.image_size))
-    mbpo = MBPOConfig.from_dict({"seed": config.seed, **config.mbpo})
+    sampler.add_episodes(_at_size(episodes, policy.image_size))
+    mbpo = dataclasses.replace(config.mbpo, seed=config.seed)
     trainer = MBPOTrainer(policy, world_model, sampler, mbpo)
 
     def on_iteration(index: int, stats: dict[str, float]) -> None:
         _emit("progress", phase="rl", step=index + 1, total=mbpo.num_iterations, **stats)
 
-    result = trainer.train(on_iteration=on_iteration)
+    with torch.autocast(torch.device(devices.policy).type, dtype=devices.torch_dtype, enabled=devices.dtype != "float32"):
+        result = trainer.train(on_iteration=on_iteration)
     policy.save(it.staging("candidate"))
     it.commit("candidate")
     history = result.pop("history")
-    return {**result, "start_states": len(sampler), "imagined_success": [h.get("imagined_success") for h in history]}
+    diagnostics = {key: [h.get(key) for h in history] for key in ("imagined_success", "approx_kl", "clip_fraction",
+                                                                    "explained_variance", "actor_loss", "value_loss")}
+    return {**result, "start_states": len(sampler), **diagnostics}
 
 
 # -------------------------------------------------------------------------------------- iteration
 def run_iteration(run_dir: Path, dataset: Path, config: PipelineConfig, real_episodes_csv: Path | None = None) -> dict[str, Any]:
     """Run (or resume) the next iteration; returns its result.json content."""
-    from vla_mbpo_ros.core.data.reader import load_episodes
-
     torch.set_num_threads(config.torch_threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = read_state(run_dir)

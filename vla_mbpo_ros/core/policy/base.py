@@ -125,7 +125,7 @@ class RLChunkPolicy(ChunkPolicy, Protocol):
     def eval(self) -> object: ...
 
 
-PolicyLoader = Callable[[Path], ChunkPolicy]
+PolicyLoader = Callable[[Path, str], ChunkPolicy]  # (checkpoint directory, torch device)
 _LOADERS: dict[str, PolicyLoader] = {}
 
 
@@ -134,14 +134,14 @@ def register_policy_type(type_name: str, loader: PolicyLoader) -> None:
     _LOADERS[type_name] = loader
 
 
-def load_policy(directory: Path) -> ChunkPolicy:
-    """Load a policy checkpoint directory, dispatching on config.json "type". Never unpickles."""
+def load_policy(directory: str | Path, device: str = "cpu") -> ChunkPolicy:
+    """Load a policy checkpoint directory onto ``device``, dispatching on config.json "type". Never unpickles."""
     config = read_config(Path(directory))
     _register_builtin_types()
     loader = _LOADERS.get(config["type"])
     if loader is None:
         raise ValueError(f"unknown policy type {config['type']!r} in {directory}; known: {sorted(_LOADERS)}")
-    return loader(Path(directory))
+    return loader(Path(directory), device)
 
 
 def _register_builtin_types() -> None:

@@ -84,20 +84,21 @@ class BCConfig:
 
 
 def train_bc(policy: Any, data: Any, config: BCConfig | None = None) -> list[float]:
-    """Behaviour-clone ``policy`` (a CompactFlowVLA) on ``data`` (BCArrays or a LeRobotDataset).
+    """Behaviour-clone ``policy`` on ``data`` (BCArrays or a LeRobotDataset): the compact VLA from
+    scratch, or supervised finetuning of a LeRobot VLA with its own flow-matching loss.
 
     Returns the per-step loss. Leaves the policy in eval mode.
     """
     config = config or BCConfig()
     if not isinstance(data, BCArrays):
-        data = bc_arrays_from_lerobot(data, policy.view_names, policy.chunk_size, policy.config.image_size)
-    if data.action_chunks.shape[1] != policy.chunk_size:
-        raise ValueError(f"data chunks have k={data.action_chunks.shape[1]}, policy has k={policy.chunk_size}")
+        data = bc_arrays_from_lerobot(data, policy.view_names, policy.train_chunk_size, policy.image_size)
+    if data.action_chunks.shape[1] != policy.train_chunk_size:
+        raise ValueError(f"data chunks have k={data.action_chunks.shape[1]}, policy learns {policy.train_chunk_size}")
     if config.fit_normalization or not bool(policy.normalization_fitted):
         policy.fit_normalization(data.states, data.actions)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    trainable = [p for name, p in policy.named_parameters() if not name.startswith("value_head.")]
+    trainable = policy.bc_parameters()
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     policy.train()
     losses = []

@@ -59,7 +59,7 @@ class LeRobotFlowConfig:
 
     view_keys: dict[str, str] = field(default_factory=dict)  # view name -> LeRobot image key; default
     # observation.images.<view> for every image feature of the policy
-    inference_steps: int = 0  # deterministic denoising steps at deployment; 0: the LeRobot config's
+    inference_steps: int = 0  # deterministic denoising steps at deployment; 0: sde.num_steps, the chain RL optimises
     deploy_noise: str = "zero"  # "zero": start the ODE at the prior mean (deterministic); "sample": random
     train_vlm_in_rl: bool = False  # RL trains the action expert (+ projections) only unless set
     device: str = "cpu"
@@ -125,12 +125,21 @@ class LeRobotFlowPolicy(nn.Module):
         else:
             self.view_keys = {key.rsplit(".", 1)[-1]: key for key in image_keys}
         self.view_names = tuple(self.view_keys)
-        default_steps = getattr(lerobot_config, "num_inference_steps", None) or getattr(lerobot_config, "num_steps")
-        self.inference_steps = self.config.inference_steps or int(default_steps)
+        self.inference_steps = self.config.inference_steps or self.config.sde.num_steps
         self.value_head = ValueHead(self._prefix_width(), self.config.value_head).to(self.config.device)
+        self._tokenizer_dir: Path | None = None  # a local tokenizer named instead of the config's (offline)
         vlm_prefix = _VLM_PREFIX[self.backend]
         self._actor_names = [name for name, _ in self.lerobot.model.named_parameters()
                              if self.config.train_vlm_in_rl or not name.startswith(vlm_prefix)]
+
+    @property
+    def image_size(self) -> int | None:
+        """Views are resized by the policy's own preprocessing: any input size works."""
+        return None
+
+    @property
+    def train_chunk_size(self) -> int:
+        return self.model_chunk  # the model denoises (and learns) more actions than it executes
 
     def _prefix_width(self) -> int:
         model = self.lerobot.model
@@ -139,8 +148,10 @@ class LeRobotFlowPolicy(nn.Module):
         return int(model.paligemma_with_expert.paligemma.config.text_config.hidden_size)
 
     # ----------------------------------------------------------------- inputs
-    def _lerobot_batch(self, batch: ObsBatch) -> dict[str, Any]:
-        """ObsBatch -> the policy's preprocessed batch (normalized state, tokenized task, images in [0, 1])."""
+    def _lerobot_batch(self, batch: ObsBatch, actions: torch.Tensor | None = None,
+                       action_valid: torch.Tensor | None = None) -> dict[str, Any]:
+        """ObsBatch (+ action chunks for training) -> the policy's preprocessed batch (normalized state and
+        actions, tokenized task, images in [0, 1])."""
         missing = [n for n in self.view_names if n not in batch.views]
         if missing:
             raise ValueError(f"observation lacks views {missing}; policy expects {list(self.view_names)}")
@@ -149,6 +160,9 @@ class LeRobotFlowPolicy(nn.Module):
             for name, key in self.view_keys.items()}
         raw["observation.state"] = torch.from_numpy(batch.states)
         raw["task"] = list(batch.instructions)
+        if actions is not None:
+            raw["action"] = actions.float()
+            raw["action_is_pad"] = ~action_valid.bool()
         return self.preprocessor(raw)
 
     def _prefix(self, batch: ObsBatch, with_grad: bool) -> _Prefix:
@@ -252,6 +266,38 @@ class LeRobotFlowPolicy(nn.Module):
     def critic_parameters(self) -> list[nn.Parameter]:
         return list(self.value_head.parameters())
 
+    # ----------------------------------------------------------------- supervised finetuning
+    @property
+    def normalization_fitted(self) -> bool:
+        return True  # a LeRobot policy comes with its processors' statistics
+
+    def fit_normalization(self, states: np.ndarray, actions: np.ndarray) -> None:
+        """Normalization statistics of the robot's own data (as LeRobot's finetuning recomputes them)."""
+        from lerobot.policies.factory import make_pre_post_processors
+
+        def summary(data: np.ndarray) -> dict[str, torch.Tensor]:
+            data = np.asarray(data, dtype=np.float32)
+            stats = {"mean": data.mean(0), "std": data.std(0), "min": data.min(0), "max": data.max(0)}
+            stats.update({f"q{q:02d}": np.quantile(data, q / 100, axis=0) for q in (1, 10, 50, 90, 99)})
+            return {key: torch.as_tensor(value, dtype=torch.float32) for key, value in stats.items()}
+
+        overrides: dict[str, dict[str, Any]] = {"device_processor": {"device": self.config.device}}
+        if self._tokenizer_dir is not None:
+            overrides["tokenizer_processor"] = {"tokenizer_name": str(self._tokenizer_dir)}
+        self.preprocessor, self.postprocessor = make_pre_post_processors(
+            self.lerobot.config, dataset_stats={"observation.state": summary(states), "action": summary(actions)},
+            preprocessor_overrides=overrides)
+
+    def bc_parameters(self) -> list[nn.Parameter]:
+        """What LeRobot's own finetuning trains for this policy (its config freezes the VLM by default)."""
+        return [p for p in self.lerobot.parameters() if p.requires_grad]
+
+    def flow_matching_loss(self, batch: ObsBatch, actions: torch.Tensor, action_valid: torch.Tensor,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+        """The policy's own flow-matching loss on (B, model chunk, d) action chunks, padding masked."""
+        loss, _ = self.lerobot.forward(self._lerobot_batch(batch, actions, action_valid))
+        return loss
+
     # ----------------------------------------------------------------- checkpoints
     def save(self, directory: Path) -> None:
         directory = Path(directory)
@@ -315,7 +361,9 @@ class LeRobotFlowPolicy(nn.Module):
         preprocessor, postprocessor = make_pre_post_processors(
             lerobot_config, pretrained_path=str(lerobot_dir), preprocessor_overrides=overrides,
             preprocessor_config_filename=PREPROCESSOR_FILE, postprocessor_config_filename=POSTPROCESSOR_FILE)
-        return cls(lerobot_policy, preprocessor, postprocessor, config, version).eval()
+        policy = cls(lerobot_policy, preprocessor, postprocessor, config, version)
+        policy._tokenizer_dir = tokenizer_dir
+        return policy.eval()
 
 
 def _tokenizer_step(pipeline: Any) -> Any:
@@ -329,9 +377,9 @@ def _optional_dir(path: Path) -> Path | None:
     return path if path.is_dir() else None
 
 
-def _load(directory: Path) -> LeRobotFlowPolicy:
+def _load(directory: Path, device: str = "cpu") -> LeRobotFlowPolicy:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return LeRobotFlowPolicy.load(directory)
+    return LeRobotFlowPolicy.load(directory, device=device)
 
 
 register_policy_type(POLICY_TYPE, _load)

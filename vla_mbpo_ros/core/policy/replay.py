@@ -60,7 +60,7 @@ class ReplayPolicy:
         save_checkpoint(Path(directory), {ACTIONS_TENSOR: torch.from_numpy(self.chunks)}, config)
 
     @classmethod
-    def load(cls, directory: Path) -> ReplayPolicy:
+    def load(cls, directory: Path, device: str = "cpu") -> ReplayPolicy:
         config = read_config(Path(directory))
         if config["type"] != POLICY_TYPE:
             raise ValueError(f"{directory} holds a {config['type']!r} checkpoint, not {POLICY_TYPE!r}")

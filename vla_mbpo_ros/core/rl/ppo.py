@@ -39,17 +39,23 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+# A chunk's log-prob sums k x d Gaussian terms, so log-ratios of hundreds happen after a large step;
+# exp() of that overflows to inf and inf * 0 advantages is NaN. Beyond +-20 the clip decides anyway.
+MAX_LOG_RATIO = 20.0
+
+
 def actor_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                clip_low: float, clip_high: float) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate, masked mean; no KL and no entropy term."""
-    ratio = torch.exp(log_probs - old_log_probs)
+    log_ratio = (log_probs - old_log_probs).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+    ratio = torch.exp(log_ratio)
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     loss = _masked_mean(-torch.minimum(ratio * advantages, clipped * advantages), mask)
     with torch.no_grad():
         stats = {
             "ratio_mean": float(_masked_mean(ratio, mask)),
             "clip_fraction": float(_masked_mean(((ratio - clipped).abs() > 0).float(), mask)),
-            "approx_kl": float(_masked_mean((ratio - 1.0) - (log_probs - old_log_probs), mask)),
+            "approx_kl": float(_masked_mean((ratio - 1.0) - log_ratio, mask)),  # CleanRL's k3 estimator
         }
     return loss, stats
 
@@ -83,6 +89,9 @@ class PPOUpdater:
         cfg = self.config
         self.policy.train()
         stats: dict[str, float] = {}
+        device = self.critic_params[0].device  # the minibatch is stored on the CPU
+        old_log_probs, old_values, advantages, returns, mask = (
+            t.to(device) for t in (old_log_probs, old_values, advantages, returns, mask))
         if critic_only:
             values = self.policy.value(observations)
             loss = cfg.value_loss_coef * value_loss(values, old_values, returns, mask, cfg.value_clip,

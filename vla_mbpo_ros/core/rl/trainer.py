@@ -86,6 +86,13 @@ class MBPOConfig:
         return cls.from_dict(read_params(path, node_name, prefix))
 
 
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, valid: torch.Tensor) -> float:
+    """1 - Var(returns - values) / Var(returns) over valid steps (CleanRL's critic diagnostic; nan if flat)."""
+    v, r = values[valid].double(), returns[valid].double()
+    variance = r.var(unbiased=False) if len(r) > 1 else torch.tensor(0.0)
+    return float("nan") if variance == 0 else float(1.0 - (r - v).var(unbiased=False) / variance)
+
+
 @dataclass
 class Advantages:
     advantages: torch.Tensor  # (M, n), normalized if configured
@@ -174,6 +181,7 @@ class MBPOTrainer:
         stats = {key: float(np.mean([h[key] for h in history if key in h]))
                  for key in sorted({k for h in history for k in h})}
         stats.update(imagined_success=buffer.success_rate(), valid_transitions=float(len(branch_idx)),
+                     explained_variance=explained_variance(targets.values, targets.returns, targets.valid),
                      actor_updated=float(not critic_only),
                      episodes_used=float(self.episodes_used))
         return stats

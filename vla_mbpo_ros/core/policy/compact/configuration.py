@@ -31,7 +31,9 @@ class CompactFlowVLAConfig:
     vocab_size: int = 4096  # hashed instruction vocabulary
     max_instruction_tokens: int = 16  # including [CLS]
     normalization: str = "mean_std"  # "mean_std" or "min_max" for state and actions
-    inference_steps: int = 10  # deterministic Euler steps for deployment
+    # Deterministic Euler steps at deployment; 0: the K = sde.num_steps of the chain RL optimises, so the
+    # executor runs the policy that was trained (a larger value is a different, untrained sampler).
+    inference_steps: int = 0
     deploy_noise: str = "zero"  # "zero": start the ODE at the prior mean (deterministic); "sample": random
     time_beta_alpha: float = 1.5  # BC flow time ~ Beta(alpha, 1) (pi0 uses 1.5), biased towards noise
     train_prefix_in_rl: bool = False  # RL actor trains the action expert only unless set
@@ -47,9 +49,11 @@ class CompactFlowVLAConfig:
         if not self.view_names:
             raise ValueError("view_names must name at least one view")
         for name in ("image_size", "state_dim", "action_dim", "chunk_size", "width", "num_heads", "token_grid",
-                     "expert_layers", "mlp_ratio", "vocab_size", "max_instruction_tokens", "inference_steps"):
+                     "expert_layers", "mlp_ratio", "vocab_size", "max_instruction_tokens"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.inference_steps < 0:
+            raise ValueError(f"inference_steps must be >= 0, got {self.inference_steps}")
         if self.prefix_layers < 0:
             raise ValueError(f"prefix_layers must be >= 0, got {self.prefix_layers}")
         if self.width % self.num_heads:

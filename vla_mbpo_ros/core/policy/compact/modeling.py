@@ -135,6 +135,18 @@ class CompactFlowVLA(nn.Module):
             self.register_buffer(f"{name}_scale", torch.ones(dim))
         self.register_buffer("normalization_fitted", torch.zeros((), dtype=torch.bool))
 
+    @property
+    def device(self) -> torch.device:
+        return self.action_center.device
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def train_chunk_size(self) -> int:
+        return self.chunk_size
+
     # ----------------------------------------------------------------- normalization
     def fit_normalization(self, states: np.ndarray, actions: np.ndarray) -> None:
         """Set state/action normalization from data: states (N, sd), actions (N, d)."""
@@ -164,8 +176,8 @@ class CompactFlowVLA(nn.Module):
         size = self.config.image_size
         per_view = []
         for name in self.view_names:
-            images = torch.from_numpy(np.ascontiguousarray(batch.views[name])).permute(0, 3, 1, 2).float() / 255.0
-            per_view.append(resize_float(images, size))
+            images = torch.from_numpy(np.ascontiguousarray(batch.views[name])).to(self.device)
+            per_view.append(resize_float(images.permute(0, 3, 1, 2).float() / 255.0, size))
         return torch.stack(per_view, dim=1).flatten(0, 1) * 2.0 - 1.0
 
     def _instruction_tokens(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,6 +186,7 @@ class CompactFlowVLA(nn.Module):
         for row, text in enumerate(instructions):
             tokens = hash_instruction(text, cfg.vocab_size, cfg.max_instruction_tokens)
             ids[row, : len(tokens)] = torch.tensor(tokens)
+        ids = ids.to(self.device)
         return ids, ids != _PAD_ID
 
     def encode_prefix(self, batch: ObsBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,7 +199,7 @@ class CompactFlowVLA(nn.Module):
         ids, word_valid = self._instruction_tokens(batch.instructions)
         words = self.word_embedding(ids) + self.word_position[None]
         tokens = torch.cat([image_tokens, words], dim=1)
-        valid = torch.cat([torch.ones(image_tokens.shape[:2], dtype=torch.bool), word_valid], dim=1)
+        valid = torch.cat([torch.ones(image_tokens.shape[:2], dtype=torch.bool, device=self.device), word_valid], dim=1)
         for block in self.prefix_blocks:
             tokens = block(tokens, valid)
         return self.prefix_norm(tokens), valid
@@ -195,7 +208,7 @@ class CompactFlowVLA(nn.Module):
         return masked_mean_pool(prefix, valid)
 
     def _states(self, batch: ObsBatch) -> torch.Tensor:
-        states = torch.from_numpy(batch.states)
+        states = torch.from_numpy(batch.states).to(self.device)
         if states.shape[1] != self.config.state_dim:
             raise ValueError(f"state has {states.shape[1]} dims, policy expects {self.config.state_dim}")
         return (states - self.state_center) / self.state_scale
@@ -220,13 +233,15 @@ class CompactFlowVLA(nn.Module):
     # ----------------------------------------------------------------- deployment
     @torch.no_grad()
     def predict_chunks(self, batch: ObsBatch) -> np.ndarray:
-        """Deterministic chunks (B,k,d), unnormalized, by Euler integration with ``inference_steps``."""
+        """Deterministic chunks (B,k,d), unnormalized: Euler integration from zero noise with the RL chain's
+        K steps (or ``inference_steps``)."""
         velocity_fn, _, _ = self._velocity_fn(batch, detach_prefix=True)
         shape = (len(batch), self.chunk_size, self.action_dim)
         noise = torch.zeros(shape) if self.config.deploy_noise == "zero" else torch.randn(shape)
-        sde = FlowSDEConfig(num_steps=self.config.inference_steps, noise_level=self.config.sde.noise_level)
-        chain = sample_chain(velocity_fn, noise, sde, denoise_index=None)
-        return self.unnormalize_actions(chain[:, -1]).numpy().astype(np.float32)
+        steps = self.config.inference_steps or self.config.sde.num_steps
+        sde = FlowSDEConfig(num_steps=steps, noise_level=self.config.sde.noise_level)
+        chain = sample_chain(velocity_fn, noise.to(self.device), sde, denoise_index=None)
+        return self.unnormalize_actions(chain[:, -1]).cpu().numpy().astype(np.float32)
 
     def predict_chunk(self, obs: Observation) -> np.ndarray:
         return self.predict_chunks(ObsBatch.from_observations([obs]))[0]
@@ -242,17 +257,18 @@ class CompactFlowVLA(nn.Module):
         sde = self.config.sde
         noise = torch.randn((len(batch), self.chunk_size, self.action_dim), generator=generator)
         denoise_index = torch.randint(0, sde.num_steps, (len(batch),), generator=generator)
-        chain = sample_chain(velocity_fn, noise, sde, denoise_index, generator)
+        chain = sample_chain(velocity_fn, noise.to(self.device), sde, denoise_index, generator)
         # Same function PPO uses later, so the first ratio is exactly 1.
         log_prob, value = self.evaluate_chains(batch, chain, denoise_index)
-        actions = self.unnormalize_actions(chain[:, -1]).numpy().astype(np.float32)
-        return ChunkSample(actions=actions, chain=chain, denoise_index=denoise_index, log_prob=log_prob, value=value)
+        actions = self.unnormalize_actions(chain[:, -1]).cpu().numpy().astype(np.float32)
+        return ChunkSample(actions=actions, chain=chain.cpu(), denoise_index=denoise_index, log_prob=log_prob.cpu(),
+                           value=value.cpu())
 
     def evaluate_chains(self, batch: ObsBatch, chain: torch.Tensor, denoise_index: torch.Tensor,
                         with_value: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-prob of stored chains under current parameters, and V(s) from the detached pooled prefix."""
         velocity_fn, prefix, valid = self._velocity_fn(batch, detach_prefix=not self.config.train_prefix_in_rl)
-        log_prob = chain_log_prob(velocity_fn, chain, denoise_index, self.config.sde)
+        log_prob = chain_log_prob(velocity_fn, chain.to(self.device), denoise_index, self.config.sde)
         value = self.value_head(self.pooled_prefix(prefix, valid).detach()) if with_value else None
         return log_prob, value
 
@@ -276,18 +292,21 @@ class CompactFlowVLA(nn.Module):
         return list(self.value_head.parameters())
 
     # ----------------------------------------------------------------- behaviour cloning
+    def bc_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("value_head.")]
+
     def flow_matching_loss(self, batch: ObsBatch, actions: torch.Tensor, action_valid: torch.Tensor,
                            generator: torch.Generator | None = None) -> torch.Tensor:
         """BC loss: MSE between predicted and target velocity (noise - actions), masked past episode ends."""
         velocity_fn, _, _ = self._velocity_fn(batch, detach_prefix=False)
-        target_actions = self.normalize_actions(actions)
-        noise = torch.randn(target_actions.shape, generator=generator)
+        target_actions = self.normalize_actions(actions.to(self.device))
+        noise = torch.randn(target_actions.shape, generator=generator).to(self.device)
         # Beta(alpha, 1) by inverse CDF u^(1/alpha), so the generator controls it.
-        u = torch.rand(len(batch), generator=generator)
+        u = torch.rand(len(batch), generator=generator).to(self.device)
         t = u.pow(1.0 / self.config.time_beta_alpha) * 0.999 + 0.001
         x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * target_actions
         error = (velocity_fn(x_t, t) - (noise - target_actions)).square().mean(-1)
-        weights = action_valid.float()
+        weights = action_valid.to(self.device).float()
         return (error * weights).sum() / weights.sum().clamp_min(1.0)
 
     # ----------------------------------------------------------------- checkpoints
@@ -296,14 +315,13 @@ class CompactFlowVLA(nn.Module):
         save_checkpoint(Path(directory), dict(self.state_dict()), config)
 
     @classmethod
-    def load(cls, directory: Path) -> "CompactFlowVLA":
+    def load(cls, directory: Path, device: str = "cpu") -> "CompactFlowVLA":
         config = read_config(Path(directory))
         if config["type"] != POLICY_TYPE:
             raise ValueError(f"{directory} holds a {config['type']!r} checkpoint, not {POLICY_TYPE!r}")
         policy = cls(CompactFlowVLAConfig.from_dict(config["policy"]), version=str(config.get("version", "0")))
         policy.load_state_dict(load_tensors(Path(directory)), strict=True)
-        policy.eval()
-        return policy
+        return policy.to(device).eval()
 
 
 register_policy_type(POLICY_TYPE, CompactFlowVLA.load)
