@@ -67,6 +67,16 @@ _STAGING_DIR = "images"  # LeRobot's per-frame PNG staging (DEFAULT_IMAGE_PATH)
 _ENCODER_TMP_PREFIX = "tmp"  # tempfile.mkdtemp(dir=root) of LeRobot's video encoding
 
 
+def _quiet_encoders() -> None:
+    """No per-episode wall of text: the encoder's statistics (libx264 logs through FFmpeg at info level;
+    LeRobot restores FFmpeg's own printer after encoding) are not what a recording node should print.
+    (The datasets library's progress bars are off by the package's environment, core/data/__init__.py.)"""
+    import av.logging
+
+    av.logging.set_level(av.logging.ERROR)
+    av.logging.set_libav_level(av.logging.ERROR)
+
+
 @contextmanager
 def _scheduling_policy_kept():
     """Restore this thread's scheduling policy after video encoding: SVT-AV1 (LeRobot's default
@@ -148,6 +158,8 @@ class EpisodeStore:
         # Import LeRobot's writer now (10-20 s on a loaded small CPU), not in the first begin().
         from lerobot.configs import RGBEncoderConfig
         from lerobot.datasets.lerobot_dataset import LeRobotDataset  # noqa: F401
+
+        _quiet_encoders()
 
         try:  # LeRobot checks the codec and its options against PyAV here: fail at start, named
             self._encoder = RGBEncoderConfig(vcodec=config.video_codec, crf=config.video_crf, g=config.video_gop)
