@@ -9,6 +9,8 @@ export VENV ?= .venv$(_suffix)
 export BUILD_BASE ?= build$(_suffix)
 export INSTALL_BASE ?= install$(_suffix)
 ENV := . scripts/env.sh &&
+# The pretrained tiny UMM (make world-model); config/finetune_sim.yaml reads it from the default place.
+WORLD_MODEL_DIR ?= $(HOME)/.cache/vla_mbpo_ros/umm_sim
 PYTEST_FLAGS ?=
 
 .PHONY: setup build test test-core demo teleop deploy world-model bench lock clean
@@ -26,7 +28,10 @@ test: build  ## unit + integration tests (real rclpy processes, MuJoCo sim, LeRo
 test-core: setup  ## the ROS-free core tests only (no build needed)
 	@$(ENV) python -m pytest test/core $(PYTEST_FLAGS)
 
-demo: build  ## the finetune profile on the simulated arm (bounded run, prints the report location)
+world-model: setup  ## pretrain the tiny UMM on a simulated play corpus, once (resumable; make demo finetunes it)
+	@$(ENV) python -m vla_mbpo_ros.core.world_model.pretrain --out "$(WORLD_MODEL_DIR)"
+
+demo: build world-model  ## the finetune profile on the simulated arm (bounded run, prints the report location)
 	@bash scripts/demo.sh $(ARGS)
 
 teleop: build  ## record demonstrations on the simulated arm with the scripted expert

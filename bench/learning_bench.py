@@ -78,7 +78,7 @@ DEMO_SEED_BASE, REAL_SEED_BASE, EVAL_SEED_BASE = 0, 10_000, 1_000_000
 # --quick: a smoke run of every stage at toy sizes (numbers are not meaningful).
 QUICK = dict(demos=6, bc_steps=150, iterations=2, real_episodes=4, eval_episodes=8, image_size=32, max_steps=120,
              samples_per_refill=48, refills=1, update_to_data=4, minibatch=48, critic_warmup=2, recompute_every=2,
-             validation_starts=8, umm_steps=15, umm_vq_steps=20, umm_first_steps=20)
+             validation_starts=8, umm_steps=15, umm_vq_steps=20, umm_first_steps=20, imagination_checks=8)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     task.add_argument("--real-episodes", type=int, default=10, help="real (sim) episodes per iteration")
     task.add_argument("--eval-episodes", type=int, default=50)
     task.add_argument("--image-size", type=int, default=32, help="rendered views and policy input (px)")
+    task.add_argument("--settle-frames", type=int, default=5,
+                      help="recorded frames after a success (the ROS episode manager records 0.5 s more)")
     task.add_argument("--max-steps", type=int, default=150, help="control steps per episode (30 Hz)")
     task.add_argument("--control-steps-per-action", type=int, default=3,
                       help="control steps each policy action is held (3: the ROS graph's 10 Hz policy rate)")
@@ -121,8 +123,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     rl.add_argument("--validation-starts", type=int, default=64,
                     help="imagined start states of the MBPO accept/rollback check (0: off)")
     umm = parser.add_argument_group("UMM world model (mbpo_umm)")
-    umm.add_argument("--umm-image-size", type=int, default=32)
-    umm.add_argument("--umm-vq-steps", type=int, default=300, help="VQ tokenizer fit before the first training")
+    umm.add_argument("--umm-pretrained", default="~/.cache/vla_mbpo_ros/umm_sim/model",
+                     help="pretrained UMM to finetune (make world-model builds it); '' = random init")
+    umm.add_argument("--imagination-checks", type=int, default=64,
+                     help="imagined branches per iteration replayed in the sim (false-success rate)")
+    umm.add_argument("--umm-image-size", type=int, default=32, help="random-init UMM only")
+    umm.add_argument("--umm-vq-steps", type=int, default=300, help="VQ tokenizer fit (random-init UMM only)")
     umm.add_argument("--umm-first-steps", type=int, default=300, help="training steps on the demos")
     umm.add_argument("--umm-steps", type=int, default=60, help="finetuning steps after each iteration's episodes")
     umm.add_argument("--umm-lr", type=float, default=1e-3)
@@ -165,7 +171,8 @@ def mbpo_config(args: argparse.Namespace, mode: str) -> MBPOConfig:
 
 def episode_config(args: argparse.Namespace, record: bool) -> EpisodeConfig:
     return EpisodeConfig(max_steps=args.max_steps, record=record,
-                         control_steps_per_action=args.control_steps_per_action)
+                         control_steps_per_action=args.control_steps_per_action,
+                         settle_frames=args.settle_frames if record else 0)
 
 
 def sim_world_model(sim: So101Sim, args: argparse.Namespace) -> SimWorldModel:
@@ -195,6 +202,19 @@ class Method:
         return episodes
 
 
+def ppo_diagnostics(history: list[dict[str, float]]) -> dict[str, float]:
+    """CleanRL's PPO diagnostics averaged over the refills whose actor was updated (a refill without any
+    reward trains the critic only and has no actor figures); explained variance over all refills."""
+    updated = [h for h in history if h.get("actor_updated")]
+    stats = {"actor_refills": float(len(updated)), "refills": float(len(history)),
+             "explained_variance": float(np.nanmean([h["explained_variance"] for h in history])) if history else
+             float("nan")}
+    for key in ("actor_loss", "approx_kl", "clip_fraction"):
+        if updated:
+            stats[key] = float(np.mean([h[key] for h in updated]))
+    return stats
+
+
 class ModelFreePPO(Method):
     """PPO on the real episodes themselves: full-horizon Flow-SDE episodes in the simulator."""
 
@@ -211,7 +231,7 @@ class ModelFreePPO(Method):
         self.trainer.start_states = sampler
         stats = self.trainer.iteration()
         self.real_episodes_used = self.trainer.episodes_used
-        return {"real_success": stats["imagined_success"], "actor_loss": stats.get("actor_loss", float("nan"))}
+        return {"real_success": stats["imagined_success"], **ppo_diagnostics([stats])}
 
 
 class BranchedMBPO(Method):
@@ -224,21 +244,28 @@ class BranchedMBPO(Method):
         self.sampler.add_episodes(demos)
         self.trainer = MBPOTrainer(policy, world_model, self.sampler, mbpo_config(args, "branched"))
 
-    def learn_from(self, episodes: list[Episode], iteration: int) -> None:
+    def learn_from(self, episodes: list[Episode], iteration: int) -> dict[str, float]:
         self.sampler.add_episodes(episodes)
+        return {}
 
     def iteration(self, iteration: int) -> dict[str, float]:
         episodes = self.collect(iteration)
-        self.learn_from(episodes, iteration)
+        stats = self.learn_from(episodes, iteration)
         result = self.trainer.train()
         return {"real_success": float(np.mean([e.success for e in episodes])),
                 "imagined_success": float(np.mean([h["imagined_success"] for h in result["history"]])),
                 "validation_before": result["success_before"], "validation_after": result["success_after"],
-                "accepted": float(result["accepted"])}
+                "accepted": float(result["accepted"]), **ppo_diagnostics(result["history"]), **stats}
 
 
 class UMMBranchedMBPO(BranchedMBPO):
-    """VLA-MBPO with the tiny UMM, finetuned on demos + every real episode before each policy phase."""
+    """VLA-MBPO with the UMM: the pretrained tiny UMM (make world-model) finetuned on the demos, then on
+    every iteration's real episodes before its policy phase; ``--umm-pretrained ''`` starts from random
+    weights instead (fitting its VQ tokenizer first).
+
+    Before the UMM sees an iteration's real episodes they are its held-out data: its Yes/No reward is scored
+    on their labelled frames, and its imagined branches from their start states are replayed in the
+    simulator (same physics state, same chunks) to count imagined successes that did not happen."""
 
     def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[Episode],
                  args: argparse.Namespace) -> None:
@@ -248,12 +275,22 @@ class UMMBranchedMBPO(BranchedMBPO):
 
         self.data_config = DataConfig(chunk_size=args.chunk_size, yes_oversample=3)
         self.wm_episodes = list(demos)
-        self.world_model = UMMWorldModel.tiny(
-            ("head", "wrist"), action_stats(self.wm_episodes), args.umm_image_size, seed=args.seed,
-            arch=TinyArchConfig(image_size=args.umm_image_size), instructions=[EpisodeConfig().instruction])
         self.wm_log: list[dict[str, float]] = []
-        self._fit(args, args.umm_first_steps, vq_steps=args.umm_vq_steps, seed=args.seed)
+        if args.umm_pretrained:
+            from vla_mbpo_ros.core.world_model.pretrain import verify_pretrained
+
+            directory = Path(args.umm_pretrained).expanduser()
+            verify_pretrained(directory)  # FileNotFoundError (-> skipped, with the reason) until built
+            self.world_model = UMMWorldModel.from_pretrained(directory)
+            vq_steps = 0
+        else:
+            self.world_model = UMMWorldModel.tiny(
+                ("head", "wrist"), action_stats(self.wm_episodes), args.umm_image_size, seed=args.seed,
+                arch=TinyArchConfig(image_size=args.umm_image_size), instructions=[EpisodeConfig().instruction])
+            vq_steps = args.umm_vq_steps
+        self._fit(args, args.umm_first_steps, vq_steps=vq_steps, seed=args.seed)
         super().__init__(name, policy, sim, demos, args, world_model=self.world_model)
+        self.replay_world = sim_world_model(sim, args)
 
     def _fit(self, args: argparse.Namespace, steps: int, vq_steps: int, seed: int) -> None:
         from vla_mbpo_ros.core.world_model.data import build_samples
@@ -269,33 +306,41 @@ class UMMBranchedMBPO(BranchedMBPO):
                             "answer_loss_last": float(np.mean(history.answer_loss[-20:])) if history.answer_loss
                             else float("nan")})
 
-    def learn_from(self, episodes: list[Episode], iteration: int) -> None:
+    def learn_from(self, episodes: list[Episode], iteration: int) -> dict[str, float]:
+        held_out = {**self.reward_scores(episodes), **self.imagination_check(episodes)}
         super().learn_from(episodes, iteration)
         self.wm_episodes += episodes
         self._fit(self.args, self.args.umm_steps, vq_steps=0, seed=self.args.seed + 1 + iteration)
+        return {**held_out, "wm_image_loss": self.wm_log[-1]["image_loss_last"]}
 
-    def iteration(self, iteration: int) -> dict[str, float]:
-        stats = super().iteration(iteration)
-        yes_recall, no_recall = self.reward_recalls()
-        stats.update(wm_image_loss=self.wm_log[-1]["image_loss_last"], wm_reward_yes_recall=yes_recall,
-                     wm_reward_no_recall=no_recall)
-        return stats
-
-    def reward_recalls(self) -> tuple[float, float]:
-        """Recall of the UMM's Yes and No answers on the real episodes of the last iteration, labelled like its
-        training data (Yes: last frames of successes, No: frames long before any episode end); nan without any."""
+    def reward_scores(self, episodes: list[Episode]) -> dict[str, float]:
+        """Precision and recall of the UMM's Yes on these (not yet trained on) episodes' labelled frames."""
         from vla_mbpo_ros.core.world_model.data import RewardSamples
+        from vla_mbpo_ros.core.world_model.evaluate import classification_scores
 
-        samples = RewardSamples(self.wm_episodes[-self.args.real_episodes:], "head",
-                                dataclasses.replace(self.data_config, yes_oversample=1))
+        samples = RewardSamples(episodes, "head", dataclasses.replace(self.data_config, yes_oversample=1))
         if not len(samples):
-            return float("nan"), float("nan")
+            return {}
         items = [samples[i] for i in range(len(samples))]
         predicted = self.world_model.reward(np.stack([it["image"].numpy() for it in items]),
                                             [it["instruction"] for it in items]) > 0.5
-        labels = samples.labels
-        return tuple(float(np.mean(predicted[labels == value] == value)) if np.any(labels == value)
-                     else float("nan") for value in (True, False))
+        scores = classification_scores(predicted, samples.labels)
+        return {"reward_precision": scores["precision"], "reward_recall": scores["recall"]}
+
+    def imagination_check(self, episodes: list[Episode]) -> dict[str, float]:
+        """Imagined branches (current policy, Flow-SDE) from these episodes' start states, replayed in the sim."""
+        from vla_mbpo_ros.core.rl.rollout import branched_rollout, replay_chunks, success_agreement
+
+        sampler = StartStateSampler(self.args.chunk_size)
+        sampler.add_episodes(episodes)
+        starts = sampler.sample(self.args.imagination_checks, np.random.default_rng(self.args.seed + 7))
+        buffer = branched_rollout(self.policy, self.world_model, starts, self.args.num_chunks,
+                                  torch.Generator().manual_seed(self.args.seed + 7))
+        replayed = replay_chunks(self.replay_world, starts, buffer.actions)
+        agreement = success_agreement(buffer.rewards.numpy(), replayed)
+        return {"imagined_false_success": agreement["false_success_rate"],
+                "imagined_missed_success": agreement["missed_success_rate"],
+                "check_imagined_success": agreement["imagined_success"], "check_true_success": agreement["true_success"]}
 
 
 def make_method(name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[Episode],

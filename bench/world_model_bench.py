@@ -112,6 +112,56 @@ def references(model: UMMWorldModel, dynamics, limit: int) -> dict:
     return result
 
 
+ARCHITECTURES = {  # name: TinyArchConfig fields (image 32 px, the policy's view size in the learning bench)
+    "16tok-h96-L2": dict(tokens_per_side=4, hidden_size=96, intermediate_size=192, num_layers=2),
+    "16tok-h128-L3": dict(tokens_per_side=4, hidden_size=128, intermediate_size=256, num_layers=3),
+    "16tok-h192-L4": dict(tokens_per_side=4, hidden_size=192, intermediate_size=384, num_layers=4, num_heads=6),
+    "64tok-h128-L2": dict(tokens_per_side=8, hidden_size=128, intermediate_size=256, num_layers=2),
+}
+
+
+def bench_architectures(args) -> dict:
+    """(c) The table the pretraining sizes are chosen from: every candidate fitted and trained for the same
+    number of steps on the same play-corpus episodes, then scored on held-out ones; seconds per step give
+    the steps a 30-minute pretraining affords."""
+    from vla_mbpo_ros.core.data.reader import load_episodes
+    from vla_mbpo_ros.core.world_model.evaluate import reference_scores
+
+    root = Path(args.corpus).expanduser()
+    episodes = load_episodes(root, VIEWS, 32, "local/play", episodes=list(range(args.episodes + args.held_out)))
+    train_eps, held_eps = episodes[: args.episodes], episodes[args.episodes :]
+    data = DataConfig(chunk_size=args.chunk, reward_no_margin=0, yes_oversample=3)
+    dynamics, reward = build_samples(train_eps, VIEWS, data)
+    held_dynamics, _ = build_samples(held_eps, VIEWS, data)
+    eval_config = EvalConfig(batch_size=16, max_samples=args.eval_samples)
+    table = {}
+    for name, fields in ARCHITECTURES.items():
+        arch = TinyArchConfig(image_size=32, **fields)
+        model = UMMWorldModel.tiny(VIEWS, action_stats(train_eps), 32, 0, arch=arch, instructions=[INSTRUCTION])
+        config = TrainConfig(steps=args.steps, batch_size=8, reward_batch_size=8, lr=args.lr, warmup_steps=50,
+                             vq_fit_steps=args.vq_steps, vq_fit_batch_size=32, answer_loss_weight=1.0, log_every=50)
+        frames = np.concatenate([ep.views[v] for ep in train_eps for v in VIEWS])
+        began = time.perf_counter()
+        fit_vq_tokenizer(model.core, frames, config)
+        vq_seconds = (time.perf_counter() - began) / args.vq_steps
+        began = time.perf_counter()
+        train_world_model(model, dynamics, reward, dataclasses.replace(config, vq_fit_steps=0), progress=False)
+        step_seconds = (time.perf_counter() - began) / args.steps
+        metrics = evaluate_dynamics(model, held_dynamics, eval_config)
+        refs = reference_scores(model, held_dynamics, eval_config)
+        table[name] = {"parameters": model.num_parameters(), "image_tokens_per_view": model.core.n_vq,
+                       "vq_step_s": vq_seconds, "train_step_s": step_seconds,
+                       "imagine_s_per_branch": metrics["seconds_per_branch"],
+                       **{f"{v}_{k}": metrics[v][k] for v in VIEWS for k in ("psnr", "ssim")},
+                       **{f"{v}_{k}": refs[v][k] for v in VIEWS for k in ("copy_psnr", "vq_psnr")}}
+        row = table[name]
+        print(f"(c) {name:14s} {row['parameters'] / 1e6:5.2f}M  vq {1e3 * vq_seconds:5.0f} ms/step  "
+              f"train {1e3 * step_seconds:5.0f} ms/step  imagine {1e3 * row['imagine_s_per_branch']:5.1f} ms/branch  "
+              + "  ".join(f"{v} {row[f'{v}_psnr']:.2f} (copy {row[f'{v}_copy_psnr']:.2f}, vq {row[f'{v}_vq_psnr']:.2f}) dB"
+                          for v in VIEWS), flush=True)
+    return table
+
+
 def bench_ivd(args) -> dict:
     began = time.perf_counter()
     episodes = sim_episodes(args.episodes + args.held_out, args.length, args.image_size, seed=100)
@@ -164,7 +214,9 @@ def bench_ivd(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("a", "b", "all"), default="all")
+    parser.add_argument("--part", choices=("a", "b", "c", "all"), default="all")
+    parser.add_argument("--corpus", default="~/.cache/vla_mbpo_ros/umm_sim/corpus",
+                        help="(c) the play corpus (make world-model records it)")
     parser.add_argument("--branches", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=32)
@@ -200,6 +252,8 @@ def main() -> None:
             ref = r["references"][v]
             print(f"(b) {v}: copy-current PSNR {ref['copy_current_psnr']:.2f} dB, "
                   f"VQ reconstruction PSNR {ref['vq_reconstruction_psnr']:.2f} dB")
+    if args.part == "c":
+        report["architectures"] = bench_architectures(args)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(f"report and side-by-side PNGs in {out}")
 

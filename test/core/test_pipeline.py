@@ -31,6 +31,7 @@ def config(tmp_path) -> Path:
     """config/finetune_sim.yaml, shrunk further so the test stays around a minute."""
     data = yaml.safe_load((Path(__file__).parents[2] / "config" / "finetune_sim.yaml").read_text())
     data["policy"]["bc"]["steps"] = 30
+    data["world_model"]["pretrained"] = ""  # random-init tiny UMM: the tests do not pretrain (make world-model)
     data["world_model"]["train"].update(steps=20, vq_fit_steps=20)
     data["mbpo"].update(num_iterations=1, samples_per_refill=16, rollout_batch_size=8, minibatch_size=16, validation_starts=4)
     path = tmp_path / "finetune.yaml"

@@ -146,6 +146,45 @@ def test_held_actions_record_one_frame_per_action_and_replay_to_the_same_success
     assert replay.steps_to_success.tolist() == [demo.steps_to_success]
 
 
+def test_settle_frames_record_the_success_state_without_changing_the_outcome(sim: So101Sim):
+    held = EpisodeConfig(max_steps=150, control_steps_per_action=3)
+    plain = expert_episodes(sim, seeds=[3], config=held)[0]
+    settled = expert_episodes(sim, seeds=[3], config=dataclasses.replace(held, settle_frames=4))[0]
+    assert settled.success and settled.steps_to_success == plain.steps_to_success
+    assert len(settled) == len(plain) + 4 and settled.control_steps == plain.control_steps
+    np.testing.assert_array_equal(settled.actions[-4:], np.repeat(plain.actions[-1:], 4, axis=0))  # held
+    # The cube is up in the settle frames: each replays to a success state of the simulator.
+    for frame in settled.sim_states[-4:]:
+        sim.set_state(frame)
+        assert sim.is_success()
+    # Policy rollouts settle the same way; failures get no settle frames.
+    replay = policy_episodes(ChunkReplay(plain.actions), sim, [plain.seed, plain.seed + 100],
+                             dataclasses.replace(held, max_steps=120, settle_frames=4))
+    assert [len(e) for e in replay] == [len(plain) + 4, 40] and [e.success for e in replay] == [True, False]
+
+
+def test_replaying_imagined_chunks_in_the_sim_gives_the_ground_truth_reward(sim: So101Sim):
+    from vla_mbpo_ros.core.rl.rollout import replay_chunks
+    from vla_mbpo_ros.core.sim.world_model import SimWorldModel, SimWorldModelConfig
+
+    held = EpisodeConfig(max_steps=150, control_steps_per_action=3)
+    demo = expert_episodes(sim, seeds=[3], config=held)[0]
+    sampler = StartStateSampler(CHUNK)
+    sampler.add_episode(demo)
+    chunks = len(demo) // CHUNK
+    actions = demo.actions[: chunks * CHUNK].reshape(1, chunks, CHUNK, -1)
+    world = SimWorldModel(sim, SimWorldModelConfig(control_steps_per_action=3))
+    rewards = replay_chunks(world, sampler.states[:1], actions)
+    # The demo succeeded during action steps_to_success / 3 (1-based), i.e. in that action's chunk.
+    success_chunk = (demo.steps_to_success - 1) // 3 // CHUNK
+    expected = np.zeros((1, chunks), np.float32)
+    if success_chunk < chunks:
+        expected[0, success_chunk] = 1.0
+    np.testing.assert_array_equal(rewards, expected)
+    with pytest.raises(ValueError, match=r"\(M, n, k, d\)"):
+        replay_chunks(world, sampler.states[:1], actions[0])
+
+
 def _state_after(sim: So101Sim, demo: dict, steps: int) -> np.ndarray:
     sim.set_state(demo.sim_states[0])
     sim.set_joint_targets(demo.actions[0])

@@ -185,17 +185,20 @@ def test_step_contract_and_batched_equals_sequential():
     }
     chunks = rng.uniform(-1, 1, (3, 2, 2)).astype(np.float32)
     instructions = [INSTRUCTION, "open the drawer please", "x"]
-    batched, reward = model.step(views, chunks, instructions)
+    batched, reward, states = model.step(views, chunks, instructions)
+    np.testing.assert_array_equal(states, chunks[:, -1])  # the arm is where its last targets sent it
     assert batched["head"].shape == (3, 12, 20, 3) and batched["wrist"].shape == (3, SIZE, SIZE, 3)
     assert batched["head"].dtype == np.uint8 and reward.dtype == np.float32 and reward.shape == (3,)
     assert set(np.unique(reward)) <= {0.0, 1.0}
     for b in range(3):
-        single, single_reward = model.step({v: x[b : b + 1] for v, x in views.items()}, chunks[b : b + 1], instructions[b : b + 1])
+        single, single_reward, _ = model.step({v: x[b : b + 1] for v, x in views.items()}, chunks[b : b + 1], instructions[b : b + 1])
         for v in VIEWS:
             np.testing.assert_array_equal(single[v][0], batched[v][b])
         assert single_reward[0] == reward[b]
     with pytest.raises(ValueError, match="wrist"):
         model.step({"head": views["head"]}, chunks, instructions)
+    model.core.config.state_from_actions = False  # views and reward only: the joint state is left as it was
+    assert len(model.step(views, chunks, instructions)) == 2
 
 
 def test_sampling_is_seeded_and_stays_in_top_k():
@@ -311,11 +314,39 @@ def test_metrics_and_side_by_side(tmp_path):
     assert Image.open(path).size == (2 * 2 * (2 * SIZE + 6), 2 * 2 * (SIZE + 2))
 
 
+def test_reward_threshold_calibration_puts_precision_first():
+    from vla_mbpo_ros.core.world_model.evaluate import calibrate_threshold, classification_scores
+
+    probability = np.array([0.1, 0.2, 0.6, 0.7, 0.9])
+    truth = np.array([False, False, False, True, True])
+    assert calibrate_threshold(probability, truth, min_precision=0.95) == pytest.approx(0.6)  # keeps 0.7, 0.9
+    mixed = np.array([False, False, True, False, True])  # a "No" (0.7) above a "Yes" (0.6)
+    assert calibrate_threshold(probability, mixed, min_precision=0.95) == pytest.approx(0.7)  # recall 1/2
+    # Precision 2/3 is enough here: recall 1 from 0.2 to 0.5, and of equal recalls the highest threshold.
+    assert calibrate_threshold(probability, mixed, min_precision=0.6) == pytest.approx(0.5)
+    assert calibrate_threshold(probability, np.zeros(5, bool), fallback=0.4) == 0.4  # no positives: no calibration
+    scores = classification_scores(probability > 0.5, truth)
+    assert (scores["precision"], scores["recall"], scores["accuracy"]) == pytest.approx((2 / 3, 1.0, 0.8))
+
+
+def test_success_agreement_counts_imagined_successes_the_sim_did_not_confirm():
+    from vla_mbpo_ros.core.rl.rollout import success_agreement
+
+    imagined = np.array([[1, 0], [0, 1], [0, 0], [1, 0]], np.float32)
+    replayed = np.array([[1, 0], [0, 0], [1, 0], [0, 0]], np.float32)
+    agreement = success_agreement(imagined, replayed)
+    assert agreement["false_success_rate"] == pytest.approx(2 / 3)  # branches 1 and 3 of 0, 1, 3
+    assert agreement["missed_success_rate"] == pytest.approx(1 / 2)  # branch 2 of 0, 2
+    assert (agreement["imagined_success"], agreement["true_success"]) == pytest.approx((0.75, 0.5))
+
+
 def test_reward_labels_windows():
     labels = dict(reward_labels(20, success=True, yes_window=5, no_margin=10))
     assert [t for t, yes in labels.items() if yes] == [15, 16, 17, 18, 19]
-    assert [t for t, yes in labels.items() if not yes] == list(range(9))  # 19 - t > 10
-    assert not any(yes for _, yes in reward_labels(20, success=False, yes_window=5, no_margin=10))
+    assert [t for t, yes in labels.items() if not yes] == [0, 1, 2, 3, 4]  # more than 10 before frame 15
+    assert reward_labels(20, success=False, yes_window=5, no_margin=10) == [(t, False) for t in range(10)]
+    # margin 0 (exact labels, e.g. a corpus that records the success frames): every frame is labelled
+    assert [yes for _, yes in reward_labels(8, success=True, yes_window=3, no_margin=0)] == [False] * 5 + [True] * 3
 
 
 @pytest.fixture(scope="module")
@@ -360,7 +391,8 @@ def test_a_lerobot_dataset_labelled_with_next_success_reads_back_as_episodes(ler
     assert len(dynamics) == (18 - 4) + (14 - 4)
     item = dynamics[0]
     assert item["actions"].shape == (4, 2) and item["next"]["head"][0, 0, 0] == 40
-    assert reward.labels.sum() == 5 * 3 and (~reward.labels).sum() == 7 + 3
+    # success (18): Yes at 13..17, No before 13 - 10 = 3; failure (14): No before 14 - 10 = 4
+    assert reward.labels.sum() == 5 * 3 and (~reward.labels).sum() == 3 + 4
     with pytest.raises(ValueError, match="lacks features"):
         load_episodes(lerobot_root, ("head", "side"), SIZE, "local/wm_test")
 

@@ -174,13 +174,27 @@ def _phase_bc(config: PipelineConfig, episodes: list[Episode], it: IterationDir)
     return {"backend": config.policy.backend, "bc_loss": _ends(losses), "episodes": len(episodes)}
 
 
+def pretrained_world_model(path: str) -> Path:
+    """``world_model.pretrained`` as a directory (``~`` expanded); one `make world-model` built is checked
+    against the sha256 of its manifest first."""
+    from vla_mbpo_ros.core.world_model.pretrain import MANIFEST, verify_pretrained
+
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"world_model.pretrained: {directory} does not exist (the pretrained tiny UMM "
+                                "is built by `make world-model`; a Janus snapshot must be a local directory)")
+    if (directory / MANIFEST).exists():
+        verify_pretrained(directory)
+    return directory
+
+
 def load_world_model(config: PipelineConfig, episodes: list[Episode], previous: Path | None) -> tuple[Any, TrainConfig]:
     """The world model to finetune this iteration, and how: the previous iteration's, else the setup's
     pretrained snapshot, else a tiny random-init one (whose VQ tokenizer is fitted first)."""
     setup, devices = config.world_model, config.devices
     device, dtype = devices.world_model_training, devices.torch_dtype
     train = dataclasses.replace(setup.train, mixed_precision="bf16" if dtype == torch.bfloat16 else "no")
-    source = previous or (Path(setup.pretrained) if setup.pretrained else None)
+    source = previous or (pretrained_world_model(setup.pretrained) if setup.pretrained else None)
     if source is not None:
         # A snapshot of ours keeps its action statistics and prompts: they are the language it learnt.
         # A Janus snapshot gets the setup's world-model config and statistics of the recorded actions.

@@ -160,3 +160,47 @@ def deterministic_success_rate(policy: Any, world_model: Any, start_states: Sequ
         batch = _next_batch(batch, rows, views, joint_states)
         alive &= ~(full > 0)
     return float(1.0 - alive.mean())
+
+
+def replay_chunks(world_model: Any, start_states: Sequence[StartState], actions: np.ndarray) -> np.ndarray:
+    """Step ``world_model`` through given chunks (M, n, k, d) from ``start_states``: the (M, n) rewards,
+    zero after a branch's first one, as in ``branched_rollout``. With the simulator as ``world_model`` this
+    is the ground truth of imagined branches (same start physics, same chunks)."""
+    actions = np.asarray(actions)
+    if actions.ndim != 4 or len(actions) != len(start_states):
+        raise ValueError(f"actions must be (M, n, k, d) for {len(start_states)} start states, got {actions.shape}")
+    batch = start_states_to_batch(start_states)
+    stateful = isinstance(world_model, StatefulWorldModel)
+    if stateful:
+        world_model.begin_branches(start_states)
+    alive = np.ones(len(batch), dtype=bool)
+    rewards = np.zeros(actions.shape[:2], dtype=np.float32)
+    for chunk in range(actions.shape[1]):
+        rows = np.arange(len(batch)) if stateful else np.flatnonzero(alive)
+        if not len(rows):
+            break
+        views, reward, joint_states = _step_world(world_model, batch, actions[:, chunk], rows)
+        full = np.zeros(len(batch), dtype=np.float32)
+        full[rows] = reward
+        rewards[:, chunk] = full * alive
+        batch = _next_batch(batch, rows, views, joint_states)
+        alive &= ~(full > 0)
+    return rewards
+
+
+def success_agreement(imagined: np.ndarray, replayed: np.ndarray) -> dict[str, float]:
+    """Per-branch success (any reward) in imagination vs the ground-truth replay of the same chunks.
+
+    ``false_success_rate``: of the branches imagined successful, the fraction that did not succeed (what
+    RL would be rewarded for); ``missed_success_rate``: of the truly successful ones, the fraction
+    imagination missed. nan where there is nothing to divide by.
+    """
+    imagined_success = np.asarray(imagined).reshape(len(imagined), -1).max(axis=1) > 0
+    true_success = np.asarray(replayed).reshape(len(replayed), -1).max(axis=1) > 0
+    return {
+        "branches": float(len(imagined_success)),
+        "imagined_success": float(imagined_success.mean()) if len(imagined_success) else float("nan"),
+        "true_success": float(true_success.mean()) if len(true_success) else float("nan"),
+        "false_success_rate": float((~true_success[imagined_success]).mean()) if imagined_success.any() else float("nan"),
+        "missed_success_rate": float((~imagined_success[true_success]).mean()) if true_success.any() else float("nan"),
+    }

@@ -37,11 +37,17 @@ class EpisodeConfig:
     record: bool = True  # keep every frame (views, states, actions, sim states); False: outcomes only
     batch_size: int = 64  # policy episodes run in lockstep groups of at most this many
     control_steps_per_action: int = 1  # control steps each action is held for; frames are recorded per action
+    # Recorded frames after the first success, the last action held: the ROS episode manager keeps
+    # recording 0.5 s (5 frames at 10 fps) after success, so the success state is in the data a reward
+    # model learns from. Outcomes, lengths and steps_to_success do not change.
+    settle_frames: int = 0
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "control_steps_per_action"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.settle_frames < 0:
+            raise ValueError(f"settle_frames must be >= 0, got {self.settle_frames}")
 
 
 @dataclass
@@ -115,6 +121,8 @@ def expert_episodes(sim: So101Sim, seeds: Sequence[int], config: EpisodeConfig |
             if config.record:
                 recorder.add(sim.render(fresh=True), sim.joint_positions(), action, sim.get_state())
             steps_to_success, length = _hold(sim, action, config, steps_to_success, length)
+        if steps_to_success >= 0:
+            _settle(sim, recorder, action, config)
         if steps_to_success >= 0 or not successful_only:
             episodes.append(recorder.episode(config.instruction, seed, EXPERT_SOURCE, steps_to_success, length))
     return episodes
@@ -135,6 +143,17 @@ def _hold(sim: So101Sim, action: np.ndarray, config: EpisodeConfig, steps_to_suc
         if length >= config.max_steps:
             break
     return steps_to_success, length
+
+
+def _settle(sim: So101Sim, recorder: "_Recorder", action: np.ndarray, config: EpisodeConfig) -> None:
+    """Record ``settle_frames`` frames after a success while ``action`` is held (see EpisodeConfig)."""
+    if not config.record:
+        return
+    sim.set_joint_targets(action)
+    for _ in range(config.settle_frames):
+        recorder.add(sim.render(fresh=True), sim.joint_positions(), action, sim.get_state())
+        for _ in range(config.control_steps_per_action):
+            sim.step()
 
 
 def _chunks(policy: Any, batch: ObsBatch, generator: torch.Generator | None) -> np.ndarray:
@@ -195,7 +214,11 @@ def _lockstep(policy: Any, sim: So101Sim, seeds: list[int], config: EpisodeConfi
                 frame_views = None
                 steps_to_success[row], lengths[row] = _hold(sim, action, config, int(steps_to_success[row]),
                                                             int(lengths[row]))
-                if lengths[row] >= config.max_steps or (config.stop_on_success and steps_to_success[row] >= 0):
+                if config.stop_on_success and steps_to_success[row] >= 0:
+                    _settle(sim, recorders[row], action, config)
+                    alive[row] = False
+                    break
+                if lengths[row] >= config.max_steps:
                     alive[row] = False
                     break
             physics[row] = sim.get_state()

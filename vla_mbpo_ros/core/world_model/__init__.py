@@ -5,12 +5,19 @@ The model, training and evaluation modules import transformers; they load on fir
 that the codec and data helpers stay cheap to import.
 """
 
-from vla_mbpo_ros.core.world_model.codec import ActionCodec, ActionStats
+import os
+
+# Read once when transformers / huggingface_hub are first imported: models load from local directories
+# only, and loading or saving a few-MB model draws no per-shard progress bars.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from vla_mbpo_ros.core.world_model.codec import ActionCodec, ActionStats  # noqa: E402
 
 _LAZY = {
-    "UMMWorldModel": "vla_mbpo_ros.core.world_model.modeling",
-    "WorldModelConfig": "vla_mbpo_ros.core.world_model.modeling",
-    "TinyArchConfig": "vla_mbpo_ros.core.world_model.modeling",
+    "UMMWorldModel": "vla_mbpo_ros.core.world_model.umm",
+    "WorldModelConfig": "vla_mbpo_ros.core.world_model.configuration",
+    "TinyArchConfig": "vla_mbpo_ros.core.world_model.configuration",
 }
 
 __all__ = ["ActionCodec", "ActionStats", *_LAZY]

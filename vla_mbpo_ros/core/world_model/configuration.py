@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import string
 from dataclasses import dataclass, field
 from typing import Sequence
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from transformers import JanusConfig, PreTrainedTokenizerFast
 
-from transformers import JanusConfig, PreTrainedTokenizerFast  # noqa: E402  (offline mode first)
-
-from vla_mbpo_ros.core.world_model.sequence import PromptTemplates  # noqa: E402
+from vla_mbpo_ros.core.world_model.sequence import PromptTemplates
 
 WORLD_MODEL_CONFIG_FILE = "world_model_config.json"
 SPECIAL_TOKENS = {
@@ -36,6 +33,12 @@ class WorldModelConfig:
     vq_context: bool = True  # current views also enter as VQ tokens (copyable), not only as features
     temperature: float = 0.0  # image-token sampling temperature; 0 = greedy
     top_k: int = 0  # sample from the k most likely tokens; 0 = all
+    # Reward = 1 where P(Yes | Yes or No) > reward_threshold; calibrated on held-out frames (precision first:
+    # an imagined false success is what RL exploits).
+    reward_threshold: float = 0.5
+    # Imagined joint state after a chunk = the chunk's last (absolute joint-target) action: the arm's servos
+    # track their targets, and a state frozen at the branch start would tell the policy it never moved.
+    state_from_actions: bool = True
     prompts: PromptTemplates = field(default_factory=PromptTemplates)
 
     def __post_init__(self) -> None:
@@ -50,6 +53,8 @@ class WorldModelConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 < self.reward_threshold < 1.0:
+            raise ValueError(f"reward_threshold must be in (0, 1), got {self.reward_threshold}")
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)

@@ -24,8 +24,11 @@ class DataConfig:
 
     chunk_size: int = 10  # k: actions per chunk = frames skipped
     stride: int = 1  # dynamics samples every `stride` frames (1 = every t)
-    reward_yes_window: int = 5  # last frames of a successful episode labelled "Yes"
-    reward_no_margin: int = 10  # frames more than this many steps before the end are "No"
+    # "Yes": the last frames of a successful episode, which show the success state (the episode manager
+    # records 0.5 s = 5 frames after success). "No": frames more than reward_no_margin before the first
+    # "Yes" frame (successes) or the end (failures); the ones in between are near-successes, left out.
+    reward_yes_window: int = 5
+    reward_no_margin: int = 2
     yes_oversample: int = 1  # each "Yes" sample appears this many times (class balance)
 
     def __post_init__(self) -> None:
@@ -74,11 +77,12 @@ class DynamicsSamples(Dataset):
 
 
 def reward_labels(length: int, success: bool, yes_window: int, no_margin: int) -> list[tuple[int, bool]]:
-    """(frame, is_yes) pairs of one episode; the frames near the end of a failure are left out."""
-    last = length - 1
-    labels = [(t, False) for t in range(length) if last - t > no_margin]
+    """(frame, is_yes) pairs of one episode (see DataConfig): Yes for the last ``yes_window`` frames of a
+    success, No up to ``no_margin`` frames before those (or before the end of a failure)."""
+    first_yes = max(0, length - yes_window) if success else length
+    labels = [(t, False) for t in range(max(0, first_yes - no_margin))]
     if success:
-        labels += [(t, True) for t in range(max(0, length - yes_window), length)]
+        labels += [(t, True) for t in range(first_yes, length)]
     return labels
 
 

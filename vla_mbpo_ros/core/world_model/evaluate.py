@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vla_mbpo_ros.core.util.images import resize_uint8
 from vla_mbpo_ros.core.world_model.data import DataConfig, DynamicsSamples, RewardSamples, build_samples
 from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
 
@@ -102,16 +103,40 @@ def evaluate_dynamics(model: UMMWorldModel, dataset: DynamicsSamples, config: Ev
     return result
 
 
-def evaluate_reward(model: UMMWorldModel, dataset: RewardSamples, config: EvalConfig) -> dict:
-    """Accuracy, precision and recall of the Yes/No answers on labelled head frames."""
+def reference_scores(model: UMMWorldModel, dataset: DynamicsSamples, config: EvalConfig) -> dict:
+    """Per view, the two references a prediction is read against: copying the current frame (no model at
+    all) and the VQ reconstruction of the real target (the best any model with this tokenizer can do)."""
     indices = _spread(len(dataset), config.max_samples)
-    predicted, truth = [], []
+    scores = {v: {k: [] for k in ("copy_psnr", "copy_ssim", "vq_psnr", "vq_ssim")} for v in dataset.view_names}
+    for start in range(0, len(indices), config.batch_size):
+        current, following, _ = _stack(dataset, indices[start : start + config.batch_size])
+        for v in dataset.view_names:
+            target = following[v]
+            with torch.no_grad():
+                tokens = model.core.vq_encode(model.core.to_model_size(torch.from_numpy(target)))
+                recon = resize_uint8(model.core.vq_decode(tokens), target.shape[1:3]).cpu().numpy()
+            scores[v]["copy_psnr"].extend(psnr(current[v], target).tolist())
+            scores[v]["copy_ssim"].extend(ssim(current[v], target).tolist())
+            scores[v]["vq_psnr"].extend(psnr(recon, target).tolist())
+            scores[v]["vq_ssim"].extend(ssim(recon, target).tolist())
+    return {v: {k: float(np.mean(x)) for k, x in per.items()} for v, per in scores.items()}
+
+
+def success_probabilities(model: UMMWorldModel, dataset: RewardSamples, config: EvalConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(P(Yes), label) of labelled head frames, evenly spread over the dataset (at most max_samples)."""
+    indices = _spread(len(dataset), config.max_samples)
+    probability, truth = [], []
     for start in range(0, len(indices), config.batch_size):
         items = [dataset[int(i)] for i in indices[start : start + config.batch_size]]
         images = np.stack([it["image"].numpy() for it in items])
-        predicted.extend(model.reward(images, [it["instruction"] for it in items]).astype(bool).tolist())
+        probability.extend(model.success_probability(images, [it["instruction"] for it in items]).tolist())
         truth.extend(bool(it["success"]) for it in items)
-    p, t = np.array(predicted, bool), np.array(truth, bool)
+    return np.array(probability, np.float32), np.array(truth, bool)
+
+
+def classification_scores(predicted: np.ndarray, truth: np.ndarray) -> dict:
+    """Accuracy, precision and recall of boolean predictions (nan where undefined)."""
+    p, t = np.asarray(predicted, bool), np.asarray(truth, bool)
     tp = int((p & t).sum())
     return {
         "samples": int(len(t)),
@@ -120,6 +145,36 @@ def evaluate_reward(model: UMMWorldModel, dataset: RewardSamples, config: EvalCo
         "precision": tp / int(p.sum()) if p.any() else float("nan"),
         "recall": tp / int(t.sum()) if t.any() else float("nan"),
     }
+
+
+def evaluate_reward(model: UMMWorldModel, dataset: RewardSamples, config: EvalConfig) -> dict:
+    """Accuracy, precision and recall of the Yes/No answers (at the model's threshold) on labelled frames."""
+    probability, truth = success_probabilities(model, dataset, config)
+    return classification_scores(probability > model.config.reward_threshold, truth)
+
+
+def calibrate_threshold(probability: np.ndarray, truth: np.ndarray, min_precision: float = 0.95,
+                        fallback: float = 0.5) -> float:
+    """The P(Yes) threshold with the highest recall among those whose precision is >= ``min_precision``
+    (ties: the highest threshold); ``fallback`` when no threshold reaches it or a class is missing.
+
+    Precision comes first: an imagined false success is a reward RL learns to reach.
+    """
+    probability, truth = np.asarray(probability, np.float64), np.asarray(truth, bool)
+    if not truth.any() or truth.all():
+        return fallback
+    best, best_recall = fallback, -1.0
+    for threshold in np.unique(np.concatenate([probability, [0.5]])):
+        if not 0.0 < threshold < 1.0:
+            continue
+        yes = probability > threshold
+        if not yes.any():
+            continue
+        precision = float((yes & truth).sum() / yes.sum())
+        recall = float((yes & truth).sum() / truth.sum())
+        if precision >= min_precision and recall >= best_recall:
+            best, best_recall = float(threshold), recall
+    return best
 
 
 def side_by_side(real: dict[str, np.ndarray], predicted: dict[str, np.ndarray], path: str | Path, scale: int = 4) -> Path:

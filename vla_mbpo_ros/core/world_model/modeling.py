@@ -10,7 +10,6 @@ model's Yes/No answer about the head view.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,13 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from transformers import JanusForConditionalGeneration
 
-from transformers import JanusForConditionalGeneration  # noqa: E402  (offline mode first)
-
-from vla_mbpo_ros.core.util.images import resize_float, resize_uint8  # noqa: E402
-from vla_mbpo_ros.core.world_model.configuration import IMAGE_TOKENS, WorldModelConfig  # noqa: E402
-from vla_mbpo_ros.core.world_model.sequence import (  # noqa: E402
+from vla_mbpo_ros.core.util.images import resize_float, resize_uint8
+from vla_mbpo_ros.core.world_model.configuration import IMAGE_TOKENS, WorldModelConfig
+from vla_mbpo_ros.core.world_model.sequence import (
     CURRENT,
     NEXT,
     ImageRef,

@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -64,7 +65,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     log_every: int = 25
-    save_every: int = 0  # 0: save only at the end
+    save_every: int = 0  # > 0: every N steps, a resumable checkpoint in <output>/resume (0: save at the end)
     mixed_precision: str = "no"  # accelerate: "no" | "bf16" | "fp16"
 
     def __post_init__(self) -> None:
@@ -87,6 +88,19 @@ class TrainHistory:
     image_loss: list[float] = field(default_factory=list)
     answer_loss: list[float] = field(default_factory=list)
     vq_recon_loss: list[float] = field(default_factory=list)
+    resumed_at: int = 0  # optimizer step the run resumed from (0: a fresh run)
+
+
+RESUME_DIR = "resume"  # <output>/resume: the model and TRAINER_STATE of the last save_every step
+TRAINER_STATE = "trainer_state.pt"
+
+
+def resume_point(output_dir: str | Path | None) -> Path | None:
+    """The resumable checkpoint a previous, interrupted run left in ``output_dir`` (None: start afresh)."""
+    if not output_dir:
+        return None
+    directory = Path(output_dir) / RESUME_DIR
+    return directory if (directory / TRAINER_STATE).is_file() else None
 
 
 def _cycle(loader: DataLoader) -> Iterator:
@@ -196,8 +210,10 @@ def train_world_model(
     set_seed(config.seed)
     history = TrainHistory()
     core = model.core
+    resume = resume_point(output_dir) if config.save_every else None
+    state = _load_resume(core, resume) if resume else None
     core.to(accelerator.device)
-    if config.vq_fit_steps:
+    if config.vq_fit_steps and state is None:  # a resumed model's tokenizer was fitted before it was saved
         frames = np.concatenate(
             [np.concatenate([ep.views[v] for v in model.view_names]) for ep in dynamics.episodes]
         )
@@ -207,7 +223,16 @@ def train_world_model(
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     warmup = max(1, config.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
-    loader_kwargs = dict(shuffle=True, num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed))
+    first_step = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        first_step = history.resumed_at = int(state["step"])
+        history.image_loss, history.answer_loss = list(state["image_loss"]), list(state["answer_loss"])
+        history.vq_recon_loss = list(state["vq_recon_loss"])
+    # A resumed run reshuffles from another seed rather than replaying the batches it already saw.
+    shuffle_seed = config.seed + first_step
+    loader_kwargs = dict(shuffle=True, num_workers=config.num_workers, generator=torch.Generator().manual_seed(shuffle_seed))
     dyn_loader = DataLoader(
         dynamics, batch_size=config.batch_size, drop_last=len(dynamics) >= config.batch_size, **loader_kwargs
     )
@@ -221,7 +246,8 @@ def train_world_model(
     wrapped, optimizer, *loaders = accelerator.prepare(core, optimizer, *loaders)
     dyn_iter = _cycle(loaders[0])
     rew_iter = _cycle(loaders[1]) if use_reward else None
-    bar = tqdm(range(config.steps), desc="world model", disable=not (progress and accelerator.is_main_process))
+    bar = tqdm(range(first_step, config.steps), desc="world model", initial=first_step, total=config.steps,
+               disable=not (progress and accelerator.is_main_process))
     for step in bar:
         batch = next(dyn_iter)
         texts = [model.codec.to_text(a) for a in batch["actions"].float().cpu().numpy()]
@@ -245,11 +271,13 @@ def train_world_model(
             if history.answer_loss:
                 post["answer"] = np.mean(history.answer_loss[window])
             bar.set_postfix({k: f"{v:.3f}" for k, v in post.items()})
-        if output_dir and config.save_every and (step + 1) % config.save_every == 0:
-            _save(model, accelerator, Path(output_dir) / f"step_{step + 1}")
+        if output_dir and config.save_every and (step + 1) % config.save_every == 0 and step + 1 < config.steps:
+            _save_resume(model, accelerator, Path(output_dir) / RESUME_DIR, step + 1, optimizer, scheduler, history)
     core.eval()
     if output_dir:
         _save(model, accelerator, Path(output_dir))
+        if accelerator.is_main_process and resume_point(output_dir):
+            shutil.rmtree(Path(output_dir) / RESUME_DIR)  # finished: nothing to resume
     return history
 
 
@@ -257,6 +285,41 @@ def _save(model: UMMWorldModel, accelerator, directory: Path) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         model.save_pretrained(directory)
+
+
+def _save_resume(model: UMMWorldModel, accelerator, directory: Path, step: int, optimizer, scheduler,
+                 history: TrainHistory) -> None:
+    """Model + optimizer state, written next to the old checkpoint and swapped in by renames, so an
+    interruption at any moment leaves one complete checkpoint."""
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    staging = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "image_loss": history.image_loss, "answer_loss": history.answer_loss,
+                "vq_recon_loss": history.vq_recon_loss}, staging / TRAINER_STATE)
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    staging.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_resume(core: UMMCore, directory: Path) -> dict:
+    """Load the weights saved in ``directory`` into ``core``; returns the trainer state saved with them."""
+    from safetensors.torch import load_file
+
+    weights = {}
+    for file in sorted(directory.glob("*.safetensors")):
+        weights.update(load_file(file))
+    missing, unexpected = core.janus.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{directory}: the checkpoint does not match this model "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}); delete it to start afresh")
+    return torch.load(directory / TRAINER_STATE, weights_only=False)
 
 
 # -- CLI ----------------------------------------------------------------------------------------------------

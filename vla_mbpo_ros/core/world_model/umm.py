@@ -8,25 +8,22 @@ Janus model, tokenizer and image processor (a real Janus-Pro checkpoint, or one 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from transformers import (  # noqa: E402  (offline mode first)
+from transformers import (
     AutoImageProcessor,
     AutoTokenizer,
     JanusForConditionalGeneration,
     JanusImageProcessor,
 )
 
-from vla_mbpo_ros.core.util.images import resize_uint8  # noqa: E402
-from vla_mbpo_ros.core.world_model.codec import ActionCodec, ActionStats  # noqa: E402
-from vla_mbpo_ros.core.world_model.configuration import (  # noqa: E402
+from vla_mbpo_ros.core.util.images import resize_uint8
+from vla_mbpo_ros.core.world_model.codec import ActionCodec, ActionStats
+from vla_mbpo_ros.core.world_model.configuration import (
     IMAGE_TOKENS,
     WORLD_MODEL_CONFIG_FILE,
     TinyArchConfig,
@@ -34,7 +31,7 @@ from vla_mbpo_ros.core.world_model.configuration import (  # noqa: E402
     build_tiny_tokenizer,
     tiny_janus_config,
 )
-from vla_mbpo_ros.core.world_model.modeling import UMMCore  # noqa: E402
+from vla_mbpo_ros.core.world_model.modeling import UMMCore
 
 
 class UMMWorldModel:
@@ -103,18 +100,22 @@ class UMMWorldModel:
         return {v: self.core.vq_decode(t) for v, t in tokens.items()}
 
     @torch.no_grad()
-    def reward_from_tensor(self, head_images: torch.Tensor, instructions: Sequence[str]) -> np.ndarray:
+    def success_probability_from_tensor(self, head_images: torch.Tensor, instructions: Sequence[str]) -> np.ndarray:
+        """(B,) P(Yes | Yes or No) to "is the task done?" about each head image."""
         self.core.eval()
         logits = self.core.answer_logits(head_images, list(instructions))
-        yes = logits[:, self.core.yes_id] > logits[:, self.core.no_id]
-        return yes.float().cpu().numpy().astype(np.float32)
+        pair = torch.stack([logits[:, self.core.yes_id], logits[:, self.core.no_id]], dim=-1)
+        return pair.softmax(-1)[:, 0].cpu().numpy().astype(np.float32)
 
-    def reward(self, head_images: np.ndarray, instructions: Sequence[str]) -> np.ndarray:
-        """(B,) float32: 1 where the model answers Yes to "is the task done?" on the head image."""
+    def success_probability(self, head_images: np.ndarray, instructions: Sequence[str]) -> np.ndarray:
         images = np.asarray(head_images)
         if images.ndim != 4 or len(instructions) != images.shape[0]:
-            raise ValueError("reward needs (B,H,W,3) images and B instructions")
-        return self.reward_from_tensor(torch.from_numpy(np.ascontiguousarray(images)), instructions)
+            raise ValueError("the reward needs (B,H,W,3) images and B instructions")
+        return self.success_probability_from_tensor(torch.from_numpy(np.ascontiguousarray(images)), instructions)
+
+    def reward(self, head_images: np.ndarray, instructions: Sequence[str]) -> np.ndarray:
+        """(B,) float32: 1 where P(Yes) to "is the task done?" on the head image exceeds the threshold."""
+        return (self.success_probability(head_images, instructions) > self.config.reward_threshold).astype(np.float32)
 
     def predict(self, views: dict[str, np.ndarray], chunks: np.ndarray) -> dict[str, np.ndarray]:
         """Views k steps later (frame skipping), at the input size: name -> (B,H,W,3) uint8."""
@@ -123,13 +124,17 @@ class UMMWorldModel:
 
     def step(
         self, views: dict[str, np.ndarray], chunks: np.ndarray, instructions: list[str]
-    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """One imagined chunk for B branches: next views (input size, uint8) and reward (B,) in {0, 1}."""
+    ) -> tuple[dict[str, np.ndarray], np.ndarray] | tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """One imagined chunk for B branches: next views (input size, uint8), reward (B,) in {0, 1} and,
+        with ``state_from_actions``, the next joint states (B, d): the chunks' last actions."""
         if len(instructions) != np.shape(chunks)[0]:
             raise ValueError(f"{len(instructions)} instructions for {np.shape(chunks)[0]} chunks")
         predicted = self.predict_model_size(views, chunks)
-        reward = self.reward_from_tensor(predicted[self.view_names[0]], instructions)
+        probability = self.success_probability_from_tensor(predicted[self.view_names[0]], instructions)
+        reward = (probability > self.config.reward_threshold).astype(np.float32)
         next_views = {v: resize_uint8(predicted[v], views[v].shape[1:3]).cpu().numpy() for v in self.view_names}
+        if self.config.state_from_actions:
+            return next_views, reward, np.asarray(chunks, dtype=np.float32)[:, -1].copy()
         return next_views, reward
 
     # -- persistence ------------------------------------------------------------------------------------------

@@ -1,0 +1,135 @@
+"""The one-time pretraining of the tiny UMM (make world-model): a real play corpus recorded through the
+recorder's store, read back by LeRobot, trained, interrupted and resumed, verified by sha256."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from vla_mbpo_ros.core.sim.play import BEHAVIOURS, PlayConfig
+from vla_mbpo_ros.core.world_model.pretrain import MANIFEST, load_pretrain_config, verify_pretrained
+from vla_mbpo_ros.core.world_model.train import RESUME_DIR, TRAINER_STATE
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _config(path: Path, steps: int) -> Path:
+    path.write_text(yaml.safe_dump({
+        "corpus": {"episodes": 6, "max_frames": 30},
+        "holdout_episodes": 2,
+        "tiny": {"image_size": 32, "tokens_per_side": 4, "hidden_size": 64, "intermediate_size": 128, "num_layers": 1},
+        "train": {"steps": steps, "vq_fit_steps": 4, "save_every": 3, "batch_size": 4, "reward_batch_size": 4},
+        "torch_threads": 1,
+    }))
+    return path
+
+
+def _pretrain(config: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "vla_mbpo_ros.core.world_model.pretrain", "--config", str(config),
+                             "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"pretraining exited ({process.returncode}) before {path} appeared:\n"
+                                 f"{process.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.2)  # polling a file another process writes: there is no event to wait on
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> tuple[Path, str]:
+    """A pretraining killed after its first resumable checkpoint, then run again to the end."""
+    root = tmp_path_factory.mktemp("pretrain")
+    out = root / "out"
+    first = _pretrain(_config(root / "long.yaml", steps=100_000), out)
+    _wait_for(out / "model" / RESUME_DIR / TRAINER_STATE, first, timeout=240)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    second = _pretrain(_config(root / "short.yaml", steps=8), out)
+    output, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, output[-3000:]
+    return out, output
+
+
+def test_the_corpus_is_a_lerobot_dataset_of_varied_episodes(pretrained):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    out, _ = pretrained
+    dataset = LeRobotDataset("local/play", root=out / "corpus")
+    assert dataset.meta.total_episodes == 6
+    assert {"observation.images.head", "observation.images.wrist", "action"} <= set(dataset.meta.features)
+    config = PlayConfig(episodes=6)
+    assert len({config.behaviour(i) for i in range(6)}) >= 4  # the mix is spread, not blocks of one behaviour
+
+
+def test_the_interrupted_pretraining_resumed_from_its_checkpoint(pretrained):
+    out, output = pretrained
+    manifest = json.loads((out / "model" / MANIFEST).read_text())
+    assert manifest["train"]["resumed_at"] >= 3 and manifest["train"]["resumed_at"] % 3 == 0
+    assert not (out / "model" / RESUME_DIR).exists()  # finished: nothing left to resume
+    assert manifest["corpus"]["seed_base"] == 5_000_000 and manifest["corpus"]["episodes"] == 6
+    assert set(manifest["corpus"]["behaviours"]) == set(BEHAVIOURS)
+    assert output.strip().splitlines()[-1].startswith("pretrain: psnr(model/copy/vq) head ")
+
+
+def test_the_pretrained_model_loads_and_steps(pretrained):
+    from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
+
+    out, _ = pretrained
+    verify_pretrained(out / "model")
+    model = UMMWorldModel.from_pretrained(out / "model")
+    manifest = json.loads((out / "model" / MANIFEST).read_text())
+    assert model.config.reward_threshold == pytest.approx(manifest["evaluation"]["reward"]["threshold"])
+    views = {v: np.zeros((2, 32, 32, 3), np.uint8) for v in ("head", "wrist")}
+    next_views, reward, states = model.step(views, np.zeros((2, 10, 6), np.float32), ["pick up the cube"] * 2)
+    assert next_views["wrist"].shape == (2, 32, 32, 3) and reward.shape == (2,) and states.shape == (2, 6)
+
+
+def test_a_changed_weight_file_is_refused_by_name(pretrained, tmp_path):
+    import shutil
+
+    out, _ = pretrained
+    copy = tmp_path / "model"
+    shutil.copytree(out / "model", copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model\.safetensors.*sha256"):
+        verify_pretrained(copy)
+    with pytest.raises(FileNotFoundError, match="make world-model"):
+        verify_pretrained(tmp_path / "missing")
+
+
+def test_the_shipped_pretraining_config_loads():
+    config = load_pretrain_config(REPO / "config" / "world_model_pretrain.yaml")
+    assert config.corpus.seed_base >= 5_000_000  # no learning-bench seed (0.., 10_000.., 1_000_000..) in it
+    assert config.train.save_every > 0 and config.data.reward_no_margin == 0
+    with pytest.raises(ValueError, match="holdout_episodes"):
+        load_pretrain_config_from({"holdout_episodes": 1})
+
+
+def load_pretrain_config_from(values: dict):
+    from vla_mbpo_ros.core.util.config import load_config
+    from vla_mbpo_ros.core.world_model.pretrain import PretrainConfig
+
+    return load_config(PretrainConfig, values, "pretrain")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _offline():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
