@@ -68,6 +68,7 @@ class DynamicsSamples(Dataset):
             "current": {v: torch.from_numpy(ep.views[v][t]) for v in self.view_names},
             "next": {v: torch.from_numpy(ep.views[v][t + k]) for v in self.view_names},
             "actions": torch.from_numpy(ep.actions[t : t + k]),
+            "instruction": ep.instruction,
         }
         if self.tokens is not None:
             ids = self.tokens[e]

@@ -177,31 +177,59 @@ def calibrate_threshold(probability: np.ndarray, truth: np.ndarray, min_precisio
     return best
 
 
-def side_by_side(real: dict[str, np.ndarray], predicted: dict[str, np.ndarray], path: str | Path, scale: int = 4) -> Path:
-    """PNG grid: one row per sample; for each view a real | predicted pair, pairs separated by a gap."""
-    from PIL import Image
+def side_by_side(real: dict[str, np.ndarray], predicted: dict[str, np.ndarray], path: str | Path,
+                 current: dict[str, np.ndarray] | None = None, rewards: np.ndarray | None = None,
+                 title: str = "") -> Path:
+    """A labelled PNG grid, one row per sample: for each view the current frame (when given), the real frame
+    k steps later and the imagined one; the imagined reward (when given) names each row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     views = list(real)
-    rows, height, width = real[views[0]].shape[:3]
-    gap = 2
-    canvas = np.full((rows * (height + gap), len(views) * (2 * width + 3 * gap), 3), 255, np.uint8)
+    rows = len(real[views[0]])
+    columns = [(v, kind) for v in views for kind in (("current", "real", "imagined") if current else ("real", "imagined"))]
+    source = {"current": current or {}, "real": real, "imagined": predicted}
+    headers = {"current": "{v}: now (t)", "real": "{v}: real (t+k)", "imagined": "{v}: imagined (t+k)"}
+    fig, axes = plt.subplots(rows, len(columns), figsize=(1.45 * len(columns), 1.45 * rows + 0.6), squeeze=False)
     for r in range(rows):
-        y = r * (height + gap)
-        for c, v in enumerate(views):
-            x = c * (2 * width + 3 * gap)
-            canvas[y : y + height, x : x + width] = real[v][r]
-            canvas[y : y + height, x + width + gap : x + 2 * width + gap] = predicted[v][r]
-    image = Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
+        for c, (view, kind) in enumerate(columns):
+            ax = axes[r, c]
+            ax.imshow(source[kind][view][r], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if kind == "imagined":
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("tab:orange")
+                    spine.set_linewidth(2)
+            if r == 0:
+                ax.set_title(headers[kind].format(v=view), fontsize=8)
+            if c == 0:
+                label = f"#{r}" if rewards is None else f"#{r}\nreward {rewards[r]:.0f}"
+                ax.set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return path
 
 
-def render_examples(model: UMMWorldModel, dataset: DynamicsSamples, path: str | Path, rows: int) -> Path:
+def render_examples(model: UMMWorldModel, dataset: DynamicsSamples, path: str | Path, rows: int,
+                    title: str = "real vs imagined") -> Path:
+    """Labelled real-vs-imagined grid of ``rows`` samples spread over ``dataset``; also saves the frames
+    as ``<path>.npz`` (current/real/imagined per view) for viewers such as the world-model node."""
     indices = _spread(len(dataset), rows)
     current, following, chunks = _stack(dataset, indices)
-    return side_by_side(following, model.predict(current, chunks), path)
+    instructions = [dataset[int(i)]["instruction"] for i in indices]
+    predicted, rewards = model.step(current, chunks, instructions)[:2]
+    np.savez_compressed(Path(path).with_suffix(".npz"), rewards=rewards,
+                        **{f"{kind}.{v}": frames[v] for kind, frames in
+                           (("current", current), ("real", following), ("imagined", predicted)) for v in current})
+    return side_by_side(following, predicted, path, current=current, rewards=rewards, title=title)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -209,6 +209,7 @@ def train_world_model(
         accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp])
     set_seed(config.seed)
     history = TrainHistory()
+    model.forget_generated()  # a refitted tokenizer gives other ids
     core = model.core
     resume = resume_point(output_dir) if config.save_every else None
     state = _load_resume(core, resume) if resume else None

@@ -7,7 +7,9 @@ Janus model, tokenizer and image processor (a real Janus-Pro checkpoint, or one 
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -32,6 +34,7 @@ from vla_mbpo_ros.core.world_model.configuration import (
     tiny_janus_config,
 )
 from vla_mbpo_ros.core.world_model.modeling import UMMCore
+from vla_mbpo_ros.core.world_model.sequence import CURRENT, ImageRef
 
 
 class UMMWorldModel:
@@ -48,6 +51,8 @@ class UMMWorldModel:
         self.codec = codec
         self.seed = seed
         self._generator: torch.Generator | None = None
+        self._generated: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self._last_tokens: dict[str, torch.Tensor] = {}
 
     @property
     def config(self) -> WorldModelConfig:
@@ -67,7 +72,12 @@ class UMMWorldModel:
     def to(self, device: str | torch.device) -> "UMMWorldModel":
         self.core.to(device)
         self._generator = None
+        self.forget_generated()
         return self
+
+    def forget_generated(self) -> None:
+        """Drop the remembered VQ ids of generated views (the tokenizer or the device changed)."""
+        self._generated.clear()
 
     def _rng(self) -> torch.Generator | None:
         if self.config.temperature == 0:
@@ -96,8 +106,33 @@ class UMMWorldModel:
         current = self._current(views, chunks.shape[0])
         texts = [self.codec.to_text(c) for c in chunks]
         self.core.eval()
-        tokens, _ = self.core.predict_tokens(current, texts, self._rng())
+        tokens, _ = self.core.predict_tokens(current, texts, self._rng(), self._generated_ids(views))
+        self._last_tokens = tokens
         return {v: self.core.vq_decode(t) for v, t in tokens.items()}
+
+    # In a rollout the views of chunk c + 1 are the ones generated for chunk c: their VQ ids are known, so
+    # they are not encoded again (and the model continues from exactly the tokens it generated).
+    _GENERATED_CACHE = 4096  # views remembered (a few refills' worth of branches)
+
+    @staticmethod
+    def _digest(image: np.ndarray) -> bytes:
+        return hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16,
+                               person=str(image.shape).encode()[:16]).digest()
+
+    def _remember_generated(self, views: dict[str, np.ndarray]) -> None:
+        for name, images in views.items():
+            for image, ids in zip(images, self._last_tokens[name]):
+                self._generated[self._digest(image)] = ids
+        while len(self._generated) > self._GENERATED_CACHE:
+            self._generated.popitem(last=False)
+
+    def _generated_ids(self, views: dict[str, np.ndarray]) -> dict[ImageRef, torch.Tensor]:
+        known = {}
+        for name in self.view_names:
+            ids = [self._generated.get(self._digest(image)) for image in views[name]]
+            if ids and all(i is not None for i in ids):
+                known[ImageRef(name, CURRENT)] = torch.stack(ids)
+        return known
 
     @torch.no_grad()
     def success_probability_from_tensor(self, head_images: torch.Tensor, instructions: Sequence[str]) -> np.ndarray:
@@ -120,7 +155,9 @@ class UMMWorldModel:
     def predict(self, views: dict[str, np.ndarray], chunks: np.ndarray) -> dict[str, np.ndarray]:
         """Views k steps later (frame skipping), at the input size: name -> (B,H,W,3) uint8."""
         predicted = self.predict_model_size(views, chunks)
-        return {v: resize_uint8(predicted[v], views[v].shape[1:3]).cpu().numpy() for v in self.view_names}
+        result = {v: resize_uint8(predicted[v], views[v].shape[1:3]).cpu().numpy() for v in self.view_names}
+        self._remember_generated(result)
+        return result
 
     def step(
         self, views: dict[str, np.ndarray], chunks: np.ndarray, instructions: list[str]
@@ -133,6 +170,7 @@ class UMMWorldModel:
         probability = self.success_probability_from_tensor(predicted[self.view_names[0]], instructions)
         reward = (probability > self.config.reward_threshold).astype(np.float32)
         next_views = {v: resize_uint8(predicted[v], views[v].shape[1:3]).cpu().numpy() for v in self.view_names}
+        self._remember_generated(next_views)
         if self.config.state_from_actions:
             return next_views, reward, np.asarray(chunks, dtype=np.float32)[:, -1].copy()
         return next_views, reward
