@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     demos, seconds = timed(lambda: expert_episodes(
         sim, range(DEMO_SEED_BASE, DEMO_SEED_BASE + args.demos), episode_config(args, record=True),
         successful_only=True))
-    print(f"demos: {len(demos)}/{args.demos} expert successes, {sum(len(d['actions']) for d in demos)} frames "
+    print(f"demos: {len(demos)}/{args.demos} expert successes, {sum(len(d) for d in demos)} frames "
           f"({seconds:.0f} s)", flush=True)
     if args.load_bc is not None:
         policy = CompactFlowVLA.load(args.load_bc)

@@ -27,7 +27,6 @@ use fps == control rate to record every command.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
 from collections import deque
@@ -38,6 +37,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from vla_mbpo_ros.core.robot.joints import SO101_JOINT_NAMES
+from vla_mbpo_ros.core.util.config import load_config
 
 IMAGE_KEY_PREFIX = "observation.images."
 STATE_KEY = "observation.state"
@@ -148,12 +148,8 @@ class RecordingConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RecordingConfig:
-        """Build from a plain mapping (YAML, ROS parameters); unknown keys raise ValueError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown recording config field(s): {', '.join(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        """Build from a plain mapping (YAML, ROS parameters); a bad or unknown key raises ValueError naming it."""
+        return load_config(cls, values, "recording")
 
 
 def build_features(config: RecordingConfig) -> dict[str, dict]:

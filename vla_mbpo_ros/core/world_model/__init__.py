@@ -7,10 +7,8 @@ that the codec and data helpers stay cheap to import.
 
 import os
 
-# Read once when transformers / huggingface_hub are first imported: models load from local directories
-# only, and loading or saving a few-MB model draws no per-shard progress bars.
+# Read once when transformers / huggingface_hub are first imported: models load from local directories.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from vla_mbpo_ros.core.world_model.codec import ActionCodec, ActionStats  # noqa: E402
 
