@@ -31,7 +31,9 @@ def _tail(log_path: Path, lines: int = 80) -> str:
 def _overrides(tmp_path: Path) -> Path:
     pipeline = yaml.safe_load((REPO / "config" / "finetune_sim.yaml").read_text())
     pipeline["policy"]["bc"]["steps"] = 60
-    pipeline["world_model"]["pretrained"] = ""  # random-init tiny UMM: the tests do not pretrain (make world-model)
+    # A random-init tiny UMM (the tests do not pretrain, make world-model does), which has no trained
+    # reward to measure before its first training: no reward gate.
+    pipeline["world_model"].update(pretrained="", min_reward_precision=0.0)
     pipeline["world_model"]["train"].update(steps=40, vq_fit_steps=40)
     pipeline["mbpo"].update(num_iterations=1, samples_per_refill=16, rollout_batch_size=8, minibatch_size=16, validation_starts=4)
     (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(pipeline))

@@ -22,7 +22,9 @@ def workspace(tmp_path):
     config = yaml.safe_load((REPO / "config" / "finetune_sim.yaml").read_text())
     config["policy"]["bc"]["steps"] = 30
     # Long enough to be killed in the middle of the world-model phase.
-    config["world_model"]["pretrained"] = ""  # random-init tiny UMM: the tests do not pretrain (make world-model)
+    # A random-init tiny UMM (the tests do not pretrain, make world-model does), which has no trained
+    # reward to measure before its first training: no reward gate.
+    config["world_model"].update(pretrained="", min_reward_precision=0.0)
     config["world_model"]["train"].update(steps=400, vq_fit_steps=20)
     config["mbpo"].update(num_iterations=1, samples_per_refill=16, rollout_batch_size=8, minibatch_size=16, validation_starts=4)
     (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(config))

@@ -31,7 +31,9 @@ def config(tmp_path) -> Path:
     """config/finetune_sim.yaml, shrunk further so the test stays around a minute."""
     data = yaml.safe_load((Path(__file__).parents[2] / "config" / "finetune_sim.yaml").read_text())
     data["policy"]["bc"]["steps"] = 30
-    data["world_model"]["pretrained"] = ""  # random-init tiny UMM: the tests do not pretrain (make world-model)
+    # A random-init tiny UMM (the tests do not pretrain, make world-model does), which has no trained
+    # reward to measure before its first training: no reward gate.
+    data["world_model"].update(pretrained="", min_reward_precision=0.0)
     data["world_model"]["train"].update(steps=20, vq_fit_steps=20)
     data["mbpo"].update(num_iterations=1, samples_per_refill=16, rollout_batch_size=8, minibatch_size=16, validation_starts=4)
     path = tmp_path / "finetune.yaml"
@@ -154,3 +156,14 @@ def test_the_gpu_setup_runs_on_the_cpu_with_a_lerobot_smolvla_and_a_janus_snapsh
     assert world_model.config.prompts.system.startswith("<|User|>")  # the setup's chat format was applied
     assert world_model.codec.stats.low.shape == (6,)  # statistics of the recorded actions (the snapshot had none)
     assert second["metrics"]["rl.start_states"] > 0 and "rl.approx_kl" in second["metrics"]
+
+
+def test_the_reward_gate_holds_on_false_successes_among_unseen_frames():
+    from vla_mbpo_ros.core.loop.pipeline import reward_gate
+
+    assert reward_gate({}, 0.0) == (True, "")  # gate off
+    assert reward_gate({}, 0.9)[0] is False  # nothing measured: no trust
+    trusted, why = reward_gate({"held_out_reward_precision": 0.5}, 0.9)
+    assert not trusted and "precision 0.50 < 0.90" in why
+    assert reward_gate({"held_out_reward_precision": float("nan")}, 0.9) == (True, "")  # no Yes, no false Yes
+    assert reward_gate({"held_out_reward_precision": 0.95}, 0.9) == (True, "")

@@ -86,6 +86,11 @@ class WorldModelSetup:
     # A local directory: a Janus / Janus-Pro snapshot, or a world model saved by this package (e.g. the
     # pretrained tiny UMM of `make world-model`); "" = the tiny architecture below with random weights.
     pretrained: str = ""
+    # Hold the policy update unless the world model's Yes/No reward had at least this precision on the
+    # real frames it had not been trained on yet (the episodes recorded since its last training); an
+    # imagined success that is not one is what RL learns to reach. 0 = no check (e.g. a random-init model
+    # that has nothing to be measured before its first training).
+    min_reward_precision: float = 0.0
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     tiny: TinyArchConfig = field(default_factory=TinyArchConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -211,9 +216,14 @@ def load_world_model(config: PipelineConfig, episodes: list[Episode], previous: 
     return model.to(device), train
 
 
-def _phase_world_model(config: PipelineConfig, episodes: list[Episode], it: IterationDir, previous: Path | None) -> dict[str, Any]:
+def _phase_world_model(config: PipelineConfig, episodes: list[Episode], it: IterationDir, previous: Path | None,
+                       unseen: int) -> dict[str, Any]:
+    """Finetune the world model on every episode; first score its reward on the last ``unseen`` episodes,
+    which it has not been trained on."""
     model, train = load_world_model(config, episodes, previous)
     wm_episodes = _at_size(episodes, model.core.und_size)
+    held_out = held_out_reward_scores(model, wm_episodes[len(wm_episodes) - unseen:], config.world_model.data) \
+        if unseen and (previous or config.world_model.pretrained) else {}
     dynamics, reward = build_samples(wm_episodes, config.view_names, config.world_model.data)
     history = train_world_model(model, dynamics, reward, train, progress=False)
     model.save_pretrained(it.staging("world_model"))
@@ -226,7 +236,32 @@ def _phase_world_model(config: PipelineConfig, episodes: list[Episode], it: Iter
         "reward_samples": len(reward),
         "parameters": model.num_parameters(),
         "pretrained": str(previous or config.world_model.pretrained or "tiny"),
+        **{f"held_out_reward_{k}": v for k, v in held_out.items()},
     }
+
+
+def held_out_reward_scores(model: Any, episodes: list[Episode], data: DataConfig) -> dict[str, float]:
+    """Precision/recall of the model's Yes on the labelled frames of ``episodes`` (nan where undefined)."""
+    from vla_mbpo_ros.core.world_model.evaluate import EvalConfig, evaluate_reward
+
+    _, reward = build_samples(episodes, model.view_names, dataclasses.replace(data, yes_oversample=1))
+    if not len(reward):
+        return {}
+    scores = evaluate_reward(model, reward, EvalConfig(batch_size=32, max_samples=10**6))
+    return {k: scores[k] for k in ("samples", "positives", "precision", "recall")}
+
+
+def reward_gate(world_model_metrics: dict[str, Any], min_precision: float) -> tuple[bool, str]:
+    """(trusted, why) of the imagined reward, from its precision on frames it had not been trained on. A
+    model that said Yes to none of them raised no false success there; no measurement is no trust."""
+    if min_precision <= 0:
+        return True, ""
+    if "held_out_reward_precision" not in world_model_metrics:
+        return False, "reward not measured on unseen real frames"
+    precision = world_model_metrics["held_out_reward_precision"]
+    if precision == precision and precision < min_precision:  # nan: no Yes answered
+        return False, f"reward precision {precision:.2f} < {min_precision:.2f} on unseen real frames"
+    return True, ""
 
 
 def _phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir, policy_dir: Path) -> dict[str, Any]:
@@ -273,15 +308,22 @@ def run_iteration(run_dir: Path, dataset: Path, config: PipelineConfig, real_epi
             it.mark_done("bc", _phase_bc(config, [e for e in episodes if e.success], it))
     else:
         previous_wm = _previous_world_model(run_dir, iteration)
+        unseen = len(episodes) - state.get("world_model_episodes", 0)
         if not it.done("world_model"):
             _emit("phase", phase="world_model", iteration=iteration)
-            it.mark_done("world_model", _phase_world_model(config, episodes, it, previous_wm))
-        if not it.done("rl"):
-            _emit("phase", phase="rl", iteration=iteration)
-            it.mark_done("rl", _phase_rl(config, episodes, it, Path(current["path"])))
-        rl = json.loads(it.output("rl.metrics.json").read_text())
-        accepted = bool(rl["accepted"])
-        reason = f"imagined success {rl['success_before']:.2f} -> {rl['success_after']:.2f}"
+            it.mark_done("world_model", _phase_world_model(config, episodes, it, previous_wm, unseen))
+        state["world_model_episodes"] = len(episodes)
+        trusted, why = reward_gate(json.loads(it.output("world_model.metrics.json").read_text()),
+                                   config.world_model.min_reward_precision)
+        if not trusted:
+            accepted, reason = False, f"held: {why}"
+        else:
+            if not it.done("rl"):
+                _emit("phase", phase="rl", iteration=iteration)
+                it.mark_done("rl", _phase_rl(config, episodes, it, Path(current["path"])))
+            rl = json.loads(it.output("rl.metrics.json").read_text())
+            accepted = bool(rl["accepted"])
+            reason = f"imagined success {rl['success_before']:.2f} -> {rl['success_after']:.2f}"
     if not it.done("publish"):
         _emit("phase", phase="publish", iteration=iteration)
         it.mark_done("publish", publish_candidate(run_dir, it, accepted, reason))
