@@ -37,7 +37,7 @@ from vla_mbpo_ros.bringup import config_dir
 from vla_mbpo_ros.conversions import chunk_message, command_messages, observation_from_msg, safety_status_message
 from vla_mbpo_ros.core.control.estop import SafetyState
 from vla_mbpo_ros.core.control.executor import Command, ExecutorConfig, ExecutorCore, InferenceRequest
-from vla_mbpo_ros.core.control.executor_report import SafetySnapshot, StatusThrottle, executor_diagnostics
+from vla_mbpo_ros.core.control.executor_report import ExecutorTimings, SafetySnapshot, StatusThrottle, executor_diagnostics
 from vla_mbpo_ros.core.control.gate import SafetyGate
 from vla_mbpo_ros.core.control.hot_swap import HotSwapConfig, PolicySlot
 from vla_mbpo_ros.core.control.limits import load_safety_config
@@ -47,7 +47,6 @@ from vla_mbpo_ros.core.policy.base import load_policy
 from vla_mbpo_ros.core.policy.transfer import TransferConfig
 from vla_mbpo_ros.core.robot.joints import reorder
 from vla_mbpo_ros.core.util.recent import RecentItems
-from vla_mbpo_ros.core.util.stats import RateStats
 from vla_mbpo_ros.msg import ActionChunk, EpisodeEvent, ExecutedCommand, MultiViewObservation, SafetyStatus
 from vla_mbpo_ros.nodes._diagnostics import DiagnosticsPublisher
 from vla_mbpo_ros.nodes._policy_updates import PolicyUpdatePath
@@ -98,12 +97,11 @@ class PolicyExecutorNode(Node):
         self.core = ExecutorCore(self.config, safety)
         self.joint_names = safety.limits.names
         self._lock = threading.Lock()  # every call into self.core and self.slot, and the publishes that follow
-        self._stats_lock = threading.Lock()
-        self.stats = RateStats(window_s=params.diagnostics_window_s)
+        self.timings = ExecutorTimings(params.diagnostics_window_s)
         self.slot = PolicySlot()
         self.throttle = StatusThrottle(params.status_period)
         self.observations: RecentItems[MultiViewObservation] = RecentItems(swap_config.validation_observations)
-        self._chunk_counter = self._latches_logged = self._overruns = self._estop_holds = 0
+        self._chunk_counter = self._latches_logged = 0
         self._stop = threading.Event()
 
         if params.command_interface == "trajectory":
@@ -161,9 +159,7 @@ class PolicyExecutorNode(Node):
             published = time.monotonic()
             self._publish_status(stamp)
         if command is not None and command.positions is not None:
-            with self._stats_lock:
-                self.stats.add("estop_to_hold_ms", (published - received) * 1e3, published)
-                self._estop_holds += 1
+            self.timings.estop_hold(published - received, published)
         if msg.data and not was_latched:
             self.get_logger().error("e-stop pressed: latched, holding")
 
@@ -249,6 +245,7 @@ class PolicyExecutorNode(Node):
         rate = FixedRate(self.config.period)
         while not self._stop.is_set() and self.context.ok():
             now, period_error = rate.wait()
+            depth = None
             try:
                 with self._lock:
                     result = self.core.tick(now)
@@ -257,14 +254,9 @@ class PolicyExecutorNode(Node):
                         self._requests.put(result.request)
                     self._publish_status(self.get_clock().now().to_msg(), periodic=True)
                     depth = self.core.queue_depth()
-                with self._stats_lock:
-                    self.stats.add("queue_depth", depth, now)
             except Exception as err:  # noqa: BLE001 - the loop must outlive a bad cycle; the next one retries
                 self.get_logger().error(f"control cycle failed: {type(err).__name__}: {err}", throttle_duration_sec=1.0)
-            with self._stats_lock:
-                if period_error is not None:
-                    self.stats.add("period_error_ms", period_error * 1e3, now)
-                self._overruns = rate.overruns
+            self.timings.cycle(now, depth, period_error, rate.overruns)
 
     def _publish_command(self, command: Command) -> None:
         """Arm command + ExecutedCommand (caller holds the lock, so the order is the decision order)."""
@@ -314,8 +306,7 @@ class PolicyExecutorNode(Node):
                 chunk_id = self._chunk_counter
                 self.core.chunk_ready(actions, chunk_id, request, finished)
                 self._publish_status(self.get_clock().now().to_msg())
-            with self._stats_lock:
-                self.stats.add("inference_ms", (finished - started) * 1e3, finished)
+            self.timings.inference(finished - started, finished)
             chunk = chunk_message(actions, chunk_id, version, self.joint_names, self.config.period, finished - started,
                                   msg.header.stamp)
             with publishing_until_shutdown(self):
@@ -332,13 +323,10 @@ class PolicyExecutorNode(Node):
 
     # ------------------------------------------------------------------ diagnostics
     def _report(self):
-        now = time.monotonic()
         with self._lock:
             level, message, values = executor_diagnostics(SafetySnapshot.of(self.core, self.slot.version), self.slot.note,
-                                                          self.core.queue_depth(), self._overruns, self.config.period)
-        with self._stats_lock:
-            values.update(self.stats.summary(now), estop_holds=self._estop_holds)
-        return level, message, values
+                                                          self.core.queue_depth(), self.timings.overruns, self.config.period)
+        return level, message, {**values, **self.timings.summary(time.monotonic())}
 
     def close(self) -> None:
         self._stop.set()

@@ -87,6 +87,8 @@ class WorldModelNode(Node):
         self.create_service(Trigger, "~/update_now", self._on_update_now)
         self.checkpoints = CheckpointServer(self, max_chunk_bytes) if self.checkpoint_transfer == "ros" else None
         self._lock = threading.Lock()
+        self._announce_lock = threading.Lock()
+        self._announced = ""  # the newest version announced (v0001 < v0002: zero-padded)
         self._worker: subprocess.Popen | None = None
         self.status: dict = {"state": "idle", "iteration": read_state(self.run_dir)["iterations_done"], "updates_finished": 0}
         self.episodes_since_update = 0
@@ -208,7 +210,12 @@ class WorldModelNode(Node):
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         msg.metric_names, msg.metric_values = list(numeric), list(numeric.values())
         msg.header.stamp = self.get_clock().now().to_msg()
-        self.update_pub.publish(msg)
+        with self._announce_lock:
+            # The start-up announcement (a thread) must not overwrite a newer version on the latched topic.
+            if self._announced and version < self._announced:
+                return
+            self._announced = version
+            self.update_pub.publish(msg)
         self.get_logger().info(f"published policy {msg.version} ({msg.uri})")
 
     # ---------------------------------------------------------------- status

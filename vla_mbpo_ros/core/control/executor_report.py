@@ -3,11 +3,13 @@ and its /diagnostics status. The node only converts these to messages."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from vla_mbpo_ros.core.control.estop import SafetyState
 from vla_mbpo_ros.core.control.executor import ExecutorCore
+from vla_mbpo_ros.core.util.stats import RateStats
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
 
@@ -67,3 +69,34 @@ def executor_diagnostics(snapshot: SafetySnapshot, policy_note: str, queue_depth
     if overruns:
         return WARN, f"{snapshot.state.value}; {overruns} control overruns", values
     return OK, snapshot.state.value, values
+
+
+class ExecutorTimings:
+    """Timing statistics of the executor's threads (e-stop callback, control loop, inference), thread-safe."""
+
+    def __init__(self, window_s: float) -> None:
+        self._lock = threading.Lock()
+        self._stats = RateStats(window_s=window_s)
+        self.overruns = 0
+        self.estop_holds = 0  # holds published from the e-stop callback
+
+    def estop_hold(self, latency_s: float, now: float) -> None:
+        with self._lock:
+            self._stats.add("estop_to_hold_ms", latency_s * 1e3, now)
+            self.estop_holds += 1
+
+    def cycle(self, now: float, queue_depth: int | None, period_error_s: float | None, overruns: int) -> None:
+        with self._lock:
+            if queue_depth is not None:
+                self._stats.add("queue_depth", queue_depth, now)
+            if period_error_s is not None:
+                self._stats.add("period_error_ms", period_error_s * 1e3, now)
+            self.overruns = overruns
+
+    def inference(self, seconds: float, now: float) -> None:
+        with self._lock:
+            self._stats.add("inference_ms", seconds * 1e3, now)
+
+    def summary(self, now: float) -> dict[str, Any]:
+        with self._lock:
+            return {**self._stats.summary(now), "estop_holds": self.estop_holds}
