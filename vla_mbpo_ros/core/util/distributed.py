@@ -10,6 +10,7 @@ not, accept or roll back) are reduced so every process takes the same branch.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -40,7 +41,9 @@ def init_from_environment(device_type: str = "cpu") -> bool:
     if not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        # Rank 0 alone clones behaviour and writes between the phases; the others wait at a barrier,
+        # longer than the default 10-30 min a collective may take.
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timedelta(hours=4))
     return True
 
 

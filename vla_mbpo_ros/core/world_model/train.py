@@ -192,9 +192,10 @@ def train_world_model(
     if accelerator is None:
         # Without reward questions the text head gets no gradient: DDP must be told.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=not use_reward)
-        # The model's device decides: a model on the CPU trains there (gloo processes under torchrun),
-        # where accelerate would otherwise take a GPU, or run multi-CPU processes as one each.
-        accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp], cpu=model.device.type == "cpu")
+        # Without a GPU, accelerate joins torchrun's processes only when told it runs on the CPU (else each
+        # process trains alone); with one, it takes the GPU as before.
+        accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp],
+                                  cpu=not torch.cuda.is_available())
     set_seed(config.seed)
     history = TrainHistory()
     core = model.core
