@@ -281,7 +281,10 @@ def run(args: argparse.Namespace, root: Path, guard: MemoryGuard, check: Any) ->
 
     with step("LeRobotFlowPolicy.from_lerobot", guard, timings):
         torch.manual_seed(1)  # value head
-        adapter_config = LeRobotFlowConfig(sde=FlowSDEConfig(num_steps=args.sde_steps, noise_level=0.5))
+        # inference_steps 0 would mean the Flow-SDE K (the chain RL optimises); the reference comparison
+        # below runs LeRobot's own loop with --steps, so the deterministic steps are set explicitly.
+        adapter_config = LeRobotFlowConfig(inference_steps=args.steps,
+                                           sde=FlowSDEConfig(num_steps=args.sde_steps, noise_level=0.5))
         with bf16_backbone(modeling):
             adapter = LeRobotFlowPolicy.from_lerobot(lerobot_dir, adapter_config, tokenizer_dir=tokenizer_dir)
     loaded = fingerprint(adapter.lerobot)
@@ -289,7 +292,7 @@ def run(args: argparse.Namespace, root: Path, guard: MemoryGuard, check: Any) ->
     check(not changed and loaded.keys() == weights.keys(), f"weights unchanged by save/load ({changed[:3]})")
     check(adapter.backend == args.backend and adapter.view_names == VIEWS, "backend and views")
     check((adapter.chunk_size, adapter.action_dim, adapter.inference_steps) == (args.executed, ACTION_DIM, args.steps),
-          "chunk size, action dim, inference steps from the LeRobot config")
+          "chunk size, action dim (from the LeRobot config), inference steps (--steps)")
     language_model = adapter.lerobot.model.paligemma_with_expert.paligemma.model.language_model
     check(language_model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16, "backbone in bfloat16")
 

@@ -59,6 +59,7 @@ class NodeProcess:
         param_files: list[Path] | None = None,
         remappings: dict[str, str] | None = None,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
@@ -72,7 +73,7 @@ class NodeProcess:
         self._log = open(self.log_path, "wb")
         # The node dies with this test process (launcher_environment), whatever ends it.
         self.process = subprocess.Popen(
-            argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd,
             env=launcher_environment({**os.environ, **(env or {})}),
         )
 

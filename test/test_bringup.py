@@ -73,6 +73,25 @@ def test_launch_arguments_are_validated_with_clear_messages(tmp_path):
         bringup.resolve("deploy", {"config": str(tmp_path / "missing.yaml")})
 
 
+@pytest.mark.parametrize("profile", sorted(bringup.PROFILES))
+def test_machine_split_puts_every_node_on_exactly_one_machine(profile):
+    names = lambda machine: {n.name for n in bringup.resolve(profile, {"robot": "so101", "machine": machine})}  # noqa: E731
+    robot, trainer = names("robot"), names("trainer")
+    assert robot | trainer == names("all") and not robot & trainer
+    assert {"policy_executor", "observation_sync"} <= robot and not {"recorder", "world_model_node"} & robot
+
+
+def test_a_split_trainer_serves_checkpoints_over_ros_and_one_machine_uses_paths():
+    def transfer(machine: str) -> str:
+        nodes = bringup.resolve("finetune", {"machine": machine})
+        return next(n for n in nodes if n.name == "world_model_node").parameters["checkpoint_transfer"]
+
+    assert transfer("all") == "file" and transfer("trainer") == "ros"
+    assert "SUBNET" in bringup.discovery_warning("robot", {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})
+    assert not bringup.discovery_warning("robot", {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"})
+    assert not bringup.discovery_warning("all", {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})
+
+
 def _start(node: bringup.ResolvedNode, log: Path) -> subprocess.Popen:
     """The node executable with exactly the arguments the runner passes it."""
     argv = [sys.executable, "-m", node.module, *bringup.ros_arguments(node, bringup.write_parameters(node, log.parent))]

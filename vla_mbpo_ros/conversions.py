@@ -16,9 +16,10 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from vla_mbpo_ros.core.control.estop import SafetyState
 from vla_mbpo_ros.core.data.episode import Observation
 from vla_mbpo_ros.core.robot.joints import reorder
-from vla_mbpo_ros.msg import ActionChunk, ExecutedCommand
+from vla_mbpo_ros.msg import ActionChunk, ExecutedCommand, SafetyStatus
 
 # encoding -> (dtype, channels)
 IMAGE_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
@@ -141,6 +142,20 @@ def chunk_message(actions: np.ndarray, chunk_id: int, policy_version: str, joint
         chunk_id=chunk_id, policy_version=policy_version, joint_names=list(joint_names),
         chunk_length=int(actions.shape[0]) if actions.ndim == 2 else 0, actions=[float(x) for x in actions.reshape(-1)],
         control_period=float(period), inference_latency=float(latency),
+    )
+    msg.header.stamp = stamp
+    return msg
+
+
+def safety_status_message(snapshot, stamp: Time) -> SafetyStatus:
+    """SafetyStatus of a ``core.control.executor_report.SafetySnapshot`` (stamp: the change it reports)."""
+    codes = {SafetyState.IDLE: SafetyStatus.STATE_IDLE, SafetyState.ACTIVE: SafetyStatus.STATE_ACTIVE,
+             SafetyState.LATCHED: SafetyStatus.STATE_LATCHED}
+    msg = SafetyStatus(
+        state=codes[snapshot.state], estop_input=snapshot.estop_input, latch_reason=snapshot.latch_reason,
+        last_violation=snapshot.last_violation, commands_sent=snapshot.commands_sent, holds=snapshot.holds,
+        clamps=snapshot.clamps, violations=snapshot.violations, latches=snapshot.latches,
+        policy_version=snapshot.policy_version,
     )
     msg.header.stamp = stamp
     return msg

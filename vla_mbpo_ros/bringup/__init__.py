@@ -1,7 +1,9 @@
 """The one description of the launched graph.
 
 For each profile (finetune, teleop, deploy): which nodes run, from which executable, with which
-parameter files from config/, remappings, and whether the whole graph stops when a node dies.
+parameter files from config/, remappings, whether the whole graph stops when a node dies, and on
+which machine each node runs when the graph is split (``machine:=robot`` on the robot workstation,
+``machine:=trainer`` on the GPU server, no shared filesystem; ``all``, the default, is one machine).
 Both ``ros2 launch vla_mbpo_ros <profile>.launch.py`` (launch/ -> ros_launch.py) and the pip-only
 runner (``python -m vla_mbpo_ros.bringup <profile>``) are built from this module, so they start the
 same nodes with the same arguments. Nothing here imports launch or rclpy.
@@ -37,6 +39,7 @@ class NodeSpec:
     remappings: tuple[tuple[str, str], ...] = ()
     required: bool = True  # the graph shuts down (non-zero) when a required node dies
     when: tuple[tuple[str, tuple[str, ...]], ...] = ()  # started only if each launch argument has one of these values
+    machine: str = "robot"  # robot (drivers, sync, executor, episode manager) or trainer (recorder, world model)
 
 
 def only(**conditions: str | tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -50,7 +53,15 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("config", "", "site ROS parameter file (YAML) applied to every node last: it overrides everything"),
     LaunchArgument("output_dir", "outputs", "datasets, checkpoints and reports are written here"),
     LaunchArgument("world_model_device", "cpu", "torch device of the world-model training worker (cpu, cuda, cuda:N)"),
+    LaunchArgument("machine", "all", "which part of a split graph to start here: the robot workstation's nodes, "
+                   "the trainer's (recorder, world model), or all on one machine", ("all", "robot", "trainer")),
 )
+
+
+def derived_values(args: Mapping[str, str]) -> dict[str, str]:
+    """Values the launch arguments imply: a split graph shares no filesystem, so the trainer serves
+    new checkpoints over ROS instead of announcing file:// paths (docs/deployment.md)."""
+    return {"checkpoint_transfer": "file" if args["machine"] == "all" else "ros"}
 
 # Drivers, one set per robot backend. ros2_control brings its own drivers and controllers, so no
 # node of ours talks to the hardware there: our nodes use its topics (set in config:=).
@@ -70,7 +81,9 @@ def _drivers(*sim_param_files: str) -> tuple[NodeSpec, ...]:
 _SYNC = NodeSpec("observation_sync", "observation_sync", ("observation_sync.yaml",))
 # The executor trusts checkpoints only from where the world-model node writes them.
 _EXECUTOR_PARAMETERS = (("trusted_checkpoint_roots", "['{output_dir}/finetune/checkpoints']"),)
-_RECORDER = NodeSpec("recorder", "recorder", ("recorder.yaml",), parameters=(("output_dir", "{output_dir}"),))
+# On the trainer in a split graph: it subscribes to the observations over the network and writes the
+# dataset next to the world-model node that trains on it.
+_RECORDER = NodeSpec("recorder", "recorder", ("recorder.yaml",), parameters=(("output_dir", "{output_dir}"),), machine="trainer")
 _OUTPUT_DIR = (("output_dir", "{output_dir}"),)
 
 
@@ -98,7 +111,9 @@ PROFILES: dict[str, tuple[NodeSpec, ...]] = {
             "world_model_node",
             "world_model_node",
             ("world_model_node.yaml",),
-            parameters=(("output_dir", "{output_dir}"), ("device", "{world_model_device}")),
+            parameters=(("output_dir", "{output_dir}"), ("device", "{world_model_device}"),
+                        ("checkpoint_transfer", "{checkpoint_transfer}")),
+            machine="trainer",
         ),
     ),
     # Demonstrations: drivers + sync + executor (operator targets only) + recorder + episode manager.
@@ -154,6 +169,16 @@ def dds_profile_environment(environ: Mapping[str, str] | None = None) -> dict[st
     return {"FASTRTPS_DEFAULT_PROFILES_FILE": profile, "FASTDDS_DEFAULT_PROFILES_FILE": profile}
 
 
+def discovery_warning(machine: str, environ: Mapping[str, str] | None = None) -> str:
+    """A warning when a split graph's half would not discover the other machine ("" when fine)."""
+    environ = os.environ if environ is None else environ
+    scope = environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "")
+    if machine == "all" or environ.get("ROS_STATIC_PEERS") or scope not in ("LOCALHOST", "OFF"):
+        return ""
+    return (f"machine:={machine} with ROS_AUTOMATIC_DISCOVERY_RANGE={scope}: the other machine's nodes will not be "
+            "discovered; set SUBNET or ROS_STATIC_PEERS (docs/deployment.md)")
+
+
 def config_dir() -> Path:
     """config/ of a source checkout when run from one, else the installed share directory."""
     source = Path(__file__).resolve().parents[2] / "config"
@@ -189,6 +214,7 @@ def resolve(profile: str, arguments: Mapping[str, str] | None = None, config: Pa
             raise ValueError(
                 f"launch argument {argument.name}:={args[argument.name]!r} is not one of {', '.join(argument.choices)}"
             )
+    args.update(derived_values(args))
     config = config or config_dir()
     extra = [Path(args["config"]).resolve()] if args["config"] else []
     for path in extra:
@@ -197,6 +223,8 @@ def resolve(profile: str, arguments: Mapping[str, str] | None = None, config: Pa
     nodes: list[ResolvedNode] = []
     for spec in PROFILES[profile]:
         if any(args[arg] not in values for arg, values in spec.when):
+            continue
+        if args["machine"] != "all" and spec.machine != args["machine"]:
             continue
         nodes.append(
             ResolvedNode(

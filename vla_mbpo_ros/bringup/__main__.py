@@ -28,6 +28,7 @@ from vla_mbpo_ros.bringup import (
     PROFILES,
     ResolvedNode,
     dds_profile_environment,
+    discovery_warning,
     parse_cli_arguments,
     resolve,
     ros_arguments,
@@ -85,6 +86,8 @@ def shutdown(running: list[RunningNode], sig: int = signal.SIGINT) -> None:
 def run(profile: str, arguments: dict[str, str]) -> int:
     exit_with_launcher()  # started by a program of ours (a test): SIGTERM, a clean shutdown, when it dies
     nodes = resolve(profile, arguments)
+    if warning := discovery_warning(arguments.get("machine", "all")):
+        print(f"[bringup] warning: {warning}", flush=True)
     if not nodes:
         print(f"[bringup] profile {profile} has no nodes for {arguments}", flush=True)
         return 1

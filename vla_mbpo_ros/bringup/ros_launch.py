@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from vla_mbpo_ros.bringup import LAUNCH_ARGUMENTS, PACKAGE, dds_profile_environment, resolve
+from vla_mbpo_ros.bringup import LAUNCH_ARGUMENTS, PACKAGE, dds_profile_environment, discovery_warning, resolve
 
 
 def generate_profile_launch(profile: str):
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+    from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
@@ -14,7 +14,9 @@ def generate_profile_launch(profile: str):
 
     def nodes(context):
         args = {a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGUMENTS}
-        return [
+        warning = discovery_warning(args["machine"])
+        warnings = [LogInfo(msg=f"warning: {warning}")] if warning else []
+        return warnings + [
             Node(
                 package=PACKAGE,
                 executable=node.executable,

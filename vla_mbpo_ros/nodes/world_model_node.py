@@ -8,8 +8,11 @@ checkpoint with its sha256. An accepted version is announced on /vla_mbpo/policy
 local: a policy node that starts later still gets it). With no policy yet, the first iteration is
 behaviour cloning on the recorded demonstrations.
 
-It shares nothing with the policy node but the dataset and checkpoint directory (output_dir, which
-can be a shared mount when this node runs on a GPU server) and the ROS topics. Killed at any point,
+It shares nothing with the policy node but ROS. ``checkpoint_transfer: file`` (one machine) announces
+a version as a file:// URI the executor reads in place; ``ros`` (a trainer machine without a shared
+filesystem) announces ros:///<this node>/<version> and serves the files on ``~/checkpoint_manifest``
+and ``~/checkpoint_chunk`` (core.policy.transfer), which the executor fetches into its own trusted
+root. The dataset is written next to this node by the recorder (on this machine too). Killed at any point,
 it resumes the unfinished iteration when restarted (the worker exits when its node is gone).
 Progress: latched JSON on /vla_mbpo/world_model/status, /diagnostics, and the worker's log with tqdm
 bars in <output_dir>/finetune/worker.log.
@@ -32,6 +35,7 @@ from std_srvs.srv import Trigger
 from vla_mbpo_ros.bringup import config_dir
 from vla_mbpo_ros.core.loop.pipeline import PipelineConfig, read_state
 from vla_mbpo_ros.msg import EpisodeEvent, PolicyUpdate
+from vla_mbpo_ros.nodes._checkpoint_transfer import CheckpointServer
 from vla_mbpo_ros.nodes._diagnostics import ERROR, OK, DiagnosticsPublisher
 from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS, ConfigError, declare, run_node
 
@@ -57,12 +61,22 @@ class WorldModelNode(Node):
         self.bootstrap = declare(self, "bootstrap", True, "without a policy, behaviour-clone the first one")
         self.device = declare(self, "device", "cpu", "torch device of the worker (cpu, cuda, cuda:1)")
         self.worker_niceness = declare(self, "worker_niceness", 10, "CPU priority drop of the training worker (0-19)")
+        self.worker_processes = declare(self, "worker_processes", 1, "training processes (torchrun; one per GPU)")
+        self.checkpoint_transfer = declare(self, "checkpoint_transfer", "file",
+                                           "file: announce file:// paths (one machine); ros: serve the files over ROS")
+        max_chunk_bytes = declare(self, "max_chunk_bytes", 4 << 20, "largest piece of a file one request gets")
+        if self.checkpoint_transfer not in ("file", "ros"):
+            raise ConfigError(f"checkpoint_transfer must be file or ros, got {self.checkpoint_transfer!r}")
+        if max_chunk_bytes < 1:
+            raise ConfigError(f"max_chunk_bytes must be >= 1, got {max_chunk_bytes}")
         try:
             self.min_episodes = PipelineConfig.from_yaml(self.pipeline_config).min_episodes
         except (OSError, ValueError, TypeError) as err:
             raise ConfigError(f"pipeline_config {self.pipeline_config}: {err}") from err
         if self.episodes_per_update < 1:
             raise ConfigError(f"episodes_per_update must be >= 1, got {self.episodes_per_update}")
+        if self.worker_processes < 1:
+            raise ConfigError(f"worker_processes must be >= 1, got {self.worker_processes}")
         if not 0 <= self.worker_niceness <= 19:
             raise ConfigError(f"worker_niceness must be in 0..19, got {self.worker_niceness}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +85,10 @@ class WorldModelNode(Node):
         self.status_pub = self.create_publisher(String, "/vla_mbpo/world_model/status", LATCHED_QOS)
         self.create_subscription(EpisodeEvent, "/vla_mbpo/episode_event", self._on_episode_event, RELIABLE_QOS)
         self.create_service(Trigger, "~/update_now", self._on_update_now)
+        self.checkpoints = CheckpointServer(self, max_chunk_bytes) if self.checkpoint_transfer == "ros" else None
         self._lock = threading.Lock()
+        self._announce_lock = threading.Lock()
+        self._announced = ""  # the newest version announced (v0001 < v0002: zero-padded)
         self._worker: subprocess.Popen | None = None
         self.status: dict = {"state": "idle", "iteration": read_state(self.run_dir)["iterations_done"], "updates_finished": 0}
         self.episodes_since_update = 0
@@ -79,8 +96,8 @@ class WorldModelNode(Node):
         self.create_timer(1.0, self._tick)
 
         current = read_state(self.run_dir)["current_policy"]
-        if current is not None:
-            self._announce(current, {})
+        if current is not None:  # off the executor: serving over ROS may hash the files first
+            threading.Thread(target=self._announce, args=(current, {}), daemon=True).start()
         if self._unfinished_iteration():
             self.get_logger().info("resuming the unfinished iteration")
             self._start_worker("resume")
@@ -121,13 +138,16 @@ class WorldModelNode(Node):
             if self._worker is not None and self._worker.poll() is None:
                 return False
             self.episodes_since_update = 0
+            # Several processes: torchrun starts them (DDP / accelerate inside); rank 0 reports on stdout.
+            launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.worker_processes}"] \
+                if self.worker_processes > 1 else []
             cmd = [
-                sys.executable, "-u", "-m", "vla_mbpo_ros.core.loop.pipeline",
+                sys.executable, "-u", *launcher, "-m", "vla_mbpo_ros.core.loop.pipeline",
                 "--run-dir", str(self.run_dir), "--dataset", str(self.dataset),
                 "--config", str(self.pipeline_config), "--real-episodes", str(self.real_episodes_csv),
                 "--parent-pid", str(os.getpid()), "--niceness", str(self.worker_niceness),
             ]
-            env = dict(os.environ)
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
             if self.device.startswith("cuda:"):
                 env["CUDA_VISIBLE_DEVICES"] = self.device.split(":", 1)[1]
             elif self.device == "cpu":
@@ -178,12 +198,24 @@ class WorldModelNode(Node):
         self._publish_status()
 
     def _announce(self, published: dict, metrics: dict) -> None:
-        msg = PolicyUpdate(version=published["version"], uri=Path(published["path"]).as_uri(), sha256=published["sha256"])
+        """Announce a published version (a worker thread: offering it over ROS may hash its files)."""
+        version, path = published["version"], Path(published["path"])
+        try:
+            uri = self.checkpoints.offer(version, path) if self.checkpoints is not None else path.as_uri()
+        except (OSError, ValueError) as err:
+            self.get_logger().error(f"cannot serve policy {version} from {path}: {err}")
+            return
+        msg = PolicyUpdate(version=version, uri=uri, sha256=published["sha256"])
         msg.policy_type = published.get("policy_type", "compact_flow_vla")
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         msg.metric_names, msg.metric_values = list(numeric), list(numeric.values())
         msg.header.stamp = self.get_clock().now().to_msg()
-        self.update_pub.publish(msg)
+        with self._announce_lock:
+            # The start-up announcement (a thread) must not overwrite a newer version on the latched topic.
+            if self._announced and version < self._announced:
+                return
+            self._announced = version
+            self.update_pub.publish(msg)
         self.get_logger().info(f"published policy {msg.version} ({msg.uri})")
 
     # ---------------------------------------------------------------- status

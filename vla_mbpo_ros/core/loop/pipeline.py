@@ -20,6 +20,11 @@ the first unfinished phase and never reads half-written files:
                with its sha256 into result.json, which the world-model node announces
 
 Progress goes to stdout as JSON lines (``{"event": ..., "phase": ..., ...}``), read by the node.
+
+Several GPUs: the same module under torchrun (``torchrun --nproc_per_node N -m
+vla_mbpo_ros.core.loop.pipeline ...``; the world-model node's ``worker_processes`` does this). Every
+process trains the world model (accelerate, batches sharded) and runs PPO (DDP); behaviour cloning,
+files, the report and the progress lines are rank 0's, and the others wait for them at a barrier.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfi
 from vla_mbpo_ros.core.policy.lerobot_adapter import LeRobotFlowConfig
 from vla_mbpo_ros.core.rl.start_states import StartStateSampler
 from vla_mbpo_ros.core.rl.trainer import MBPOConfig, MBPOTrainer
+from vla_mbpo_ros.core.util import distributed
 from vla_mbpo_ros.core.util.config import load_config_file
 from vla_mbpo_ros.core.util.images import resize_uint8
 from vla_mbpo_ros.core.util.process import exit_with_launcher
@@ -136,7 +142,15 @@ class PipelineConfig:
 
 
 def _emit(event: str, **values: Any) -> None:
-    print(json.dumps({"event": event, "time": time.time(), **values}, default=float), flush=True)
+    if distributed.is_main():  # one report, whatever the number of processes
+        print(json.dumps({"event": event, "time": time.time(), **values}, default=float), flush=True)
+
+
+def _on_main(phase: str, it: IterationDir, run: Any) -> None:
+    """``run()`` (a phase's files and marker) on rank 0 only; every process continues once it is done."""
+    if distributed.is_main():
+        it.mark_done(phase, run())
+    distributed.barrier()
 
 
 def _at_size(episodes: list[Episode], size: int | None) -> list[Episode]:
@@ -197,7 +211,7 @@ def load_world_model(config: PipelineConfig, episodes: list[Episode], previous: 
     """The world model to finetune this iteration, and how: the previous iteration's, else the setup's
     pretrained snapshot, else a tiny random-init one (whose VQ tokenizer is fitted first)."""
     setup, devices = config.world_model, config.devices
-    device, dtype = devices.world_model_training, devices.torch_dtype
+    device, dtype = distributed.local_device(devices.world_model_training), devices.torch_dtype
     train = dataclasses.replace(setup.train, mixed_precision="bf16" if dtype == torch.bfloat16 else "no")
     source = previous or (pretrained_world_model(setup.pretrained) if setup.pretrained else None)
     if source is not None:
@@ -226,9 +240,10 @@ def _phase_world_model(config: PipelineConfig, episodes: list[Episode], it: Iter
         if unseen and (previous or config.world_model.pretrained) else {}
     dynamics, reward = build_samples(wm_episodes, config.view_names, config.world_model.data)
     history = train_world_model(model, dynamics, reward, train, progress=False)
-    model.save_pretrained(it.staging("world_model"))
-    it.commit("world_model")
-    render_examples(model, dynamics, it.output("real_vs_imagined.png"), rows=min(6, len(dynamics)))
+    if distributed.is_main():
+        model.save_pretrained(it.staging("world_model"))
+        it.commit("world_model")
+        render_examples(model, dynamics, it.output("real_vs_imagined.png"), rows=min(6, len(dynamics)))
     return {
         "image_loss": _ends(history.image_loss),
         "answer_loss": _ends(history.answer_loss),
@@ -266,8 +281,8 @@ def reward_gate(world_model_metrics: dict[str, Any], min_precision: float) -> tu
 
 def _phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir, policy_dir: Path) -> dict[str, Any]:
     devices = config.devices
-    policy = load_policy(policy_dir, device=devices.policy)
-    world_model = UMMWorldModel.from_pretrained(it.output("world_model"), device=devices.imagination)
+    policy = load_policy(policy_dir, device=distributed.local_device(devices.policy))
+    world_model = UMMWorldModel.from_pretrained(it.output("world_model"), device=distributed.local_device(devices.imagination))
     sampler = StartStateSampler(stride=policy.chunk_size)
     sampler.add_episodes(_at_size(episodes, policy.image_size))
     mbpo = dataclasses.replace(config.mbpo, seed=config.seed)
@@ -278,8 +293,9 @@ def _phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir,
 
     with torch.autocast(torch.device(devices.policy).type, dtype=devices.torch_dtype, enabled=devices.dtype != "float32"):
         result = trainer.train(on_iteration=on_iteration)
-    policy.save(it.staging("candidate"))
-    it.commit("candidate")
+    if distributed.is_main():  # every process holds the same weights
+        policy.save(it.staging("candidate"))
+        it.commit("candidate")
     history = result.pop("history")
     diagnostics = {key: [h.get(key) for h in history] for key in ("imagined_success", "approx_kl", "clip_fraction",
                                                                     "explained_variance", "actor_loss", "value_loss")}
@@ -305,13 +321,14 @@ def run_iteration(run_dir: Path, dataset: Path, config: PipelineConfig, real_epi
     if bootstrap:
         if not it.done("bc"):
             _emit("phase", phase="bc", iteration=iteration)
-            it.mark_done("bc", _phase_bc(config, [e for e in episodes if e.success], it))
+            _on_main("bc", it, lambda: _phase_bc(config, [e for e in episodes if e.success], it))  # few demos: one process
     else:
         previous_wm = _previous_world_model(run_dir, iteration)
         unseen = len(episodes) - state.get("world_model_episodes", 0)
         if not it.done("world_model"):
             _emit("phase", phase="world_model", iteration=iteration)
-            it.mark_done("world_model", _phase_world_model(config, episodes, it, previous_wm, unseen))
+            metrics = _phase_world_model(config, episodes, it, previous_wm, unseen)
+            _on_main("world_model", it, lambda: metrics)
         state["world_model_episodes"] = len(episodes)
         trusted, why = reward_gate(json.loads(it.output("world_model.metrics.json").read_text()),
                                    config.world_model.min_reward_precision)
@@ -320,22 +337,25 @@ def run_iteration(run_dir: Path, dataset: Path, config: PipelineConfig, real_epi
         else:
             if not it.done("rl"):
                 _emit("phase", phase="rl", iteration=iteration)
-                it.mark_done("rl", _phase_rl(config, episodes, it, Path(current["path"])))
+                metrics = _phase_rl(config, episodes, it, Path(current["path"]))
+                _on_main("rl", it, lambda: metrics)
             rl = json.loads(it.output("rl.metrics.json").read_text())
             accepted = bool(rl["accepted"])
             reason = f"imagined success {rl['success_before']:.2f} -> {rl['success_after']:.2f}"
     if not it.done("publish"):
         _emit("phase", phase="publish", iteration=iteration)
-        it.mark_done("publish", publish_candidate(run_dir, it, accepted, reason))
+        _on_main("publish", it, lambda: publish_candidate(run_dir, it, accepted, reason))
     published = json.loads(it.output("publish.metrics.json").read_text())
     if published["published"]:
         state["current_policy"] = {k: published[k] for k in ("version", "path", "sha256")}
     result = {"iteration": iteration, **published, "metrics": it.metrics()}
-    it.write_json("result.json", result)
-    state["iterations_done"] = iteration + 1
-    write_state(run_dir, state)
-    write_report(run_dir, real_episodes_csv)
+    if distributed.is_main():
+        it.write_json("result.json", result)
+        state["iterations_done"] = iteration + 1
+        write_state(run_dir, state)
+        write_report(run_dir, real_episodes_csv)
     _emit("done", **result)
+    distributed.barrier()
     return result
 
 
@@ -365,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         # so follow the node's pid by polling rather than the forking thread's lifetime.
         exit_with_launcher(args.parent_pid, poll=True)
     try:
-        run_iteration(args.run_dir, args.dataset, PipelineConfig.from_yaml(args.config), args.real_episodes)
+        config = PipelineConfig.from_yaml(args.config)
+        distributed.init_from_environment(torch.device(config.devices.policy).type)  # under torchrun
+        run_iteration(args.run_dir, args.dataset, config, args.real_episodes)
     except Exception as err:  # noqa: BLE001  (reported to the node as one JSON line, then non-zero)
         _emit("error", message=f"{type(err).__name__}: {err}")
         raise

@@ -5,6 +5,7 @@ run's durable state (current policy, iterations done), and publishing a version.
     RUN/iterations/<i>/<phase>.done    a finished phase; <phase>.metrics.json its metrics
     RUN/iterations/<i>/<name>/         a phase output, renamed into place when complete
     RUN/checkpoints/v<NNNN>/           published policy versions (the executor's trusted root)
+    RUN/checkpoints/v<NNNN>.manifest.json  its files with sizes and sha256 (served to other machines)
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def write_state(run_dir: Path, state: dict[str, Any]) -> None:
 def publish_candidate(run_dir: Path, it: IterationDir, accepted: bool, reason: str) -> dict[str, Any]:
     """Copy an accepted candidate to ``RUN/checkpoints/v<N+1>`` (atomically) and return what the node
     announces: version, path, sha256 and policy type."""
-    from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256, read_config
+    from vla_mbpo_ros.core.policy.checkpoint import read_config
+    from vla_mbpo_ros.core.policy.transfer import build_manifest, write_manifest
 
     if not accepted:
         return {"published": False, "reason": reason}
@@ -89,5 +91,8 @@ def publish_candidate(run_dir: Path, it: IterationDir, accepted: bool, reason: s
     config["version"] = version  # the policy reports the version it was published as
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     tmp.rename(target)
-    digest = checkpoint_sha256(target)
-    return {"published": True, "version": version, "path": str(target.resolve()), "sha256": digest, "policy_type": read_config(target)["type"]}
+    # One read gives the digest and the manifest a trainer on another machine serves (core.policy.transfer).
+    manifest = build_manifest(target, version)
+    write_manifest(target, manifest)
+    return {"published": True, "version": version, "path": str(target.resolve()), "sha256": manifest.checkpoint_sha256,
+            "policy_type": read_config(target)["type"]}

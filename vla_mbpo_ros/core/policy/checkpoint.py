@@ -55,16 +55,27 @@ def checkpoint_sha256(directory: Path) -> str:
     Each file contributes its relative POSIX path and its length before its bytes, so renaming or moving
     bytes between files changes the digest.
     """
+    return checkpoint_digests(directory)[0]
+
+
+def checkpoint_digests(directory: Path) -> tuple[str, list[tuple[str, int, str]]]:
+    """``checkpoint_sha256`` and, from the same single read, each file's (relative path, size, sha256):
+    what a transfer manifest lists (core.policy.transfer)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
     digest = hashlib.sha256()
     files = sorted((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.relative_to(directory).as_posix())
+    per_file = []
     for path in files:
-        rel = path.relative_to(directory).as_posix().encode()
-        digest.update(len(rel).to_bytes(8, "little") + rel)
-        digest.update(path.stat().st_size.to_bytes(8, "little"))
+        rel = path.relative_to(directory).as_posix()
+        size = path.stat().st_size
+        digest.update(len(rel.encode()).to_bytes(8, "little") + rel.encode())
+        digest.update(size.to_bytes(8, "little"))
+        file_digest = hashlib.sha256()
         with path.open("rb") as handle:
             while block := handle.read(_HASH_BLOCK):
                 digest.update(block)
-    return digest.hexdigest()
+                file_digest.update(block)
+        per_file.append((rel, size, file_digest.hexdigest()))
+    return digest.hexdigest(), per_file

@@ -1,4 +1,9 @@
-"""PPO for flow-matching chunk policies (Flow-SDE log-probs) with a clipped Huber value loss."""
+"""PPO for flow-matching chunk policies (Flow-SDE log-probs) with a clipped Huber value loss.
+
+With several processes (torchrun / accelerate launch) the policy's PPO forward runs through
+DistributedDataParallel: each process computes the loss on its own minibatch and the gradients are
+averaged before the (identical) optimizer step, so every process holds the same weights.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from vla_mbpo_ros.core.policy.base import ObsBatch
+from vla_mbpo_ros.core.util import distributed
 
 
 @dataclass
@@ -69,12 +76,34 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return _masked_mean(torch.maximum(unclipped_loss, clipped_loss), mask)
 
 
-class PPOUpdater:
-    """One AdamW with two parameter groups (actor lr, critic lr) over what the policy exposes as trainable."""
+class ActorCriticForward(nn.Module):
+    """The policy's PPO forward as one module, the unit DDP wraps: log-probs and values of stored chains,
+    or values only (critic steps; the actor's parameters are then unused, and DDP leaves their
+    gradients None everywhere, as in one process, because every process skips the actor together)."""
 
-    def __init__(self, policy: Any, config: PPOConfig) -> None:
+    def __init__(self, policy: Any) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, observations: ObsBatch, chains: torch.Tensor, denoise_index: torch.Tensor,
+                critic_only: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if critic_only:
+            return None, self.policy.value(observations)
+        return self.policy.evaluate_chains(observations, chains, denoise_index)
+
+
+class PPOUpdater:
+    """One AdamW with two parameter groups (actor lr, critic lr) over what the policy exposes as trainable.
+
+    ``data_parallel``: average gradients over the processes of torch.distributed when there are several.
+    """
+
+    def __init__(self, policy: Any, config: PPOConfig, data_parallel: bool = True) -> None:
         self.policy = policy
         self.config = config
+        self.forward = ActorCriticForward(policy)
+        if data_parallel:
+            self.forward = distributed.data_parallel(self.forward, find_unused_parameters=True)
         self.actor_params = [p for p in policy.actor_parameters() if p.requires_grad]
         self.critic_params = [p for p in policy.critic_parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
@@ -92,12 +121,11 @@ class PPOUpdater:
         device = self.critic_params[0].device  # the minibatch is stored on the CPU
         old_log_probs, old_values, advantages, returns, mask = (
             t.to(device) for t in (old_log_probs, old_values, advantages, returns, mask))
+        log_probs, values = self.forward(observations, chains, denoise_index, critic_only)
         if critic_only:
-            values = self.policy.value(observations)
             loss = cfg.value_loss_coef * value_loss(values, old_values, returns, mask, cfg.value_clip,
                                                     cfg.huber_delta)
         else:
-            log_probs, values = self.policy.evaluate_chains(observations, chains, denoise_index)
             policy_loss, stats = actor_loss(log_probs, old_log_probs, advantages, mask, cfg.clip_low,
                                             cfg.clip_high)
             critic = value_loss(values, old_values, returns, mask, cfg.value_clip, cfg.huber_delta)

@@ -9,6 +9,12 @@ every ``recompute_every`` updates. Modes:
   with the simulator as world model and ``episode_budget`` set, this is model-free PPO in the simulator
   with a real-episode budget.
 The BC-only baseline is ``policy.bc.train_bc`` with no RL.
+
+Several processes (torchrun / accelerate launch; core.util.distributed): ``samples_per_refill`` and
+``minibatch_size`` are totals over all processes, each process rolls out its share from its own
+random stream and normalises its own advantages, the PPO gradients are averaged (ppo.PPOUpdater),
+and the decisions that branch (actor update or critic only, accept or roll back) are reduced first,
+so every process keeps identical weights.
 """
 
 from __future__ import annotations
@@ -25,19 +31,20 @@ from vla_mbpo_ros.core.rl.gae import chunk_discount, chunk_gae, normalize_advant
 from vla_mbpo_ros.core.rl.ppo import PPOConfig, PPOUpdater
 from vla_mbpo_ros.core.rl.rollout import RolloutBuffer, branched_rollout, deterministic_success_rate
 from vla_mbpo_ros.core.rl.start_states import StartStateSampler
+from vla_mbpo_ros.core.util import distributed
 from vla_mbpo_ros.core.util.config import load_config, read_params
 
 
 @dataclass
 class MBPOConfig:
     num_iterations: int = 15  # buffer refills
-    samples_per_refill: int = 512  # imagined transitions per refill; branches = samples // chunks per branch
+    samples_per_refill: int = 512  # imagined transitions per refill (all processes); branches = samples // chunks per branch
     num_chunks: int = 2  # n, chunks per branch
     rollout_mode: str = "branched"  # "branched" or "full_horizon"
     full_horizon_chunks: int = 20  # chunks per branch in full_horizon mode
     rollout_batch_size: int = 64  # branches per policy / world-model call
     update_to_data: int = 20  # PPO steps per refill
-    minibatch_size: int = 512  # transitions per PPO step (drawn without replacement from valid transitions)
+    minibatch_size: int = 512  # transitions per PPO step, all processes (drawn without replacement from valid ones)
     critic_warmup_updates: int = 10  # critic-only steps right after each refill
     recompute_every: int = 10  # recompute values and advantages with the current critic every N updates
     gamma: float = 0.99
@@ -108,8 +115,11 @@ class MBPOTrainer:
         self.start_states = start_states
         self.config = config
         self.updater = PPOUpdater(policy, config.ppo)
-        self.rng = np.random.default_rng(config.seed)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        # Each process its own rollouts (rank 0 draws what a single process would).
+        seed = config.seed + 100_003 * distributed.rank()
+        self.rng = np.random.default_rng(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.processes = distributed.world_size()
         self.discount = chunk_discount(config.gamma, policy.chunk_size, config.discount_per_step)
         self.episodes_used = 0
 
@@ -124,7 +134,7 @@ class MBPOTrainer:
 
     def collect(self) -> RolloutBuffer:
         cfg = self.config
-        branches = max(1, cfg.samples_per_refill // cfg.chunks_per_branch)
+        branches = max(1, cfg.samples_per_refill // cfg.chunks_per_branch // self.processes)
         if cfg.episode_budget:
             branches = min(branches, cfg.episode_budget - self.episodes_used)
             if branches <= 0:
@@ -164,12 +174,13 @@ class MBPOTrainer:
         buffer = self.collect()
         targets = self.advantages(buffer, buffer.values, buffer.bootstrap_values)
         branch_idx, chunk_idx = torch.nonzero(targets.valid, as_tuple=True)
-        critic_only = cfg.actor_needs_reward and not bool((buffer.rewards > 0).any())
+        critic_only = cfg.actor_needs_reward and not distributed.any_across(bool((buffer.rewards > 0).any()))
+        minibatch = max(1, cfg.minibatch_size // self.processes)
         history: list[dict[str, float]] = []
         for update in range(cfg.update_to_data):
             if update > 0 and update % cfg.recompute_every == 0:
                 targets = self.advantages(buffer, *self.recompute_values(buffer))
-            pick = torch.from_numpy(self.rng.permutation(len(branch_idx))[: cfg.minibatch_size])
+            pick = torch.from_numpy(self.rng.permutation(len(branch_idx))[:minibatch])
             b, c = branch_idx[pick], chunk_idx[pick]
             history.append(self.updater.update(
                 observations=buffer.observations.select(buffer.observation_rows(b, c)),
@@ -187,14 +198,17 @@ class MBPOTrainer:
         return stats
 
     def validation_success(self) -> float:
-        """Deterministic success over a fixed (seeded) set of start states."""
+        """Deterministic success over a fixed (seeded) set of start states, shared out among the processes."""
         if not self.config.validation_starts:
             return float("nan")
         rng = np.random.default_rng(self.config.seed + 1)
         pool = self.start_states.states if self.config.rollout_mode == "branched" else \
             self.start_states.initial_states()
         starts = [pool[i] for i in rng.integers(0, len(pool), size=self.config.validation_starts)]
-        return deterministic_success_rate(self.policy, self.world_model, starts, self.config.validation_chunks)
+        mine = starts[distributed.rank()::self.processes]
+        successes = deterministic_success_rate(self.policy, self.world_model, mine, self.config.validation_chunks) * len(mine) \
+            if mine else 0.0
+        return distributed.sum_across(successes) / len(starts)
 
     def train(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
         """Run all iterations; validate before and after, rolling back on a drop when configured."""

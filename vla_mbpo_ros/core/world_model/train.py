@@ -206,7 +206,10 @@ def train_world_model(
     if accelerator is None:
         # Without reward questions the text head gets no gradient: DDP must be told.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=not use_reward)
-        accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp])
+        # Without a GPU, accelerate joins torchrun's processes only when told it runs on the CPU (else each
+        # process trains alone); with one, it takes the GPU as before.
+        accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp],
+                                  cpu=not torch.cuda.is_available())
     set_seed(config.seed)
     history = TrainHistory()
     model.forget_generated()  # a refitted tokenizer gives other ids
@@ -219,6 +222,11 @@ def train_world_model(
             [np.concatenate([ep.views[v] for v in model.view_names]) for ep in dynamics.episodes]
         )
         history.vq_recon_loss = fit_vq_tokenizer(core, frames, config, progress and accelerator.is_main_process)
+    if accelerator.num_processes > 1:
+        # Every process tokenizes with, and starts from, rank 0's weights (DDP would broadcast them
+        # only at prepare(), after the frames were already turned into tokens).
+        for tensor in core.state_dict().values():
+            torch.distributed.broadcast(tensor, src=0)
     params = _set_trainable(core, config)
     dynamics.set_tokens(tokenize_episodes(core, dynamics.episodes, model.view_names))
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
