@@ -42,6 +42,8 @@ def _workers(run_dir: Path) -> list[psutil.Process]:
 
 def test_bootstraps_then_resumes_an_update_after_kill_9(ros, launch_node, workspace):
     from ros_harness import wait_until
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
     from vla_mbpo_ros.msg import PolicyUpdate
@@ -53,6 +55,9 @@ def test_bootstraps_then_resumes_an_update_after_kill_9(ros, launch_node, worksp
     node = launch_node("vla_mbpo_ros.nodes.world_model_node", "world_model_node", params=params)
     updates = ros.subscribe(PolicyUpdate, "/vla_mbpo/policy_update", LATCHED_QOS)
     statuses = ros.subscribe(String, "/vla_mbpo/world_model/status", LATCHED_QOS)
+    examples_qos = QoSProfile(depth=16, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    imagined = ros.subscribe(Image, "/vla_mbpo/imagined/wrist/image_raw", examples_qos)
+    real = ros.subscribe(Image, "/vla_mbpo/imagined/wrist/real/image_raw", examples_qos)
 
     first = wait_until(lambda: updates and updates[-1], 240.0, "the bootstrap (BC) policy announced")
     assert first.version == "v0001" and first.uri.startswith("file://")
@@ -75,6 +80,11 @@ def test_bootstraps_then_resumes_an_update_after_kill_9(ros, launch_node, worksp
     )
     result = json.loads(done[-1].data)["last_result"]
     assert (run_dir / "iterations" / "0001" / "result.json").is_file()
+    # The world-model phase's examples, real and imagined paired by stamp, for RViz / Foxglove.
+    wait_until(lambda: len(imagined) == len(real) == 6, 30.0, "6 imagined and 6 real example frames")
+    size = yaml.safe_load((workspace / "finetune.yaml").read_text())["world_model"]["tiny"]["image_size"]
+    assert (imagined[0].height, imagined[0].width, imagined[0].encoding) == (size, size, "rgb8")
+    assert [m.header.stamp for m in imagined] == [m.header.stamp for m in real]
     if result["published"]:
         wait_until(lambda: updates[-1].version == "v0002", 30.0, "v0002 announced")
     else:

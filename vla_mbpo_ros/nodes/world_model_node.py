@@ -15,7 +15,9 @@ and ``~/checkpoint_chunk`` (core.policy.transfer), which the executor fetches in
 root. The dataset is written next to this node by the recorder (on this machine too). Killed at any point,
 it resumes the unfinished iteration when restarted (the worker exits when its node is gone).
 Progress: latched JSON on /vla_mbpo/world_model/status, /diagnostics, and the worker's log with tqdm
-bars in <output_dir>/finetune/worker.log.
+bars in <output_dir>/finetune/worker.log. After each world-model phase its real-vs-imagined examples go
+out on /vla_mbpo/imagined/<view>/image_raw and, stamped alike, the real frames on
+/vla_mbpo/imagined/<view>/real/image_raw (latched), for RViz or Foxglove.
 """
 
 from __future__ import annotations
@@ -28,11 +30,16 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+from rclpy.duration import Duration
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from vla_mbpo_ros.bringup import config_dir
+from vla_mbpo_ros.conversions import numpy_to_image
 from vla_mbpo_ros.core.loop.pipeline import PipelineConfig, read_state
 from vla_mbpo_ros.msg import EpisodeEvent, PolicyUpdate
 from vla_mbpo_ros.nodes._checkpoint_transfer import CheckpointServer
@@ -82,6 +89,11 @@ class WorldModelNode(Node):
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
         self.update_pub = self.create_publisher(PolicyUpdate, "/vla_mbpo/policy_update", LATCHED_QOS)
+        view_names = PipelineConfig.from_yaml(self.pipeline_config).view_names
+        # Latched with room for one iteration's examples: a viewer that connects later still gets them.
+        examples_qos = QoSProfile(depth=16, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.example_pubs = {(view, kind): self.create_publisher(Image, f"/vla_mbpo/imagined/{view}/{topic}", examples_qos)
+                             for view in view_names for kind, topic in (("imagined", "image_raw"), ("real", "real/image_raw"))}
         self.status_pub = self.create_publisher(String, "/vla_mbpo/world_model/status", LATCHED_QOS)
         self.create_subscription(EpisodeEvent, "/vla_mbpo/episode_event", self._on_episode_event, RELIABLE_QOS)
         self.create_service(Trigger, "~/update_now", self._on_update_now)
@@ -175,6 +187,8 @@ class WorldModelNode(Node):
                 elif event == "phase":
                     self.status.update(phase=line["phase"], step=0, total=0)
                     self.get_logger().info(f"iteration {line['iteration']}: phase {line['phase']}")
+                    if line["phase"] != "world_model":  # the world-model phase, when there was one, is done
+                        self._publish_examples(self.run_dir / "iterations" / f"{line['iteration']:04d}")
                 elif event == "progress":
                     self.status.update(step=line.get("step", 0), total=line.get("total", 0))
                 elif event == "done":
@@ -218,6 +232,20 @@ class WorldModelNode(Node):
             self.update_pub.publish(msg)
         self.get_logger().info(f"published policy {msg.version} ({msg.uri})")
 
+    def _publish_examples(self, iteration_dir: Path) -> None:
+        """The world-model phase's real-vs-imagined examples as images (once per iteration)."""
+        path = iteration_dir / "real_vs_imagined.npz"
+        if not path.is_file() or path == self._examples_sent:
+            return
+        self._examples_sent = path
+        now = self.get_clock().now()
+        with np.load(path) as examples:
+            for (view, kind), publisher in self.example_pubs.items():
+                for row, frame in enumerate(examples[f"{kind}.{view}"] if f"{kind}.{view}" in examples else []):
+                    # Row i of every topic carries the same stamp: viewers pair real and imagined by it.
+                    stamp = (now + Duration(nanoseconds=row * 1_000_000)).to_msg()
+                    publisher.publish(numpy_to_image(frame, "rgb8", stamp, frame_id=f"imagined_{view}"))
+
     # ---------------------------------------------------------------- status
     def _publish_status(self) -> None:
         with self._lock:
@@ -236,6 +264,7 @@ class WorldModelNode(Node):
         return OK, self.status["state"], values
 
     _closing = False
+    _examples_sent: Path | None = None
 
     def close(self) -> None:
         self._closing = True
