@@ -85,6 +85,8 @@ def test_joy_drives_from_the_measured_position_only_with_the_deadman_and_toggles
     # The episode manager starts episode 7: the operator's takeover names it.
     wait_until(lambda: manager.get_subscription_count() >= 2, 60.0, "teleop subscribed to episode events")
     manager.publish(EpisodeEvent(event=EpisodeEvent.START, episode_index=7, task="pick up the cube", source="policy"))
+    # Acknowledged = in the node's reader before any press is sent; its executor serves that subscription
+    # (created first) before /joy when both are ready.
     assert manager.wait_for_all_acked(Duration(seconds=10.0)), "the teleop node did not receive the START event"
     teleop_events = lambda: [(e.event, e.episode_index, e.task) for e in events if e.source == "teleop"]  # noqa: E731
     stream([0.0], [0, 0, 0, 1, 0], until=teleop_events, what="the takeover event")
