@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 
 import pytest
+from ros_domains import DomainAllocator, domain_is_empty
 
 # Discovery on this machine only: other ROS systems on the network never see our test traffic.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -13,37 +13,35 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-# Each test gets its own ROS domain (numbered on from one picked by pid, overridable), so a node
-# that outlived an earlier test, one whose endpoints are still announced after a kill -9, or a
-# parallel run never talks to this test's nodes.
-_FIRST_DOMAIN = int(os.environ.get("VLA_MBPO_TEST_DOMAIN_ID", os.getpid() % 101))
-_domains = itertools.count()
-
-
-def _next_domain() -> int:
-    # 1-101: higher domains' DDS ports run into Linux's ephemeral port range (ROS 2 docs), and
-    # large samples (images) then stop arriving.
-    return (_FIRST_DOMAIN + next(_domains)) % 101 + 1
+# Each test gets a ROS domain of its own, held (locked) for its lifetime and checked empty before use
+# (ros_domains.py): nodes of another test, of a parallel test run or of any other graph on this machine
+# never talk to this test's nodes. The walk starts at a domain picked by pid (VLA_MBPO_TEST_DOMAIN_ID picks
+# it instead) and goes on from there, so the domain a test just left is not reused soon.
+_domains = DomainAllocator(
+    start=int(os.environ["VLA_MBPO_TEST_DOMAIN_ID"]) - 1 if os.environ.get("VLA_MBPO_TEST_DOMAIN_ID") else os.getpid(),
+    usable=domain_is_empty,
+)
 
 
 @pytest.fixture(scope="module")
 def module_ros_domain():
     """One domain for a module whose module-scoped nodes (e.g. a sim robot) serve all its tests:
     request it from that fixture, and the module's tests run in the same domain."""
-    with pytest.MonkeyPatch.context() as patch:
-        domain = _next_domain()
-        patch.setenv("ROS_DOMAIN_ID", str(domain))
-        yield domain
+    with _domains.acquire() as lease, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROS_DOMAIN_ID", str(lease.domain))
+        yield lease.domain
 
 
 @pytest.fixture(autouse=True)
-def ros_domain(request, monkeypatch) -> int:
+def ros_domain(request, monkeypatch):
     if "module_ros_domain" in request.fixturenames:
         domain = request.getfixturevalue("module_ros_domain")
-    else:
-        domain = _next_domain()
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    return domain
+        monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+        yield domain
+        return
+    with _domains.acquire() as lease:
+        monkeypatch.setenv("ROS_DOMAIN_ID", str(lease.domain))
+        yield lease.domain
 
 
 @pytest.fixture

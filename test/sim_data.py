@@ -1,9 +1,12 @@
 """Recorded sim episodes for tests: the MuJoCo SO-101 driven by the scripted expert, written with
-the recorder's own crash-safe store into a real LeRobotDataset (no ROS needed)."""
+the recorder's own crash-safe store into a real LeRobotDataset (no ROS needed); and the finetune setup
+(config/finetune_sim.yaml) shrunk to train on them in a test's time."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import yaml
 
 from vla_mbpo_ros.core.data.episode_store import EpisodeStore
 from vla_mbpo_ros.core.data.recording import Outcome, RecordedFrame, RecordingConfig
@@ -11,6 +14,7 @@ from vla_mbpo_ros.core.sim import SimConfig, So101Sim
 from vla_mbpo_ros.core.sim.expert import ExpertConfig, ScriptedExpert
 
 IMAGE = (32, 32)
+FINETUNE_SIM = Path(__file__).resolve().parents[1] / "config" / "finetune_sim.yaml"
 
 
 def record_sim_episodes(root: Path, seeds, noisy_after: int = 2, codec: str = "h264") -> None:
@@ -33,3 +37,22 @@ def record_sim_episodes(root: Path, seeds, noisy_after: int = 2, codec: str = "h
         store.save(Outcome.SUCCESS if sim.is_success() else Outcome.FAILURE)
     store.close()
     sim.close()
+
+
+def small_finetune_config(path: Path, bc_steps: int, world_model_steps: int, vq_fit_steps: int,
+                          actor_frozen: bool = False) -> Path:
+    """config/finetune_sim.yaml with the steps given and one RL iteration on 16 imagined samples, written to
+    ``path``. ``actor_frozen``: every PPO update is critic-only, so the candidate acts exactly as the running
+    policy (greedy world model, deterministic validation): its imagined success equals the running policy's,
+    and validation (success must not drop) accepts it: the iteration publishes."""
+    data = yaml.safe_load(FINETUNE_SIM.read_text())
+    data["policy"]["bc"]["steps"] = bc_steps
+    # A random-init tiny UMM (the tests do not pretrain, make world-model does), which has no trained
+    # reward to measure before its first training: no reward gate.
+    data["world_model"].update(pretrained="", min_reward_precision=0.0)
+    data["world_model"]["train"].update(steps=world_model_steps, vq_fit_steps=vq_fit_steps)
+    data["mbpo"].update(num_iterations=1, samples_per_refill=16, rollout_batch_size=8, minibatch_size=16, validation_starts=4)
+    if actor_frozen:
+        data["mbpo"]["critic_warmup_updates"] = data["mbpo"]["update_to_data"]
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -6,7 +6,6 @@ import ast
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -196,11 +195,13 @@ def test_runner_starts_the_profile_and_stops_cleanly_on_sigint(ros):
 def test_runner_exits_non_zero_naming_a_required_node_that_died(ros):
     from ros_harness import wait_until
 
+    expected = {n.name for n in bringup.resolve(RUNNER_PROFILE[0], bringup.parse_cli_arguments(RUNNER_PROFILE[1:]))}
     runner = _runner(*RUNNER_PROFILE)
     try:
-        children = wait_until(lambda: len(_node_processes(runner)) >= 2 and _node_processes(runner), 60.0, "node processes")
+        # Every node started (the runner watches them all from then on), so all of them must be shut down.
+        children = wait_until(lambda: set(_node_processes(runner)) == expected and _node_processes(runner), 60.0,
+                              f"node processes {sorted(expected)}")
         victim_name, victim = sorted(children.items())[0]
-        time.sleep(1.0)
         victim.kill()
         output, _ = runner.communicate(timeout=60)
     finally:

@@ -108,10 +108,17 @@ class SoftwareCamera:
 
 
 def _realsense_child(out_path: str) -> None:
-    """Node + injection: phase 1 hardware clock, a pause (device lost -> reopened), phase 2 global time."""
+    """Node + injection: phase 1 hardware clock, a pause (device lost -> reopened), phase 2 global time.
+
+    Each phase lasts at least FRAMES_PER_PHASE frames and until the node has published a diagnostics
+    report in that phase's timestamp domain. The process then stays up (its node publishing) until the
+    test closes its stdin: the test decides when it has received everything.
+    """
     import pyrealsense2 as rs  # after rclpy: the other order segfaults at interpreter exit
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
+    from waiting import wait_until
 
     from vla_mbpo_ros.nodes.realsense_camera import RealSenseCameraNode
 
@@ -124,38 +131,48 @@ def _realsense_child(out_path: str) -> None:
     rclpy.init(args=["--ros-args", "-p", "enable_depth:=true", "-p", "lost_after:=0.5", "-p", "reconnect_period:=0.2",
                      "-p", f"serial_number:={SERIAL}", "-p", "view:=head"])
     node = RealSenseCameraNode(source_factory=factory)
+    reported: set[str] = set()  # timestamp domains the node's diagnostics reports have named
+
+    def on_diagnostics(array) -> None:
+        reported.update(values["timestamp_domain"] for values in _diagnostic_values([array], "realsense_camera"))
+
+    watcher = rclpy.create_node("injector")
+    watcher.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    executor.add_node(watcher)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
-    deadline = time.monotonic() + 60
-    while (node.count_subscribers("/cameras/head/image_raw") < 1 or node.count_subscribers("/cameras/head/depth/image_raw") < 1):
-        assert time.monotonic() < deadline, "no probe subscribed"
-        time.sleep(0.05)
-    time.sleep(1.0)  # let the best-effort writers match the probe's readers
+    # Best-effort writers drop what they write before they match a reader: wait for the probe's.
+    publishers = (node.image_pub, node.info_pub, node.depth_pub)
+    wait_until(lambda: all(pub.get_subscription_count() >= 1 for pub in publishers), 60.0, "the probe's subscriptions matched")
     injected = []
     index = 0
-    for phase, domain in (("hardware", rs.timestamp_domain.hardware_clock), ("global", rs.timestamp_domain.global_time)):
+    phases = (("hardware", rs.timestamp_domain.hardware_clock, "hardware_clock"),
+              ("global", rs.timestamp_domain.global_time, "global_time"))
+    for phase, domain, domain_name in phases:
         # Without frames the node reopens its source every lost_after s (as with a real device):
         # inject into a freshly (re)opened one. Phase 2 starts after the pause, on the reopened device.
         opened = len(sources)
-        while len(sources) <= opened or not sources[-1].started.is_set():
-            assert time.monotonic() < deadline, "node did not (re)open its source"
-            time.sleep(0.01)
-        next_time = time.monotonic()
-        for _ in range(FRAMES_PER_PHASE):
+        wait_until(lambda: len(sources) > opened and sources[-1].started.is_set(), 60.0, "the node to (re)open its source")
+        first, next_time = index, time.monotonic()
+        while index - first < FRAMES_PER_PHASE or domain_name not in reported:
+            # Frame indices are coded in one byte of the image (colour_pattern): 120 frames a phase at most.
+            assert index - first < 4 * FRAMES_PER_PHASE, f"no diagnostics report in the {domain_name} domain"
             host = time.time()
             device_ms = (host - HW_OFFSET_S) * 1000.0 if phase == "hardware" else host * 1000.0
             sources[-1].inject(index, device_ms, domain)
             injected.append({"index": index, "phase": phase, "device_ms": device_ms, "host": host})
             index += 1
-            next_time += 1.0 / FPS
+            next_time += 1.0 / FPS  # a camera's frame period: the pace is the input, not a wait
             time.sleep(max(0.0, next_time - time.monotonic()))
-    time.sleep(2.0)  # a diagnostics report after the last frame
-    Path(out_path).write_text(json.dumps({"injected": injected}))
+    Path(out_path + ".tmp").write_text(json.dumps({"injected": injected}))
+    os.replace(out_path + ".tmp", out_path)
+    sys.stdin.read()  # until the test closes our stdin
     executor.shutdown()
     node.close()
     node.destroy_node()
+    watcher.destroy_node()
     rclpy.try_shutdown()
 
 
@@ -169,7 +186,7 @@ def _collect(ros, msg_type, topic, qos):
 
 def _diagnostic_values(arrays, name: str) -> list[dict[str, str]]:
     return [
-        {kv.key: kv.value for kv in status.values} | {"_message": status.message}
+        {kv.key: kv.value for kv in status.values} | {"_message": status.message, "_level": status.level}
         for array in arrays
         for status in array.status
         if status.name.endswith(name)
@@ -190,14 +207,31 @@ def test_realsense_publishes_injected_frames_with_mapped_stamps_and_reopens_a_lo
     diagnostics = ros.subscribe(DiagnosticArray, "/diagnostics")
     out = tmp_path / "injected.json"
     log = open(tmp_path / "realsense_child.log", "wb")
-    child = subprocess.Popen([sys.executable, "-u", __file__, "realsense-child", str(out)], stdout=log, stderr=subprocess.STDOUT)
+    child = subprocess.Popen([sys.executable, "-u", __file__, "realsense-child", str(out)], stdin=subprocess.PIPE,
+                             stdout=log, stderr=subprocess.STDOUT)
+
+    def child_running() -> bool:
+        assert child.poll() is None, f"the node process exited early:\n{(tmp_path / 'realsense_child.log').read_text()}"
+        return True
+
     try:
-        assert child.wait(timeout=120) == 0, (tmp_path / "realsense_child.log").read_text()
+        wait_until(lambda: child_running() and out.exists(), 120.0, "the frames to be injected")
+        report = json.loads(out.read_text())
+        last = report["injected"][-1]["index"]
+        # A writer delivers in order: once its last frame is here, everything it will deliver is.
+        wait_until(lambda: child_running() and images and int(image_to_numpy(images[-1][0])[0, 0, 1]) == last, 30.0,
+                   f"the colour image of the last injected frame ({last})")
+        wait_until(lambda: depths and int(image_to_numpy(depths[-1][0]).max()) - 1000 == last, 30.0,
+                   f"the depth image of the last injected frame ({last})")
+        wait_until(lambda: "global_time" in [r["timestamp_domain"] for r in _diagnostic_values(diagnostics, "realsense_camera")],
+                   30.0, "a diagnostics report in the global time domain")
+        child.stdin.close()
+        assert child.wait(timeout=60) == 0, (tmp_path / "realsense_child.log").read_text()
     finally:
         if child.poll() is None:
             child.kill()
         log.close()
-    report = json.loads(out.read_text())
+    images, depths = list(images), list(depths)
     injected = {f["index"]: f for f in report["injected"]}
 
     # Content and order: every colour image is exactly one injected frame, in injection order.
@@ -244,8 +278,7 @@ def test_realsense_publishes_injected_frames_with_mapped_stamps_and_reopens_a_lo
     info = infos[-1][0]
     assert (info.width, info.height) == (W, H) and list(info.k) == [50.0, 0.0, 31.5, 0.0, 51.0, 23.5, 0.0, 0.0, 1.0]
 
-    wait_until(lambda: _diagnostic_values(diagnostics, "realsense_camera"), 5.0, "diagnostics of the camera")
-    reports = _diagnostic_values(diagnostics, "realsense_camera")
+    reports = _diagnostic_values(list(diagnostics), "realsense_camera")
     domains = [r["timestamp_domain"] for r in reports]
     assert domains.index("hardware_clock") < domains.index("global_time")
     # Reopened after the pause between the phases (and while idle before/after: no frames = lost).
@@ -264,7 +297,7 @@ def test_realsense_refuses_to_start_without_the_configured_device(launch_node):
 
 
 def test_realsense_waits_for_the_device_when_asked(ros, launch_node):
-    from diagnostic_msgs.msg import DiagnosticArray
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from ros_harness import wait_until
 
     diagnostics = ros.subscribe(DiagnosticArray, "/diagnostics")
@@ -273,7 +306,7 @@ def test_realsense_waits_for_the_device_when_asked(ros, launch_node):
     )
     reports = wait_until(lambda: _diagnostic_values(diagnostics, "head_camera"), 60.0, "a diagnostics report")
     assert reports[0]["_message"] == f"waiting for device {SERIAL}" and reports[0]["frames"] == "0"
-    assert diagnostics[0].status[0].level == diagnostics[0].status[0].WARN
+    assert reports[0]["_level"] == DiagnosticStatus.WARN
     assert node.alive()
     assert node.stop() == 0, node.output()
 

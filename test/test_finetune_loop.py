@@ -29,14 +29,10 @@ def _tail(log_path: Path, lines: int = 80) -> str:
 
 
 def _overrides(tmp_path: Path) -> Path:
-    pipeline = yaml.safe_load((REPO / "config" / "finetune_sim.yaml").read_text())
-    pipeline["policy"]["bc"]["steps"] = 60
-    # A random-init tiny UMM (the tests do not pretrain, make world-model does), which has no trained
-    # reward to measure before its first training: no reward gate.
-    pipeline["world_model"].update(pretrained="", min_reward_precision=0.0)
-    pipeline["world_model"]["train"].update(steps=40, vq_fit_steps=40)
-    pipeline["mbpo"].update(num_iterations=1, samples_per_refill=16, rollout_batch_size=8, minibatch_size=16, validation_starts=4)
-    (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(pipeline))
+    from sim_data import small_finetune_config
+
+    # The candidate is published as v0002 (the rejection of a worse candidate is test_pipeline's).
+    small_finetune_config(tmp_path / "finetune.yaml", bc_steps=60, world_model_steps=40, vq_fit_steps=40, actor_frozen=True)
     params = {
         "sim_robot": {"sim": {"image_size": [32, 32]}},
         "recorder": {"image_size": [32, 32], "min_free_disk_mb": 0.0},
@@ -93,12 +89,9 @@ def test_one_full_outer_iteration_end_to_end(ros, tmp_path):
     assert info["total_episodes"] == 8, "4 demonstrations + 4 policy episodes recorded"
 
     result = json.loads((tmp_path / "finetune" / "iterations" / "0001" / "result.json").read_text())
-    if result["published"]:
-        assert [u.version for u in updates][-1] == "v0002"
-        # Swapped at the boundary between iterations, never inside an episode.
-        assert {e["policy_version"] for e in episodes[2:]} == {"v0002"}
-    else:
-        assert {e["policy_version"] for e in episodes[2:]} == {"v0001"}
+    assert result["published"] and [u.version for u in updates][-1] == "v0002"
+    # Swapped at the boundary between iterations, never inside an episode.
+    assert {e["policy_version"] for e in episodes[2:]} == {"v0002"}
     assert (tmp_path / "finetune" / "report" / "learning_curves.png").is_file()
 
     # The policy never trips the gate. A watchdog latch (a starved process on a loaded machine) is

@@ -248,10 +248,8 @@ def test_estop_mid_motion_holds_at_once_and_reset_never_resumes_motion(ros, robo
     still = probe.wait_commands(int(RATE), what="commands after the reset")
     assert all(c.source == "hold" for c in still)
     np.testing.assert_allclose([c.positions for c in still], [hold] * len(still))
-    # The arm may still close the last of its lag behind the hold (the sim stalls under load), but it
-    # never moves away from it.
-    distances = np.abs(np.array([j.position[0] for j in probe.joints[joints_from:]]) - hold[0])
-    assert len(distances) and distances.max() <= distances[0] + 5e-3, "the arm must not move away from the hold"
+    pans = [j.position[0] for j in probe.joints[joints_from:]]
+    assert pans and max(pans) - min(pans) < 5e-3, "the arm must stay still after the reset"
 
     assert probe.start().success
     probe.wait_commands(5, lambda c: c.source == "policy", "policy commands in the new episode", 60.0)

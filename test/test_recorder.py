@@ -186,10 +186,10 @@ class FakeRobot:
         self.sequence = 0
 
     def wait_for_recorder(self, name: str = "recorder") -> None:
-        """Until the recorder node ``name`` offers its services and subscriptions. Graph counts are
-        not enough after a kill -9: the dead node's endpoints stay announced for a while."""
-        import time
-
+        """Until the recorder node ``name`` offers its services and subscriptions, and this robot's
+        writers are matched to its readers and to no other. Graph counts are not enough after a kill -9:
+        the dead node's endpoints stay announced, and its readers matched (never acknowledging a sample),
+        until its participant's lease runs out (Fast DDS: 20 s)."""
         from ros_harness import wait_until
 
         node = self.ros.node
@@ -202,7 +202,9 @@ class FakeRobot:
             return "/vla_mbpo/recorder/start_episode" in services and {"/vla_mbpo/observation", "/vla_mbpo/executed_command"} <= topics
 
         wait_until(ready, 120.0, f"{name} to offer its services")
-        time.sleep(1.0)  # let the endpoints match: requests and volatile messages before that are lost
+        publishers = (self.obs_pub, self.cmd_pub)
+        wait_until(lambda: all(p.get_subscription_count() == 1 for p in publishers), 60.0,
+                   f"observations and commands matched to {name} alone")
 
     def step(self, value: float, intervention: bool = False, age: float = 0.0) -> None:
         """One observation (images and state filled with ``value``) and, 10 ms later, its command,
@@ -215,7 +217,7 @@ class FakeRobot:
 
         from vla_mbpo_ros.conversions import numpy_to_image, seconds_to_stamp
 
-        time.sleep(max(0.0, self.t + 1 / FPS - time.time()))  # real time, at the dataset rate
+        time.sleep(max(0.0, self.t + 1 / FPS - time.time()))  # the robot's pace (real time at the dataset rate): the input
         self.t = time.time()
         stamp = seconds_to_stamp(self.t - age)
         image = np.full((H, W, 3), int(value * 10) % 256, np.uint8)
@@ -230,10 +232,9 @@ class FakeRobot:
         self.obs_pub.publish(obs)
         self.cmd_pub.publish(command)
         # One frame in flight at a time: on this shared 2-core VM, DDS delivery stalled for 0.1-0.6 s now and
-        # then, and the next samples replaced unacknowledged ones in the depth-2 history (lost frames). Bounded:
-        # a recorder killed with -9 stays matched (and never acknowledges) until its lease runs out.
+        # then, and the next samples replaced unacknowledged ones in the history (lost frames).
         for publisher in (self.obs_pub, self.cmd_pub):
-            publisher.wait_for_all_acked(Duration(seconds=2.0))
+            assert publisher.wait_for_all_acked(Duration(seconds=10.0)), "the recorder did not acknowledge a sample"
         self.sequence += 1
 
     def episode(self, recorder_frames: int, start_value: float, outcome: int, source: str = "policy") -> int:

@@ -21,7 +21,11 @@ POSITION_MIN = np.array([-1.87, -1.69, -1.64, -1.60, -2.69, -0.17])
 POSITION_MAX = np.array([1.87, 1.69, 1.64, 1.60, 2.79, 1.74])
 
 
+JOY_PERIOD_S = 0.02  # a gamepad driver publishes /joy at 50 Hz
+
+
 def test_joy_drives_from_the_measured_position_only_with_the_deadman_and_toggles_intervention(ros, launch_node):
+    from rclpy.duration import Duration
     from ros_harness import wait_until
     from sensor_msgs.msg import JointState, Joy
     from vla_mbpo_ros.msg import EpisodeEvent
@@ -37,48 +41,64 @@ def test_joy_drives_from_the_measured_position_only_with_the_deadman_and_toggles
     launch_node(TELEOP, "teleop", params={"source": "joy", "rate_hz": 30.0, "joy.axes": [0, -1, -1, -1, -1, -1],
                                           "joy.axis_speeds": [0.5, 0.0, 0.0, 0.0, 0.0, 0.0],
                                           "joy.deadman_button": 4, "joy.intervention_button": 3})
-    ros.wait_for_subscribers("/joy", timeout=60.0)
-    ros.wait_for_subscribers("/joint_states", timeout=60.0)
+    wait_until(lambda: joy.get_subscription_count() and measured.get_subscription_count(), 60.0,
+               "the teleop node matched to /joy and /joint_states")
     start = [0.3, -0.2, 0.1, 0.4, 0.0, 1.0]
 
-    def publish(axes, buttons, seconds):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+    def stream(axes, buttons, seconds=None, until=None, what=""):
+        """The operator's input, as a gamepad driver sends it (its 50 Hz is the input under test), for
+        ``seconds`` or until ``until()`` holds (bounded)."""
+        deadline = time.monotonic() + (seconds if seconds is not None else 20.0)
+        while not (until is not None and until()):
+            if time.monotonic() > deadline:
+                if until is None:
+                    return
+                raise AssertionError(f"timed out after 20 s of /joy input waiting for {what}")
             measured.publish(JointState(name=list(reversed(JOINTS)), position=list(reversed(start))))
             joy.publish(Joy(axes=axes, buttons=buttons))
-            time.sleep(0.02)
+            time.sleep(JOY_PERIOD_S)
 
-    publish([1.0], [0, 0, 0, 0, 0], 1.0)  # full deflection without the deadman: nothing
+    def targets_stopped(quiet_messages: int = 10):
+        """A check: true once ``quiet_messages`` /joy messages in a row brought no new target."""
+        counts: list[int] = []
+
+        def check() -> bool:
+            counts.append(len(commands))
+            return len(counts) > quiet_messages and counts[-1] == counts[-1 - quiet_messages]
+
+        return check
+
+    stream([1.0], [0, 0, 0, 0, 0], seconds=1.0)  # full deflection without the deadman: nothing
     assert commands == []
-    publish([1.0], [0, 0, 0, 0, 1], 1.0)  # deadman held: shoulder_pan moves at 0.5 rad/s
-    wait_until(lambda: len(commands) >= 20, 10.0, "teleop targets")
+    stream([1.0], [0, 0, 0, 0, 1], until=lambda: len(commands) >= 20, what="teleop targets")  # shoulder_pan at 0.5 rad/s
     received = list(commands)
     assert list(received[0].name) == JOINTS
     positions = np.array([c.position for c in received])
     assert positions[0, 0] == pytest.approx(0.3, abs=0.05)  # engaged from the measured position
     assert np.all(np.diff(positions[:, 0]) > 0) and positions[-1, 0] > positions[0, 0] + 0.15
     np.testing.assert_allclose(positions[:, 1:], np.tile(start[1:], (len(positions), 1)), atol=1e-9)
-    publish([0.0], [0, 0, 0, 0, 0], 0.5)  # released: targets stop (the executor holds)
+    stream([0.0], [0, 0, 0, 0, 0], until=targets_stopped(), what="the targets to stop after the release")
     count = len(commands)
-    publish([0.0], [0, 0, 0, 0, 0], 0.5)
+    stream([0.0], [0, 0, 0, 0, 0], seconds=0.5)  # released: no target at all (the executor holds)
     assert len(commands) == count
 
     # The episode manager starts episode 7: the operator's takeover names it.
     wait_until(lambda: manager.get_subscription_count() >= 2, 60.0, "teleop subscribed to episode events")
     manager.publish(EpisodeEvent(event=EpisodeEvent.START, episode_index=7, task="pick up the cube", source="policy"))
-    wait_until(lambda: len(events) >= 1, 10.0, "the START event")
-    time.sleep(0.5)  # the node has it too
-    publish([0.0], [0, 0, 0, 1, 0], 0.3)  # press + hold: one toggle, not one per message
-    publish([0.0], [0, 0, 0, 0, 0], 0.3)
+    # Acknowledged = in the node's reader before any press is sent; its executor serves that subscription
+    # (created first) before /joy when both are ready.
+    assert manager.wait_for_all_acked(Duration(seconds=10.0)), "the teleop node did not receive the START event"
+    teleop_events = lambda: [(e.event, e.episode_index, e.task) for e in events if e.source == "teleop"]  # noqa: E731
+    stream([0.0], [0, 0, 0, 1, 0], until=teleop_events, what="the takeover event")
+    stream([0.0], [0, 0, 0, 1, 0], seconds=0.3)  # held on: one toggle per press, not one per message
+    stream([0.0], [0, 0, 0, 0, 0], seconds=0.3)
     manager.publish(EpisodeEvent(event=EpisodeEvent.FAILURE, episode_index=7, source="policy"))
-    wait_until(lambda: len(events) >= 3, 10.0, "the FAILURE event")
-    time.sleep(0.5)
-    publish([0.0], [0, 0, 0, 1, 0], 0.3)  # handed back after the episode ended
-    wait_until(lambda: len(events) >= 4, 10.0, "the second intervention event")
-    time.sleep(0.3)
-    interventions = [(e.event, e.episode_index, e.task) for e in events if e.source == "teleop"]
-    assert interventions == [(EpisodeEvent.INTERVENTION_START, 7, "pick up the cube"),
-                             (EpisodeEvent.INTERVENTION_END, -1, "")]
+    assert manager.wait_for_all_acked(Duration(seconds=10.0)), "the teleop node did not receive the FAILURE event"
+    stream([0.0], [0, 0, 0, 1, 0], until=lambda: len(teleop_events()) >= 2, what="the hand-back event")  # after the episode
+    # A target made from a later /joy message shows that the node has handled every press before it.
+    count = len(commands)
+    stream([0.0], [0, 0, 0, 0, 1], until=lambda: len(commands) > count, what="a target after the last press")
+    assert teleop_events() == [(EpisodeEvent.INTERVENTION_START, 7, "pick up the cube"), (EpisodeEvent.INTERVENTION_END, -1, "")]
 
 
 def test_leader_source_refuses_to_start_without_the_arm(launch_node, tmp_path):

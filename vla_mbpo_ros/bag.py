@@ -22,12 +22,14 @@ import argparse
 import importlib
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vla_mbpo_ros.core.data.recording import Outcome
+from vla_mbpo_ros.core.util.worker import SerialWorker
 
 SUFFIX = ".mcap"
 PARTIAL = ".mcap.partial"
@@ -164,40 +166,17 @@ class BagRecorder:
     bytes, and the dataset writer never waits behind the bag (or the bag behind video encoding)."""
 
     def __init__(self, directory: str | Path) -> None:
-        import queue
-        import threading
-
         self.bag = EpisodeBag(directory)
-        self._jobs: queue.Queue = queue.Queue()
+        self._writer = SerialWorker("bag_writer")
         self._open = False  # read in callbacks without a lock: a stale read costs one message at a boundary
-        self._thread = threading.Thread(target=self._run, name="bag_writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job()
-
-    def _call(self, work, timeout: float | None = None):
-        from concurrent.futures import Future
-
-        future: Future = Future()
-
-        def job() -> None:
-            try:
-                future.set_result(work())
-            except Exception as err:  # noqa: BLE001  (handed back to the caller)
-                future.set_exception(err)
-
-        self._jobs.put(job)
-        return future.result(timeout=timeout)
 
     def begin(self, index: int) -> None:
-        self._call(lambda: self.bag.begin(index))
+        self._writer.call(lambda: self.bag.begin(index))
         self._open = True
 
     def offer(self, topic: str, type_name: str, data: bytes, log_time_ns: int) -> None:
         if self._open:
-            self._jobs.put(lambda: self.bag.write(topic, type_name, data, log_time_ns))
+            self._writer.submit(lambda: self.bag.write(topic, type_name, data, log_time_ns))
 
     def stop(self) -> None:
         """Take no more messages (the episode ended); ``save`` or ``discard`` follows."""
@@ -212,17 +191,15 @@ class BagRecorder:
                 self.bag.write(*label)
             return self.bag.save()
 
-        return self._call(finish, timeout)
+        return self._writer.call(finish, timeout)
 
     def discard(self, timeout: float | None = None) -> None:
         self._open = False
-        self._call(self.bag.discard, timeout)
+        self._writer.call(self.bag.discard, timeout)
 
     def close(self, timeout: float | None = None) -> None:
         self._open = False
-        self._jobs.put(self.bag.close)
-        self._jobs.put(None)
-        self._thread.join(timeout)
+        self._writer.close(last=self.bag.close, timeout=timeout)
 
 
 @dataclass
@@ -251,11 +228,13 @@ def bag_to_dataset(bags: Sequence[Path], root: Path, config: Any, views: Sequenc
                    queue_size: int = 10, camera_topic: str = "/cameras/{view}/image_raw",
                    joint_state_topic: str = "/joint_states", command_topic: str = "/vla_mbpo/executed_command") -> list[int]:
     """Append one episode per bag to the LeRobotDataset at ``root`` (created with ``config``, a
-    RecordingConfig): the raw streams go through the recorder's own pipeline. Returns the new
-    episode indices; a bag without a label event is saved unlabelled."""
+    RecordingConfig): the raw streams go through the recorder's own pipeline (synchronization, then
+    core.data.EpisodeFrames). Returns the new episode indices; a bag without a label event is saved
+    unlabelled. A bag has no receipt time of a synchronized set, so no observation is too old here."""
     from vla_mbpo_ros.conversions import image_to_numpy, stamp_to_seconds, to_rgb
+    from vla_mbpo_ros.core.data.episode import Observation, RunningEpisode
+    from vla_mbpo_ros.core.data.episode_frames import EpisodeFrames
     from vla_mbpo_ros.core.data.episode_store import EpisodeStore
-    from vla_mbpo_ros.core.data.recording import FramePairer, FrameSampler, RecordedFrame
     from vla_mbpo_ros.core.data.sync import ApproximateTimeSync
     from vla_mbpo_ros.core.robot.joints import reorder
     from vla_mbpo_ros.msg import EpisodeEvent
@@ -267,19 +246,10 @@ def bag_to_dataset(bags: Sequence[Path], root: Path, config: Any, views: Sequenc
     try:
         for bag in bags:
             sync = ApproximateTimeSync([*views, "joint_state"], slop=slop, queue_size=queue_size, reference=views[0])
-            pairer = FramePairer(config.max_command_delay, config.command_history, config.max_pending_observations)
-            sampler = FrameSampler(config.fps, config.frame_slack)
+            episode = EpisodeFrames(config, error=lambda message, bag=bag: print(f"{bag.name}: {message}", file=sys.stderr))
+            episode.begin(RunningEpisode(-1, "", "", 0.0), stamp=float("-inf"))  # the bag holds the episode
             task, source, outcome = "", "", Outcome.UNLABELLED
             frames = []
-
-            def add_pairs(paired) -> None:
-                for p in paired:
-                    images, state = p.observation
-                    command = p.command
-                    action = reorder(command.joint_names, command.positions, config.joint_names, "executed_command")
-                    frames.append(RecordedFrame(images, state, action, p.obs_stamp, p.command_stamp,
-                                                command.intervention, command.policy_version, command.source))
-
             for item in read_bag(bag, [*topics, joint_state_topic, command_topic, EVENT_TOPIC]):
                 msg = item.message
                 if item.topic == EVENT_TOPIC:
@@ -288,16 +258,16 @@ def bag_to_dataset(bags: Sequence[Path], root: Path, config: Any, views: Sequenc
                     outcome = _OUTCOMES.get(name, outcome)
                     continue
                 if item.topic == command_topic:
-                    add_pairs(pairer.add_command(stamp_to_seconds(msg.header.stamp), msg))
+                    frames += episode.add_command(stamp_to_seconds(msg.header.stamp), msg)
                     continue
                 stream = topics.get(item.topic, "joint_state")
                 for matched in sync.add(stream, stamp_to_seconds(msg.header.stamp), msg, item.log_time):
-                    if not sampler.accept(matched.stamp):
-                        continue
-                    images = {v: to_rgb(image_to_numpy(matched.items[v]), matched.items[v].encoding) for v in views}
-                    joints = matched.items["joint_state"]
-                    state = reorder(joints.name, joints.position, config.joint_names, "joint_states")
-                    add_pairs(pairer.add_observation(matched.stamp, (images, state)))
+                    def decode(items=matched.items) -> Observation:
+                        images = {v: to_rgb(image_to_numpy(items[v]), items[v].encoding) for v in views}
+                        joints = items["joint_state"]
+                        return Observation(images, reorder(joints.name, joints.position, config.joint_names, "joint_states"))
+
+                    frames += episode.add_observation(matched.stamp, 0.0, decode)
             indices.append(store.begin(task, source))
             for frame in frames:
                 store.add(frame)

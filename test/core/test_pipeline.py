@@ -6,12 +6,14 @@ store, the tiny Janus world model, the compact flow VLA.
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from sim_data import IMAGE, record_sim_episodes
+from sim_data import IMAGE, record_sim_episodes, small_finetune_config
 
 from vla_mbpo_ros.core.data.reader import load_episodes
 from vla_mbpo_ros.core.loop.pipeline import PipelineConfig, read_state, run_iteration
@@ -29,16 +31,7 @@ def dataset(tmp_path_factory) -> Path:
 @pytest.fixture
 def config(tmp_path) -> Path:
     """config/finetune_sim.yaml, shrunk further so the test stays around a minute."""
-    data = yaml.safe_load((Path(__file__).parents[2] / "config" / "finetune_sim.yaml").read_text())
-    data["policy"]["bc"]["steps"] = 30
-    # A random-init tiny UMM (the tests do not pretrain, make world-model does), which has no trained
-    # reward to measure before its first training: no reward gate.
-    data["world_model"].update(pretrained="", min_reward_precision=0.0)
-    data["world_model"]["train"].update(steps=20, vq_fit_steps=20)
-    data["mbpo"].update(num_iterations=1, samples_per_refill=16, rollout_batch_size=8, minibatch_size=16, validation_starts=4)
-    path = tmp_path / "finetune.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return small_finetune_config(tmp_path / "finetune.yaml", bc_steps=30, world_model_steps=20, vq_fit_steps=20)
 
 
 def test_recorded_episodes_read_back_whole(dataset):
@@ -68,8 +61,10 @@ def test_episodes_decoded_in_one_pass_equal_lerobots_own_frame_reader(dataset):
     assert [e.index for e in episodes] == [0, 1, 2, 3]
 
 
-def test_bootstrap_then_world_model_and_rl_iteration_publish_verified_versions(dataset, config, tmp_path):
+def test_bootstrap_then_world_model_and_rl_iteration_publish_verified_versions(dataset, tmp_path):
     run = tmp_path / "run"
+    config = small_finetune_config(tmp_path / "finetune.yaml", bc_steps=30, world_model_steps=20, vq_fit_steps=20,
+                                   actor_frozen=True)  # so the candidate must be published
     first = run_iteration(run, dataset, PipelineConfig.from_yaml(config))
     assert first["published"] and first["version"] == "v0001"
     assert checkpoint_sha256(Path(first["path"])) == first["sha256"]
@@ -82,14 +77,36 @@ def test_bootstrap_then_world_model_and_rl_iteration_publish_verified_versions(d
     assert 0.0 <= metrics["rl.success_after"] <= 1.0 and metrics["rl.start_states"] >= 4
     it_dir = run / "iterations" / "0001"
     assert (it_dir / "world_model" / "config.json").is_file() and (it_dir / "real_vs_imagined.png").is_file()
+    assert metrics["rl.success_after"] == metrics["rl.success_before"]
     state = read_state(run)
     assert state["iterations_done"] == 2
-    if second["published"]:
-        assert second["version"] == "v0002" and state["current_policy"]["version"] == "v0002"
-    else:
-        assert "imagined success" in second["reason"] and state["current_policy"]["version"] == "v0001"
+    assert second["published"] and second["version"] == "v0002" and state["current_policy"]["version"] == "v0002"
+    assert checkpoint_sha256(Path(second["path"])) == second["sha256"]
     assert (run / "report" / "metrics.csv").read_text().count("\n") == 3
     assert (run / "report" / "learning_curves.png").is_file()
+
+
+def test_a_candidate_whose_imagined_success_dropped_is_not_published(dataset, config, tmp_path):
+    """The RL phase's validation decides. The run is put back as it was right after its RL phase (killed
+    before publishing), with that phase's record saying the imagined success fell: the resumed iteration
+    publishes nothing and keeps v0001."""
+    run = tmp_path / "run"
+    run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    after_bootstrap = (run / "state.json").read_text()
+    run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    it_dir = run / "iterations" / "0001"
+    for marker in ("publish.done", "publish.metrics.json", "result.json"):
+        (it_dir / marker).unlink()
+    shutil.rmtree(run / "checkpoints" / "v0002", ignore_errors=True)
+    (run / "state.json").write_text(after_bootstrap)
+    rl = json.loads((it_dir / "rl.metrics.json").read_text())
+    (it_dir / "rl.metrics.json").write_text(json.dumps({**rl, "success_before": 0.5, "success_after": 0.25, "accepted": False}))
+
+    resumed = run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    assert not resumed["published"] and resumed["reason"] == "imagined success 0.50 -> 0.25"
+    state = read_state(run)
+    assert state["iterations_done"] == 2 and state["current_policy"]["version"] == "v0001"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["v0001"]
 
 
 def test_a_restarted_iteration_skips_finished_phases(dataset, config, tmp_path):

@@ -226,6 +226,9 @@ def test_transition_mean_reduces_to_euler_without_noise_and_matches_formula():
 
 
 def test_chain_log_prob_of_known_velocity_is_gaussian_density():
+    """The expected densities are written out by hand (numpy, float64) from the Flow-SDE transition:
+    with delta = t - t', the mean x0_hat (1 - t') + x1_hat (t' - sigma^2 delta / (2 t)) expands to
+    x - delta v - sigma^2 delta / (2 t) (x + (1 - t) v), and the std is sigma sqrt(delta)."""
     config = FlowSDEConfig(num_steps=3, noise_level=0.5)
 
     def velocity(x, t):  # a fixed field, so the transition density is known in closed form
@@ -235,18 +238,22 @@ def test_chain_log_prob_of_known_velocity_is_gaussian_density():
     index = torch.tensor([0, 1, 2, 1])
     chain = sample_chain(velocity, noise, config, index, torch.Generator().manual_seed(1))
     log_prob = chain_log_prob(velocity, chain, index, config)
-    grid, sigmas = time_grid(3), sde_sigmas(3, 0.5)
+    # K = 3: grid 1, 2/3, 1/3, 0; sigma_i = 0.5 sqrt(t_i / (1 - t_i)), with t_1 = 2/3 in the denominator at t = 1.
+    grid = [1.0, 2 / 3, 1 / 3, 0.0]
+    sigmas = [0.5 * math.sqrt(3.0), 0.5 * math.sqrt(2.0), 0.5 * math.sqrt(0.5)]
     for row in range(4):
         i = int(index[row])
-        t, t_next = grid[i:i + 1], grid[i + 1:i + 2]
-        mean, std = transition_mean_std(chain[row:row + 1, i], velocity(chain[row:row + 1, i], t.float()), t,
-                                        t_next, sigmas[i:i + 1])
-        expected = torch.distributions.Normal(mean, std.expand_as(mean)).log_prob(chain[row:row + 1, i + 1]).sum()
-        torch.testing.assert_close(log_prob[row], expected, rtol=1e-5, atol=1e-4)
-    # The deterministic steps of the chain are exact Euler steps.
-    row, i = 0, 1
-    torch.testing.assert_close(chain[row, i + 1], chain[row, i] - (1 / 3) * velocity(chain[row:row + 1, i],
-                                                                                   grid[i:i + 1].float())[0])
+        t, delta, sigma = grid[i], grid[i] - grid[i + 1], sigmas[i]
+        x = chain[row, i].double().numpy()
+        v = 0.5 * x + t
+        mean = x - delta * v - sigma ** 2 * delta / (2 * t) * (x + (1 - t) * v)
+        std = sigma * math.sqrt(delta)
+        z = (chain[row, i + 1].double().numpy() - mean) / std
+        expected = float(np.sum(-0.5 * z ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)))
+        assert float(log_prob[row]) == pytest.approx(expected, rel=1e-5, abs=1e-4)
+    # The deterministic steps of the chain are exact Euler steps: x' = x - (1/3) v.
+    x = chain[0, 1].double().numpy()
+    np.testing.assert_allclose(chain[0, 2].double().numpy(), x - (1 / 3) * (0.5 * x + 2 / 3), rtol=1e-5, atol=1e-6)
 
 
 def test_sampled_chain_log_prob_is_reproducible_and_differentiable():

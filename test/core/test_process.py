@@ -3,29 +3,33 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import psutil
 import pytest
+from waiting import wait_until
 
 from vla_mbpo_ros.core.util.process import LAUNCHER_PID_ENV, exit_with_launcher, launcher_environment
 
-# launcher -> child; the child follows the launcher, then sleeps "forever".
-_CHILD = "from vla_mbpo_ros.core.util.process import exit_with_launcher; import time; exit_with_launcher(); time.sleep(120)"
+# launcher -> child. The child says (one line) once it follows its launcher; the launcher passes that on as
+# the child's pid. Each then lives until killed: the 120 s sleep is the process's body, not a wait (it
+# bounds the life of a process a broken test leaves behind).
+_CHILD = ("from vla_mbpo_ros.core.util.process import exit_with_launcher; import time; exit_with_launcher(); "
+          "print(flush=True); time.sleep(120)")
 _LAUNCHER = (
     "import subprocess, sys, time; from vla_mbpo_ros.core.util.process import launcher_environment; "
-    f"child = subprocess.Popen([sys.executable, '-c', {_CHILD!r}], env=launcher_environment()); "
-    "print(child.pid, flush=True); time.sleep(120)"
+    f"child = subprocess.Popen([sys.executable, '-c', {_CHILD!r}], env=launcher_environment(), stdout=subprocess.PIPE); "
+    "child.stdout.readline(); print(child.pid, flush=True); time.sleep(120)"
 )
 
 
 def test_the_child_gets_sigterm_when_its_launcher_is_killed():
     launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER], stdout=subprocess.PIPE, text=True)
-    child = psutil.Process(int(launcher.stdout.readline()))
+    child = psutil.Process(int(launcher.stdout.readline()))  # it follows its launcher from now on
     try:
-        time.sleep(1.0)  # the child has asked to follow its launcher
         assert child.is_running()
         launcher.kill()
         launcher.wait(timeout=10)
@@ -56,15 +60,26 @@ time.sleep(120)
 """
 
 
+def _pending_signals(pid: int) -> set[int]:
+    """Signals queued to ``pid`` and not yet delivered (its own and its thread group's)."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    mask = int(status["SigPnd"], 16) | int(status["ShdPnd"], 16)
+    return {number + 1 for number in range(64) if mask >> number & 1}
+
+
 @pytest.mark.parametrize("poll", [True, False])
 def test_a_child_forked_from_a_thread_follows_the_process_only_when_polling(poll: bool):
     launcher = subprocess.Popen([sys.executable, "-c", _THREAD_LAUNCHER, str(poll)], stdout=subprocess.PIPE,
                                 text=True)
     child = psutil.Process(int(launcher.stdout.readline()))
     try:
-        time.sleep(2.0)  # the forking thread has ended long ago
+        # The forking thread has left the launcher (the kernel sends the parent-death signal while it exits).
+        wait_until(lambda: psutil.Process(launcher.pid).num_threads() == 1, 10.0, "the launcher's forking thread to end")
         # The kernel's signal follows the thread, not the process (a dead child stays a zombie: never reaped).
-        assert (child.status() != psutil.STATUS_ZOMBIE) == poll
+        if poll:
+            assert child.status() != psutil.STATUS_ZOMBIE and signal.SIGTERM not in _pending_signals(child.pid)
+        else:
+            wait_until(lambda: child.status() == psutil.STATUS_ZOMBIE, 10.0, "the child to die with the forking thread")
         launcher.kill()
         launcher.wait(timeout=10)
         child.wait(timeout=10)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,72 @@ def test_sampler_keeps_the_dataset_rate_and_counts_gaps():
 
 
 # ----------------------------------------------------------------------------------------- store
+# ------------------------------------------------------------------------ the running episode's frames
+@dataclass
+class _Command:  # the fields of vla_mbpo_ros/ExecutedCommand the recorder reads
+    joint_names: list
+    positions: list
+    intervention: bool = False
+    policy_version: str = "v1"
+    source: str = "policy"
+
+
+def _observation(value: float, views=("head", "wrist")):
+    from vla_mbpo_ros.core.data.episode import Observation
+
+    return Observation({v: np.full((16, 32, 3), value, np.uint8) for v in views}, np.full(6, value))
+
+
+def test_episode_frames_pair_observations_only_inside_the_episode_and_reorder_the_command():
+    from vla_mbpo_ros.core.data.episode import RunningEpisode
+    from vla_mbpo_ros.core.data.episode_frames import EpisodeFrames
+
+    config = RecordingConfig(**SMALL)
+    frames = EpisodeFrames(config)
+    joints = list(config.joint_names)
+    assert frames.add_observation(10.0, 0.0, lambda: _observation(1)) == []  # no episode open
+    assert frames.add_command(10.05, _Command(joints, [0.0] * 6)) == []  # kept for pairing, no frame
+    frames.begin(RunningEpisode(0, "pick", "policy", 0.0), stamp=10.0)
+    (frame,) = frames.add_observation(10.0, 0.01, lambda: _observation(2))  # pairs with the command at 10.05
+    assert (frame.obs_stamp, frame.command_stamp) == (10.0, 10.05)
+    assert frames.add_observation(10.1, 0.01, lambda: _observation(3)) == []  # waits for its command
+    (frame,) = frames.add_command(10.12, _Command(joints[::-1], list(range(6)), intervention=True, source="teleop"))
+    np.testing.assert_array_equal(frame.action, np.arange(6)[::-1])  # in the dataset's joint order
+    assert frame.images["head"][0, 0, 0] == 3 and frame.intervention and frame.command_source == "teleop"
+    assert frames.end().index == 0 and frames.end() is None
+    assert frames.add_observation(10.2, 0.01, lambda: _observation(4)) == []
+
+
+def test_episode_frames_count_what_they_drop_and_report_it():
+    from vla_mbpo_ros.core.data.episode import RunningEpisode
+    from vla_mbpo_ros.core.data.episode_frames import EpisodeFrames
+
+    warnings, errors = [], []
+    config = RecordingConfig(**SMALL, max_queued_frames=2)
+    frames = EpisodeFrames(config, warn=warnings.append, error=errors.append)
+    frames.begin(RunningEpisode(3, "pick", "policy", 0.0), stamp=10.0)
+    decoded = []
+    assert frames.add_observation(9.9, 0.0, lambda: decoded.append(1)) == []  # stamped before the episode
+    assert frames.add_observation(10.0, 0.5, lambda: decoded.append(1)) == []  # 0.5 s old > max_observation_age
+    assert not decoded, "a dropped observation is never decoded"
+    assert frames.add_observation(10.1, 0.0, lambda: _observation(1, views=("head",))) == []
+    assert frames.add_observation(10.15, 0.0, lambda: _observation(1)) == []  # closer than a period: skipped
+    assert frames.add_observation(10.2, 0.0, lambda: _observation(1)) == []
+    assert frames.add_command(10.21, _Command(["a", "b"], [0.0, 1.0])) == []  # joints that do not fit
+    assert [frames.admit(queued) for queued in (0, 1, 2)] == [True, True, False]
+    frames.written(0.5)
+    c = frames.counters
+    assert (c.stale, c.invalid, c.backlog_drops, c.frames_queued, c.frames_written) == (1, 2, 1, 2, 1)
+    assert frames.dropping and frames.values()["write_capacity_fps"] == 2.0
+    assert warnings[0].startswith("observation received 0.50 s after its stamp") and warnings[1].startswith("writer backlog full")
+    assert errors[0].startswith("observation not recorded: observation has no view(s) ['wrist']")
+    assert errors[1].startswith("command not recorded:")
+    assert frames.summary() == ("1 frames, 0 gap(s), 1 stale observation(s), 0 late command(s), 1 backlog drop(s), "
+                                "2 invalid message(s)")
+    frames.begin(RunningEpisode(4, "pick", "policy", 0.0), stamp=11.0)
+    assert frames.counters == type(c)() and not frames.dropping
+
+
 def test_saved_episodes_load_with_lerobot_with_actions_labels_and_frames(tmp_path):
     config = RecordingConfig(**SMALL)
     store = EpisodeStore(tmp_path / "ds", config)

@@ -99,3 +99,18 @@ def test_the_fixed_rate_loop_keeps_absolute_deadlines_and_skips_after_a_long_sta
     assert times[3] == pytest.approx(100.65) and times[4] == pytest.approx(100.75)
     with pytest.raises(ValueError, match="period"):
         FixedRate(0.0)
+
+
+def test_the_serial_worker_runs_jobs_in_order_and_hands_back_results_and_errors():
+    from vla_mbpo_ros.core.util.worker import SerialWorker
+
+    worker = SerialWorker("test_worker")
+    done: list[int] = []
+    for i in range(5):
+        worker.submit(lambda i=i: done.append(i))
+    assert worker.call(lambda: list(done), timeout=10) == [0, 1, 2, 3, 4]  # after every job before it
+    with pytest.raises(ZeroDivisionError):
+        worker.call(lambda: 1 / 0, timeout=10)
+    worker.submit(lambda: done.append(5))
+    worker.close(last=lambda: done.append(6), timeout=10)
+    assert done == [0, 1, 2, 3, 4, 5, 6]

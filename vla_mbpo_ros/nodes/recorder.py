@@ -1,7 +1,7 @@
 """Episode recorder: synchronized observations + the commands actually sent -> LeRobotDataset v3.
 
 Frames are MultiViewObservations (/vla_mbpo/observation) paired with the ExecutedCommand the gate
-sent first at or after each observation's stamp (core.data.recording), while an episode is open:
+sent first at or after each observation's stamp (core.data.EpisodeFrames decides), while an episode is open:
 /vla_mbpo/recorder/start_episode (task, source) ... /vla_mbpo/recorder/end_episode (SUCCESS,
 FAILURE, UNLABELLED: saved with that label; DISCARD: dropped without a trace). end_episode answers
 once the episode is durable on disk. Policy rollouts and demonstrations go into the same dataset,
@@ -17,15 +17,10 @@ open at shutdown is discarded, not saved.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from rclpy.node import Node
 from rclpy.serialization import serialize_message
@@ -33,9 +28,10 @@ from rclpy.serialization import serialize_message
 from vla_mbpo_ros.bag import EVENT_TOPIC, BagRecorder, message_class
 from vla_mbpo_ros.conversions import observation_from_msg, stamp_to_seconds
 from vla_mbpo_ros.core.data.episode import RunningEpisode
+from vla_mbpo_ros.core.data.episode_frames import EpisodeFrames
 from vla_mbpo_ros.core.data.episode_store import EpisodeStore, InsufficientDiskSpace
-from vla_mbpo_ros.core.data.recording import FramePairer, FrameSampler, Outcome, PairingStats, RecordedFrame, RecordingConfig
-from vla_mbpo_ros.core.robot.joints import reorder
+from vla_mbpo_ros.core.data.recording import Outcome, RecordedFrame, RecordingConfig
+from vla_mbpo_ros.core.util.worker import SerialWorker
 from vla_mbpo_ros.msg import EpisodeEvent, ExecutedCommand, MultiViewObservation
 from vla_mbpo_ros.nodes._diagnostics import OK, WARN, DiagnosticsPublisher
 from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS, RELIABLE_QOS, SENSOR_QOS, ConfigError, declare, declare_config, run_node
@@ -59,20 +55,6 @@ _OUTCOMES = {
 }
 
 
-@dataclass
-class _Counters:
-    frames_queued: int = 0
-    frames_written: int = 0
-    backlog_drops: int = 0  # frames dropped because the writer queue was full
-    stale: int = 0  # observations received more than max_observation_age after their stamp
-    invalid: int = 0  # observations or commands that did not fit the config
-    write_seconds: float = 0.0  # time the writer spent in add_frame
-
-    def summary(self, pairer: FramePairer, sampler: FrameSampler) -> str:
-        return (f"{self.frames_written} frames, {sampler.gaps} gap(s), {self.stale} stale observation(s), "
-                f"{pairer.stats.late} late command(s), {self.backlog_drops} backlog drop(s), {self.invalid} invalid message(s)")
-
-
 class RecorderNode(Node):
     def __init__(self) -> None:
         super().__init__("recorder")
@@ -93,19 +75,12 @@ class RecorderNode(Node):
             self.get_logger().warning(f"recovered {root}: {self.store.recovered}")
 
         cfg = self.config
-        self.pairer: FramePairer[tuple[dict, Any], ExecutedCommand] = FramePairer(
-            cfg.max_command_delay, cfg.command_history, cfg.max_pending_observations
-        )
-        self.sampler = FrameSampler(cfg.fps, cfg.frame_slack)
-        self.counters = _Counters()
-        self._lock = threading.Lock()  # episode state, pairer, sampler, counters
-        self._episode: RunningEpisode | None = None
-        self._episode_stamp = float("inf")  # ROS time the running episode started
+        logger = self.get_logger()
+        self._lock = threading.Lock()  # self.frames
+        self.frames = EpisodeFrames(cfg, warn=lambda message: logger.warning(message, throttle_duration_sec=5.0),
+                                    error=lambda message: logger.error(message, throttle_duration_sec=5.0))
         self._last_save_s = float("nan")
-
-        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._writer = threading.Thread(target=self._write_loop, name="dataset_writer", daemon=True)
-        self._writer.start()
+        self.writer = SerialWorker("dataset_writer")  # disk work, in the order the frames came
 
         # (The services wait for the writer thread: no frame is being recorded then.)
         self.create_subscription(MultiViewObservation, observation_topic, self._on_observation, OBSERVATION_QOS)
@@ -141,101 +116,44 @@ class RecorderNode(Node):
         self.bags.offer(topic, type_name, data, self.get_clock().now().nanoseconds)
 
     # ------------------------------------------------------------------ writer thread
-    def _write_loop(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job()
-
-    def _run_on_writer(self, work: Callable[[], Any], timeout: float) -> Any:
-        """Run ``work`` on the writer thread after every frame queued before it; return its result."""
-        future: Future = Future()
-
-        def job() -> None:
-            try:
-                future.set_result(work())
-            except Exception as err:  # noqa: BLE001  (handed back to the service caller)
-                future.set_exception(err)
-
-        self._jobs.put(job)
-        return future.result(timeout=timeout)
-
     def _write_frame(self, frame: RecordedFrame) -> None:
         started = time.monotonic()
         try:
             self.store.add(frame)
         except ValueError as err:
             with self._lock:
-                self.counters.invalid += 1
-            self.get_logger().error(f"frame not recorded: {err}", throttle_duration_sec=5.0)
+                self.frames.invalid(f"frame not recorded: {err}")
             return
         with self._lock:
-            self.counters.frames_written += 1
-            self.counters.write_seconds += time.monotonic() - started
+            self.frames.written(time.monotonic() - started)
 
     # ------------------------------------------------------------------ inputs
     def _on_observation(self, msg: MultiViewObservation) -> None:
         stamp = stamp_to_seconds(msg.header.stamp)
         age = stamp_to_seconds(self.get_clock().now().to_msg()) - stamp
         with self._lock:
-            if self._episode is None or stamp < self._episode_stamp:
-                return  # not during an episode (frames still queued from before its start included)
-            if age > self.config.max_observation_age:
-                self.counters.stale += 1
-                self.get_logger().warning(
-                    f"observation received {age:.2f} s after its stamp (> max_observation_age): not recorded; "
-                    "is the sim running behind real time, or are clocks out of sync?", throttle_duration_sec=5.0)
-                return
-            if not self.sampler.accept(stamp):
-                return
-            try:
-                observation = observation_from_msg(msg, self.config.joint_names)
-                missing = [view for view in self.config.views if view not in observation.views]
-                if missing:
-                    raise ValueError(f"observation has no view(s) {missing} (views: {list(observation.views)})")
-                images = {view: observation.views[view] for view in self.config.views}
-                state = observation.state
-            except ValueError as err:
-                self.counters.invalid += 1
-                self.get_logger().error(f"observation not recorded: {err}", throttle_duration_sec=5.0)
-                return
-            self._queue_frames(self.pairer.add_observation(stamp, (images, state)))
+            self._queue(self.frames.add_observation(stamp, age, lambda: observation_from_msg(msg, self.config.joint_names)))
 
     def _on_command(self, msg: ExecutedCommand) -> None:
         with self._lock:
-            paired = self.pairer.add_command(stamp_to_seconds(msg.header.stamp), msg)
-            if self._episode is not None:
-                self._queue_frames(paired)
+            self._queue(self.frames.add_command(stamp_to_seconds(msg.header.stamp), msg))
 
-    def _queue_frames(self, paired) -> None:
+    def _queue(self, frames: list[RecordedFrame]) -> None:
         """Called with the lock held."""
-        for p in paired:
-            if self._jobs.qsize() >= self.config.max_queued_frames:
-                self.counters.backlog_drops += 1
-                self.get_logger().warning("writer backlog full: dropping frames (disk or encoder too slow)", throttle_duration_sec=5.0)
-                continue
-            images, state = p.observation
-            command: ExecutedCommand = p.command
-            try:
-                action = reorder(command.joint_names, command.positions, self.config.joint_names, "executed_command")
-            except ValueError as err:
-                self.counters.invalid += 1
-                self.get_logger().error(f"command not recorded: {err}", throttle_duration_sec=5.0)
-                continue
-            frame = RecordedFrame(
-                images=images, state=state, action=action, obs_stamp=p.obs_stamp, command_stamp=p.command_stamp,
-                intervention=command.intervention, policy_version=command.policy_version, command_source=command.source,
-            )
-            self.counters.frames_queued += 1
-            self._jobs.put(lambda frame=frame: self._write_frame(frame))
+        for frame in frames:
+            if self.frames.admit(self.writer.pending):
+                self.writer.submit(partial(self._write_frame, frame))
 
     # ------------------------------------------------------------------ services
     def _on_start(self, request: StartEpisode.Request, response: StartEpisode.Response) -> StartEpisode.Response:
         with self._lock:
-            if self._episode is not None:
-                response.success, response.episode_index = False, self._episode.index
-                response.message = f"episode {self._episode.index} is still being recorded: end it first"
-                return response
+            running = self.frames.episode
+        if running is not None:
+            response.success, response.episode_index = False, running.index
+            response.message = f"episode {running.index} is still being recorded: end it first"
+            return response
         try:
-            index = self._run_on_writer(lambda: self.store.begin(request.task, request.source), self.save_timeout)
+            index = self.writer.call(lambda: self.store.begin(request.task, request.source), self.save_timeout)
         except (InsufficientDiskSpace, ValueError, RuntimeError) as err:
             response.success, response.episode_index, response.message = False, -1, str(err)
             self.get_logger().error(f"episode not started: {err}")
@@ -243,12 +161,8 @@ class RecorderNode(Node):
         if self.bags is not None:
             self.bags.begin(index)
         with self._lock:
-            self.pairer.clear()
-            self.sampler = FrameSampler(self.config.fps, self.config.frame_slack)
-            self.pairer.stats = PairingStats()
-            self.counters = _Counters()
-            self._episode = RunningEpisode(index, request.task, request.source, time.monotonic())
-            self._episode_stamp = stamp_to_seconds(self.get_clock().now().to_msg())
+            self.frames.begin(RunningEpisode(index, request.task, request.source, time.monotonic()),
+                              stamp_to_seconds(self.get_clock().now().to_msg()))
         response.success, response.episode_index = True, index
         response.message = f"recording episode {index}: {request.task!r} ({request.source})"
         self.get_logger().info(response.message)
@@ -257,9 +171,7 @@ class RecorderNode(Node):
     def _on_end(self, request: EndEpisode.Request, response: EndEpisode.Response) -> EndEpisode.Response:
         outcome = _OUTCOMES.get(request.outcome)
         with self._lock:
-            episode, self._episode = self._episode, None
-            if episode is not None:
-                self.pairer.clear()  # observations still waiting for a command are not recorded
+            episode = self.frames.end()  # observations still waiting for a command are not recorded
         if episode is None:
             response.success, response.episode_index, response.message = False, -1, "no episode is being recorded"
             return response
@@ -271,17 +183,17 @@ class RecorderNode(Node):
             self.get_logger().error(f"unknown outcome {request.outcome}: discarding episode {episode.index}")
         try:
             if outcome is Outcome.DISCARD:
-                self._run_on_writer(self.store.discard, self.save_timeout)
+                self.writer.call(self.store.discard, self.save_timeout)
                 if self.bags is not None:
                     self.bags.discard(self.save_timeout)
                 response.success, response.message = True, f"discarded episode {episode.index}"
             else:
-                saved = self._run_on_writer(lambda: self.store.save(outcome), self.save_timeout)
+                saved = self.writer.call(lambda: self.store.save(outcome), self.save_timeout)
                 if self.bags is not None:
                     self.bags.save(self._label(episode, request.outcome), self.save_timeout)
                 with self._lock:  # every frame of the episode has been written by now
                     self._last_save_s = saved.save_seconds
-                    summary = self.counters.summary(self.pairer, self.sampler)
+                    summary = self.frames.summary()
                 response.success = True
                 response.message = (f"saved episode {saved.index} ({outcome.value}) in {saved.save_seconds:.2f} s: "
                                     f"{summary}")
@@ -304,33 +216,24 @@ class RecorderNode(Node):
     # ------------------------------------------------------------------ diagnostics
     def _report(self):
         with self._lock:
-            c, episode = self.counters, self._episode
+            episode = self.frames.episode
             values: dict[str, object] = {
                 "recording": episode is not None,
                 "episode_index": episode.index if episode else -1,
                 "episodes_saved": self.store.num_episodes,
-                "frames_written": c.frames_written,
-                "writer_queue": self._jobs.qsize(),
-                "gaps": self.sampler.gaps,
-                "stale_observations": c.stale,
-                "late_commands": self.pairer.stats.late,
-                "pending_observations": self.pairer.pending,
-                "backlog_drops": c.backlog_drops,
-                "invalid_messages": c.invalid,
+                "writer_queue": self.writer.pending,
                 "last_save_s": self._last_save_s,
-                # Frames per second of writer time: how far above the recording rate the writer is.
-                "write_capacity_fps": c.frames_written / c.write_seconds if c.write_seconds > 0 else float("nan"),
+                **self.frames.values(),
             }
-        if c.backlog_drops or c.invalid or c.stale:
+            dropping = self.frames.dropping
+        if dropping:
             return WARN, "dropping frames", values
         return OK, f"recording episode {episode.index}" if episode else "idle", values
 
     def close(self) -> None:
         with self._lock:
-            self._episode = None
-        self._jobs.put(self.store.close)  # an unfinished episode is discarded, never half-saved
-        self._jobs.put(None)
-        self._writer.join(timeout=self.save_timeout)
+            self.frames.end()
+        self.writer.close(last=self.store.close, timeout=self.save_timeout)  # an unfinished episode is discarded
         if self.bags is not None:
             self.bags.close(timeout=self.save_timeout)
 
