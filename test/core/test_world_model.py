@@ -219,6 +219,23 @@ def test_a_step_from_generated_views_reuses_their_tokens_instead_of_encoding_the
     assert encoded == [2, 4]
 
 
+def test_the_copy_prior_makes_the_untrained_model_predict_the_current_tokens():
+    import torch
+
+    rng = np.random.default_rng(6)
+    views = {v: rng.integers(0, 255, (2, SIZE, SIZE, 3), dtype=np.uint8) for v in VIEWS}
+    model = tiny_model(WorldModelConfig(view_names=VIEWS, copy_prior=1000.0))
+    current = {v: model.core.vq_encode(model.core.to_model_size(torch.from_numpy(x))) for v, x in views.items()}
+    tokens, _ = model.core.predict_tokens({v: torch.from_numpy(x) for v, x in views.items()}, ["Step 0: [1 2]"] * 2)
+    for v in VIEWS:  # the bonus outweighs any logit of a random head: every token is copied
+        assert torch.equal(tokens[v], current[v])
+    plain = tiny_model(WorldModelConfig(view_names=VIEWS))
+    plain_tokens, _ = plain.core.predict_tokens({v: torch.from_numpy(x) for v, x in views.items()}, ["Step 0: [1 2]"] * 2)
+    assert not torch.equal(plain_tokens["head"], current["head"])  # without it a random model does not copy
+    with pytest.raises(ValueError, match="vq_context"):
+        WorldModelConfig(view_names=VIEWS, copy_prior=1.0, vq_context=False)
+
+
 def test_sampling_is_seeded_and_stays_in_top_k():
     config = WorldModelConfig(view_names=VIEWS, temperature=1.0, top_k=3)
     rng = np.random.default_rng(5)

@@ -33,6 +33,9 @@ class WorldModelConfig:
     vq_context: bool = True  # current views also enter as VQ tokens (copyable), not only as features
     temperature: float = 0.0  # image-token sampling temperature; 0 = greedy
     top_k: int = 0  # sample from the k most likely tokens; 0 = all
+    # Logit bonus for repeating, at each position, the token the view has now (needs vq_context): a
+    # residual prior for small models; 0 = the plain Janus head (a pretrained Janus-Pro needs none).
+    copy_prior: float = 0.0
     # Reward = 1 where P(Yes | Yes or No) > reward_threshold; calibrated on held-out frames (precision first:
     # an imagined false success is what RL exploits).
     reward_threshold: float = 0.5
@@ -53,6 +56,8 @@ class WorldModelConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.copy_prior < 0 or (self.copy_prior and not self.vq_context):
+            raise ValueError(f"copy_prior must be >= 0 and needs vq_context, got {self.copy_prior} (vq_context {self.vq_context})")
         if not 0.0 < self.reward_threshold < 1.0:
             raise ValueError(f"reward_threshold must be in (0, 1), got {self.reward_threshold}")
 

@@ -245,8 +245,23 @@ class UMMCore(nn.Module):
         index = (starts - 1)[:, None] + torch.arange(self.n_vq, device=self.device)  # predictor positions
         picked = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
         logits = self.janus.model.generation_head(picked).float()
+        logits = self._with_copy_prior(logits, self._current_ids(rows, vq))
         labels = torch.stack([vq[r.spec.target][b] for b, r in rows])
         return rows, logits, labels
+
+    def _current_ids(self, rows: Sequence[tuple[int, RenderedSequence]], vq: dict[ImageRef, torch.Tensor]) -> torch.Tensor | None:
+        """(R, n_vq) VQ ids of each row's target view at time t (None without the copy prior)."""
+        if not self.config.copy_prior:
+            return None
+        return torch.stack([vq[ImageRef(r.spec.target.view, CURRENT)][b] for b, r in rows])
+
+    def _with_copy_prior(self, logits: torch.Tensor, current: torch.Tensor | None) -> torch.Tensor:
+        """Add ``copy_prior`` to the logit of the token the same position holds now: most of a scene does not
+        move in one chunk, so the model only has to learn where it changes (a residual for tokens)."""
+        if current is None:
+            return logits
+        bonus = F.one_hot(current, logits.shape[-1]).to(logits.dtype) * self.config.copy_prior
+        return logits + bonus
 
     def dynamics_loss(
         self,
@@ -296,14 +311,19 @@ class UMMCore(nn.Module):
         return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
     @torch.no_grad()
-    def generate_image_tokens(self, batch: Embedded, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Autoregressive VQ tokens for every row at once, reusing the KV cache: (R, n_vq)."""
+    def generate_image_tokens(self, batch: Embedded, generator: torch.Generator | None = None,
+                              current: torch.Tensor | None = None) -> torch.Tensor:
+        """Autoregressive VQ tokens for every row at once, reusing the KV cache: (R, n_vq). ``current``: the
+        rows' target views at time t (VQ ids) for the copy prior."""
         out = self._lm(batch, use_cache=True)
         cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
         mask, position = batch.attention_mask, batch.position_ids[:, -1:]
         tokens = torch.empty(mask.shape[0], self.n_vq, dtype=torch.long, device=self.device)
         for i in range(self.n_vq):
-            tokens[:, i] = self._pick(self.janus.model.generation_head(hidden), generator)
+            logits = self.janus.model.generation_head(hidden).float()
+            if current is not None:
+                logits = self._with_copy_prior(logits, current[:, i])
+            tokens[:, i] = self._pick(logits, generator)
             if i + 1 == self.n_vq:
                 break
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
@@ -333,7 +353,8 @@ class UMMCore(nn.Module):
         stage_rows = []
         for stage in self._dynamics_rows(action_texts):
             rows = [(b, self.render(spec, include_target=False)) for b, spec in stage]
-            tokens = self.generate_image_tokens(self.embed(rows, und, vq, pad_left=True), generator)
+            tokens = self.generate_image_tokens(self.embed(rows, und, vq, pad_left=True), generator,
+                                                self._current_ids(rows, vq))
             for (b, rendered), ids in zip(rows, tokens):
                 target = rendered.spec.target
                 vq.setdefault(target, torch.zeros(batch, self.n_vq, dtype=torch.long, device=self.device))[b] = ids
