@@ -98,6 +98,7 @@ def test_a_candidate_whose_imagined_success_dropped_is_not_published(dataset, co
     for marker in ("publish.done", "publish.metrics.json", "result.json"):
         (it_dir / marker).unlink()
     shutil.rmtree(run / "checkpoints" / "v0002", ignore_errors=True)
+    (run / "checkpoints" / "v0002.manifest.json").unlink(missing_ok=True)
     (run / "state.json").write_text(after_bootstrap)
     rl = json.loads((it_dir / "rl.metrics.json").read_text())
     (it_dir / "rl.metrics.json").write_text(json.dumps({**rl, "success_before": 0.5, "success_after": 0.25, "accepted": False}))
@@ -106,7 +107,7 @@ def test_a_candidate_whose_imagined_success_dropped_is_not_published(dataset, co
     assert not resumed["published"] and resumed["reason"] == "imagined success 0.50 -> 0.25"
     state = read_state(run)
     assert state["iterations_done"] == 2 and state["current_policy"]["version"] == "v0001"
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["v0001"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["v0001", "v0001.manifest.json"]
 
 
 def test_a_restarted_iteration_skips_finished_phases(dataset, config, tmp_path):
