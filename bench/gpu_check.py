@@ -142,7 +142,7 @@ def measure_imagination(model: Any, scale: Scale, device: str) -> dict[str, floa
         synchronize(device)
         started = time.perf_counter()
         for _ in range(scale.imagination_repeats):
-            next_views, reward = model.step(views, chunks, instructions)
+            next_views, reward = model.step(views, chunks, instructions)[:2]
         synchronize(device)
     seconds = (time.perf_counter() - started) / scale.imagination_repeats
     assert next_views["wrist"].shape == views["wrist"].shape and reward.shape == (batch,)

@@ -78,7 +78,8 @@ DEMO_SEED_BASE, REAL_SEED_BASE, EVAL_SEED_BASE = 0, 10_000, 1_000_000
 # --quick: a smoke run of every stage at toy sizes (numbers are not meaningful).
 QUICK = dict(demos=6, bc_steps=150, iterations=2, real_episodes=4, eval_episodes=8, image_size=32, max_steps=120,
              samples_per_refill=48, refills=1, update_to_data=4, minibatch=48, critic_warmup=2, recompute_every=2,
-             validation_starts=8, umm_steps=15, umm_vq_steps=20, umm_first_steps=20, imagination_checks=8)
+             validation_starts=8, umm_steps=15, umm_vq_steps=20, umm_first_steps=20, imagination_checks=8,
+             render_size=32)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,7 +94,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     task.add_argument("--iterations", type=int, default=5)
     task.add_argument("--real-episodes", type=int, default=10, help="real (sim) episodes per iteration")
     task.add_argument("--eval-episodes", type=int, default=50)
-    task.add_argument("--image-size", type=int, default=32, help="rendered views and policy input (px)")
+    task.add_argument("--image-size", type=int, default=32, help="policy input (px; the policy resizes its views)")
+    task.add_argument("--render-size", type=int, default=96,
+                      help="rendered views (px): the ROS graph's sim camera size (config/sim_robot.yaml), which the "
+                           "pretrained UMM's play corpus was recorded at")
     task.add_argument("--settle-frames", type=int, default=5,
                       help="recorded frames after a success (the ROS episode manager records 0.5 s more)")
     task.add_argument("--max-steps", type=int, default=150, help="control steps per episode (30 Hz)")
@@ -398,7 +402,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    sim = So101Sim(SimConfig(image_size=(args.image_size, args.image_size)))
+    sim = So101Sim(SimConfig(image_size=(args.render_size, args.render_size)))
     results: dict[str, Any] = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                                "methods": {}}
 
