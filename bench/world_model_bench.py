@@ -139,7 +139,7 @@ def bench_architectures(args) -> dict:
     the steps a 30-minute pretraining affords."""
     from vla_mbpo_ros.core.data.reader import load_episodes
     from vla_mbpo_ros.core.world_model.pretrain import load_pretrain_config
-from vla_mbpo_ros.core.world_model.evaluate import reference_scores
+    from vla_mbpo_ros.core.world_model.evaluate import reference_scores
 
     root = Path(args.corpus).expanduser()
     episodes = load_episodes(root, VIEWS, 32, "local/play", episodes=list(range(args.episodes + args.held_out)))
