@@ -12,6 +12,8 @@ ENV := . scripts/env.sh &&
 # The pretrained tiny UMM (make world-model); config/finetune_sim.yaml reads it from the default place.
 WORLD_MODEL_DIR ?= $(HOME)/.cache/vla_mbpo_ros/umm_sim
 PYTEST_FLAGS ?=
+# What make test runs: the whole suite, or e.g. TESTS="test/core/test_safety.py test/test_bag.py".
+TESTS ?= test
 
 .PHONY: setup build test test-core demo teleop deploy world-model bench lock clean
 
@@ -23,7 +25,7 @@ build: setup  ## colcon build the package (interfaces + Python + executables) in
 	@bash scripts/build.sh
 
 test: build  ## unit + integration tests (real rclpy processes, MuJoCo sim, LeRobotDataset)
-	@$(ENV) python -m pytest test $(PYTEST_FLAGS)
+	@$(ENV) python -m pytest $(TESTS) $(PYTEST_FLAGS)
 
 test-core: setup  ## the ROS-free core tests only (no build needed)
 	@$(ENV) python -m pytest test/core $(PYTEST_FLAGS)

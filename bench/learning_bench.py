@@ -9,8 +9,10 @@
      mbpo_sim  VLA-MBPO with the simulator as world model (upper bound): real episodes (and the demos) give
                chunk-aligned start states; imagined branched rollouts (n chunks) run in the simulator from
                their exact physics states and are not counted as real episodes;
-     mbpo_umm  VLA-MBPO with the tiny UMM world model (random-init Janus, UMMWorldModel.tiny) trained on the
-               demos + real episodes (dynamics and Yes/No reward); skipped with a reason if unavailable.
+     mbpo_umm  VLA-MBPO with the tiny UMM world model (the pretrained one of `make world-model`) finetuned on
+               the demos + real episodes (dynamics and Yes/No reward), gated like the finetune loop: no policy
+               phase in an iteration whose reward precision on the new, unseen episodes is below
+               --umm-min-reward-precision; skipped with a reason if unavailable.
 3. After every iteration: deterministic success over --eval-episodes seeded episodes (the same seeds for
    every method and iteration). Prints a table, writes curve.png and results.json into --out.
 
@@ -136,6 +138,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     umm.add_argument("--umm-first-steps", type=int, default=300, help="training steps on the demos")
     umm.add_argument("--umm-steps", type=int, default=60, help="finetuning steps after each iteration's episodes")
     umm.add_argument("--umm-lr", type=float, default=1e-3)
+    umm.add_argument("--umm-min-reward-precision", type=float, default=0.9,
+                     help="the finetune loop's reward gate (config/finetune_sim.yaml): no policy phase in an "
+                          "iteration whose held-out reward precision is lower (0 = off)")
     umm.add_argument("--umm-answer-weight", type=float, default=1.0,
                      help="weight of the Yes/No reward loss (paper 0.01 is for a pretrained Janus; at 0.01 the "
                           "random-init tiny UMM never answered Yes)")
@@ -252,11 +257,17 @@ class BranchedMBPO(Method):
         self.sampler.add_episodes(episodes)
         return {}
 
+    def trusts_world_model(self, stats: dict[str, float]) -> bool:
+        return True
+
     def iteration(self, iteration: int) -> dict[str, float]:
         episodes = self.collect(iteration)
         stats = self.learn_from(episodes, iteration)
+        real_success = float(np.mean([e.success for e in episodes]))
+        if not self.trusts_world_model(stats):  # as the finetune loop: no policy phase on an untrusted reward
+            return {"real_success": real_success, "accepted": 0.0, "reward_trusted": 0.0, **stats}
         result = self.trainer.train()
-        return {"real_success": float(np.mean([e.success for e in episodes])),
+        return {"real_success": real_success,
                 "imagined_success": float(np.mean([h["imagined_success"] for h in result["history"]])),
                 "validation_before": result["success_before"], "validation_after": result["success_after"],
                 "accepted": float(result["accepted"]), **ppo_diagnostics(result["history"]), **stats}
@@ -316,6 +327,14 @@ class UMMBranchedMBPO(BranchedMBPO):
         self.wm_episodes += episodes
         self._fit(self.args, self.args.umm_steps, vq_steps=0, seed=self.args.seed + 1 + iteration)
         return {**held_out, "wm_image_loss": self.wm_log[-1]["image_loss_last"]}
+
+    def trusts_world_model(self, stats: dict[str, float]) -> bool:
+        """The finetune loop's gate (``world_model.min_reward_precision``) on the precision just measured on
+        episodes the UMM had not been trained on."""
+        from vla_mbpo_ros.core.loop.pipeline import reward_gate
+
+        measured = {"held_out_reward_precision": stats["reward_precision"]} if "reward_precision" in stats else {}
+        return reward_gate(measured, self.args.umm_min_reward_precision)[0]
 
     def reward_scores(self, episodes: list[Episode]) -> dict[str, float]:
         """Precision and recall of the UMM's Yes on these (not yet trained on) episodes' labelled frames."""
