@@ -19,8 +19,12 @@ export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 # memory sized for camera images) unless transports are already chosen (README, "Transport and isolation").
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 if [ -z "${FASTRTPS_DEFAULT_PROFILES_FILE:-}${FASTDDS_DEFAULT_PROFILES_FILE:-}${FASTDDS_BUILTIN_TRANSPORTS:-}" ]; then
-  export FASTRTPS_DEFAULT_PROFILES_FILE="$_repo/config/dds/fastdds_local.xml"  # Fast DDS 2.x (Jazzy)
-  export FASTDDS_DEFAULT_PROFILES_FILE="$FASTRTPS_DEFAULT_PROFILES_FILE"      # Fast DDS 3.x (Kilted)
+  # Fast DDS 2.x (Jazzy) reads the first name, 3.x (Kilted) the second and warns about the first.
+  if [ "${ROS_DISTRO:-jazzy}" = kilted ]; then
+    export FASTDDS_DEFAULT_PROFILES_FILE="$_repo/config/dds/fastdds_local.xml"
+  else
+    export FASTRTPS_DEFAULT_PROFILES_FILE="$_repo/config/dds/fastdds_local.xml"
+  fi
 fi
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"

@@ -244,3 +244,18 @@ def test_hardware_episode_manager_waits_for_a_person():
     assert sim["reset_service"] == "/sim/reset" and sim["reset_estop_in_sim"] is True
     assert hardware["reset_service"] == "" and hardware["reset_estop_in_sim"] is False
     assert hardware["label_source"] == "operator"
+
+
+@pytest.mark.parametrize(("distro", "expected"), [
+    ("jazzy", {"FASTRTPS_DEFAULT_PROFILES_FILE"}),
+    ("kilted", {"FASTDDS_DEFAULT_PROFILES_FILE"}),
+    ("", {"FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"}),
+])
+def test_the_dds_profile_is_set_under_the_name_the_distribution_reads(distro, expected):
+    chosen = bringup.dds_profile_environment({"ROS_DISTRO": distro})
+    assert set(chosen) == expected
+    assert all(Path(path).name == "fastdds_local.xml" and Path(path).is_file() for path in chosen.values())
+
+
+def test_a_site_choice_of_dds_transports_is_kept():
+    assert bringup.dds_profile_environment({"ROS_DISTRO": "jazzy", "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}) == {}

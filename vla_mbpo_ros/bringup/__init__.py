@@ -166,7 +166,10 @@ def dds_profile_environment(environ: Mapping[str, str] | None = None) -> dict[st
     if any(environ.get(name) for name in DDS_VARIABLES):
         return {}
     profile = str(config_dir() / "dds" / "fastdds_local.xml")
-    return {"FASTRTPS_DEFAULT_PROFILES_FILE": profile, "FASTDDS_DEFAULT_PROFILES_FILE": profile}
+    # Kilted's rmw warns on every process start when the Fast DDS 2.x name is set, so set only the one
+    # the distribution reads; both when the distribution is unknown.
+    names = {"jazzy": DDS_VARIABLES[:1], "humble": DDS_VARIABLES[:1], "kilted": DDS_VARIABLES[1:2]}
+    return dict.fromkeys(names.get(environ.get("ROS_DISTRO", ""), DDS_VARIABLES[:2]), profile)
 
 
 def discovery_warning(machine: str, environ: Mapping[str, str] | None = None) -> str:

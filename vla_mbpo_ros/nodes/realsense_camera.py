@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import pyrealsense2 as rs  # noqa: E402,I001
-from rclpy.node import Node  # before pyrealsense2: the other order segfaults at interpreter exit
+from rclpy.node import Node  # before pyrealsense2: the other order segfaults at exit with Kilted's Fast DDS 3
+import pyrealsense2 as rs  # noqa: I001  (keep this order; see above)
 from sensor_msgs.msg import CameraInfo, Image
 
 from vla_mbpo_ros.conversions import numpy_to_image, pinhole_camera_info, seconds_to_stamp, stamp_to_seconds
