@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         policy = CompactFlowVLA.load(args.load_bc)
         if policy.config != build_policy(args).config:
             raise ValueError(f"--load-bc: {args.load_bc} was trained with another policy config")
-        losses, seconds = [float("nan")], 0.0
+        losses, seconds = [], 0.0
         print(f"BC: loaded {args.load_bc}")
     else:
         policy = build_policy(args)
@@ -442,8 +442,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             steps=args.bc_steps, batch_size=args.bc_batch, learning_rate=args.bc_lr, seed=args.seed)))
         policy.save(args.out / "bc_policy")
     bc_success, eval_seconds = timed(lambda: evaluate(policy, sim, args))
-    results.update(bc_success=bc_success, bc_loss_last=float(np.mean(losses[-50:])), bc_seconds=seconds)
-    print(f"BC: {args.bc_steps} steps ({seconds:.0f} s), final loss {results['bc_loss_last']:.4f}; "
+    results.update(bc_success=bc_success, bc_seconds=seconds,
+                   **({"bc_loss_last": float(np.mean(losses[-50:]))} if losses else {}))
+    trained = f"{args.bc_steps} steps ({seconds:.0f} s), final loss {results['bc_loss_last']:.4f}" if losses else "loaded"
+    print(f"BC: {trained}; "
           f"success {100 * bc_success:.0f}% over {args.eval_episodes} eval episodes ({eval_seconds:.0f} s)", flush=True)
     bc_state = copy.deepcopy(policy.state_dict())
 
