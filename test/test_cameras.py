@@ -114,8 +114,8 @@ def _realsense_child(out_path: str) -> None:
     report in that phase's timestamp domain. The process then stays up (its node publishing) until the
     test closes its stdin: the test decides when it has received everything.
     """
-    import pyrealsense2 as rs  # after rclpy: the other order segfaults at interpreter exit
-    import rclpy
+    import rclpy  # before pyrealsense2: the other order segfaults at exit with Kilted's Fast DDS 3
+    import pyrealsense2 as rs  # noqa: I001  (keep this order)
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
     from waiting import wait_until
