@@ -186,3 +186,36 @@ def test_corrupted_and_oversized_transfers_are_refused_and_the_running_policy_st
         assert all(s.policy_version == "v-local" for s in list(probe.safety_status))
     finally:
         probe.close()
+
+
+def test_a_lerobot_smolvla_trained_by_the_trainer_runs_on_the_robot(ros, launch_node, machines):
+    """The real-scale setup (config/finetune_gpu.yaml, shrunk onto the CPU: a LeRobot SmolVLA and a Janus
+    snapshot, both saved by the test) through the ROS loop: the trainer SFTs v0001 from the recorded demos,
+    then on request finetunes the Janus world model and runs (critic-only) PPO in it for v0002; each version reaches the
+    robot only over ROS and is validated and run there by the LeRobot backend."""
+    from ros_harness import wait_until
+    from sim_data import gpu_setup_on_cpu_config, record_sim_episodes
+    from std_srvs.srv import Trigger
+
+    trainer, robot = machines
+    record_sim_episodes(trainer / "outputs" / "dataset", seeds=range(4))
+    # Critic-only PPO: v0002 acts as v0001, so it is published (which candidates are kept is test_pipeline's).
+    gpu_setup_on_cpu_config(trainer / "setup.yaml", trainer / "snapshots", actor_frozen=True)
+    start_executor(launch_node, robot)
+    probe = Robot(ros)
+    try:
+        params = {"output_dir": "outputs", "checkpoint_transfer": "ros", "pipeline_config": "setup.yaml",
+                  "episodes_per_update": 1000}
+        launch_node("vla_mbpo_ros.nodes.world_model_node", "world_model_node", params=params, cwd=trainer)
+        first = wait_until(lambda: probe.updates and probe.updates[-1], 300.0, "the SFT-ed SmolVLA announced")
+        assert first.version == "v0001" and first.policy_type == "lerobot_flow", first
+        verdict = probe.verdict("v0001", timeout=180.0)
+        assert verdict["state"] == "active" and verdict["running"] == "v0001", verdict
+
+        assert ros.call(Trigger, "/world_model_node/update_now", Trigger.Request()).success
+        second = wait_until(lambda: probe.updates[-1].version == "v0002" and probe.updates[-1], 600.0, "v0002 announced")
+        assert second.policy_type == "lerobot_flow"
+        verdict = probe.verdict("v0002", timeout=180.0)
+        assert verdict["state"] == "active" and verdict["running"] == "v0002", verdict
+    finally:
+        probe.close()

@@ -140,23 +140,12 @@ def test_the_gpu_setup_runs_on_the_cpu_with_a_lerobot_smolvla_and_a_janus_snapsh
     devices set to the CPU, and local tiny snapshots where it names pi0.5 and Janus-Pro: the policy is a
     LeRobot SmolVLA loaded with its own from_pretrained and SFT-ed on the demos, the world model a plain
     Janus snapshot finetuned through the `pretrained` path (not UMMWorldModel.tiny)."""
-    from tiny_models import save_tiny_janus_snapshot, save_tiny_smolvla, save_tiny_smolvlm
+    from sim_data import gpu_setup_on_cpu_config
 
     from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
 
-    data = yaml.safe_load((Path(__file__).parents[2] / "config" / "finetune_gpu.yaml").read_text())
-    smolvla = save_tiny_smolvla(tmp_path / "smolvla", save_tiny_smolvlm(tmp_path / "smolvlm"))
-    data.update(min_episodes=2, torch_threads=1, devices={"world_model_training": "cpu", "imagination": "cpu",
-                                                           "policy": "cpu", "dtype": "float32"})
-    data["policy"].update(backend="smolvla", pretrained=str(smolvla))
-    data["policy"]["lerobot"].update(view_keys={}, value_head={"hidden_sizes": [32, 16]})
-    data["policy"]["bc"].update(steps=3, batch_size=4)
-    data["world_model"]["pretrained"] = str(save_tiny_janus_snapshot(tmp_path / "janus"))
-    data["world_model"]["train"].update(steps=3, batch_size=2, reward_batch_size=2, lr=1e-3, warmup_steps=1)
-    data["mbpo"].update(num_iterations=1, samples_per_refill=8, rollout_batch_size=4, update_to_data=2, minibatch_size=8,
-                        critic_warmup_updates=1, recompute_every=1, validation_starts=2)
     config_path = tmp_path / "gpu_on_cpu.yaml"
-    config_path.write_text(yaml.safe_dump(data))
+    data = gpu_setup_on_cpu_config(config_path, tmp_path)
     config = PipelineConfig.from_yaml(config_path)
     run = tmp_path / "run"
 
