@@ -22,6 +22,8 @@ else
 fi
 echo "== 2/2 finetune loop (finetune profile)"
 python -m vla_mbpo_ros.bringup finetune "${args[@]}"
+# The report was last written when the last update finished; add the real episodes of the version it made.
+python -m vla_mbpo_ros.core.loop.report "$OUT/finetune" --episodes "$OUT/episodes.csv" > /dev/null
 echo
 echo "== done in $(( $(date +%s) - start )) s"
 echo "report:           $OUT/finetune/report (metrics.csv, learning_curves.png)"

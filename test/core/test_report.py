@@ -50,3 +50,17 @@ def test_the_report_tables_every_iteration_and_every_policy_version(tmp_path):
     assert (versions[1]["ci95_low"], versions[1]["ci95_high"]) == pytest.approx(wilson_interval(2, 3))
     assert (report / "real_success.csv").is_file()
     assert (report / "learning_curves.png").stat().st_size > 10_000  # four panels drawn
+
+
+def test_rewriting_the_report_adds_the_real_episodes_of_the_last_version(tmp_path, capsys):
+    from vla_mbpo_ros.core.loop.report import main
+
+    run = _run(tmp_path)
+    write_report(run)
+    log = EpisodeLog.read_csv(run / "episodes.csv")
+    log.add(EpisodeRecord(5, 2, "v0003", False, 5.0, "timeout"))  # the last version ran after its iteration
+    log.write_csv(tmp_path / "later.csv")
+    main([str(run), "--episodes", str(tmp_path / "later.csv")])
+    with (run / "report" / "real_success.csv").open() as handle:
+        versions = [r["policy_version"] for r in csv.DictReader(handle)]
+    assert versions == ["-", "v0001", "v0003"] and str(run / "report") in capsys.readouterr().out

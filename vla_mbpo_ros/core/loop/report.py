@@ -133,14 +133,32 @@ def write_report(run_dir: Path, real_episodes_csv: Path | None = None) -> Path:
     ax.axhline(0.0, color="gray", linewidth=0.5)
     ax.set(title="PPO diagnostics (mean over refills)", xlabel="iteration")
     ax.legend(fontsize=8)
-    from matplotlib.ticker import MaxNLocator
-
     for ax in axes.flat:
         ax.grid(alpha=0.3)
+    # One tick per iteration, half a step of margin: a single iteration is a point in the middle, not a
+    # point on an axis from 0.95 to 1.05.
+    iterations = [r["iteration"] for r in rows] or [0]
     for ax in (axes[0, 1], axes[1, 0], axes[1, 1]):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xticks(range(min(iterations), max(iterations) + 1))
+        ax.set_xlim(min(iterations) - 0.5, max(iterations) + 0.5)
     fig.suptitle(f"VLA-MBPO finetune run: {run_dir.name}")
     fig.tight_layout()
     fig.savefig(report / "learning_curves.png", dpi=90)
     plt.close(fig)
     return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Rewrite a run's report, e.g. after the last policy version's real episodes (make demo does)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("run_dir", type=Path, help="the world-model node's run folder (<output_dir>/finetune)")
+    parser.add_argument("--episodes", type=Path, default=None,
+                        help="the episode manager's episodes.csv (default: RUN_DIR/episodes.csv)")
+    args = parser.parse_args(argv)
+    print(write_report(args.run_dir, args.episodes))
+
+
+if __name__ == "__main__":
+    main()
