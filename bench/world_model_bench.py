@@ -17,9 +17,11 @@ import copy
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without scripts/env.sh, like the others
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -251,7 +253,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {}
+    report, figures = {}, []  # figures: the last line
     if args.part in ("a", "all"):
         arch = load_pretrain_config(args.arch_from).tiny if args.arch_from else None
         report["batched_generation"] = bench_batched(args.branches, args.image_size, args.chunk, args.repeats,
@@ -260,6 +262,7 @@ def main() -> None:
         print(f"(a) B={r['branches']}, {r['chunks_per_branch']} chunks per branch: batched {r['batched_s']:.3f} s "
               f"({r['batched_branches_per_s']:.1f} branches/s), sequential {r['sequential_s']:.3f} s, "
               f"throughput ratio {r['throughput_ratio']:.1f}x (goal >= 5x)")
+        figures.append(f"batched_ratio={r['throughput_ratio']:.1f}")
     if args.part in ("b", "all"):
         report["ivd_ablation"] = bench_ivd(args)
         r = report["ivd_ablation"]
@@ -271,10 +274,15 @@ def main() -> None:
             ref = r["references"][v]
             print(f"(b) {v}: copy-current PSNR {ref['copy_current_psnr']:.2f} dB, "
                   f"VQ reconstruction PSNR {ref['vq_reconstruction_psnr']:.2f} dB")
+            figures.append(f"{v}_psnr_ivd={r['ivd']['metrics'][v]['psnr']:.2f} {v}_psnr_no_ivd="
+                           f"{r['no_ivd']['metrics'][v]['psnr']:.2f} {v}_psnr_copy={ref['copy_current_psnr']:.2f}")
     if args.part == "c":
         report["architectures"] = bench_architectures(args)
+        best = max(report["architectures"].items(), key=lambda item: item[1]["head_psnr"])
+        figures.append(f"best_head_psnr={best[1]['head_psnr']:.2f}:{best[0]}")
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(f"report and side-by-side PNGs in {out}")
+    print(f"report{' and side-by-side PNGs' if args.part in ('b', 'all') else ''} in {out}")
+    print("world_model_bench: " + " ".join(figures))
 
 
 if __name__ == "__main__":
