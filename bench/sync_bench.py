@@ -217,6 +217,8 @@ def main() -> None:
             f"{r['cpu_percent']['observation_sync']:>9.1f}%{cams:>9.1f}%{r['machine_cpu_percent']:>8.1f}%"
         )
     print("goal: delivered >= 0.99, added latency p99 <= 10 ms (latency: DDS receipt of a set's last member -> publish)")
+    print("sync_bench: " + " ".join(f"{r['transport']}:delivered={r['delivered']:.3f},p99_worst={r['latency_p99_ms_worst_window']:.2f}ms"
+                                    for r in results))
 
 
 if __name__ == "__main__":
