@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vla_mbpo_ros.core.data.recording import Outcome
+from vla_mbpo_ros.core.util.durable import fsync_path
 from vla_mbpo_ros.core.util.worker import SerialWorker
 
 SUFFIX = ".mcap"
@@ -147,6 +148,7 @@ class EpisodeBag:
         self._file.close()
         final = self._path.with_name(self._path.name.removesuffix(PARTIAL) + SUFFIX)
         os.replace(self._path, final)
+        fsync_path(final.parent)
         self._writer = self._file = self._path = None
         return final
 

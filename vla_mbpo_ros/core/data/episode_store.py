@@ -57,6 +57,7 @@ from vla_mbpo_ros.core.data.recording import (
     RecordingConfig,
     build_features,
 )
+from vla_mbpo_ros.core.util.durable import fsync_path
 
 _JOURNAL = ".recorder_journal"
 _JOURNAL_TMP = ".recorder_journal.tmp"
@@ -110,23 +111,15 @@ def free_disk_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(paths: list[Path]) -> None:
     """fsync files and every directory holding them (a new file needs its directory entry synced)."""
     dirs: set[Path] = set()
     for path in paths:
-        _fsync(path)
+        fsync_path(path)
         dirs.update(path.parents)
     for directory in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
         if directory.exists():
-            _fsync(directory)
+            fsync_path(directory)
 
 
 def _comparable_features(features: dict[str, dict]) -> dict[str, dict]:
@@ -276,7 +269,7 @@ class EpisodeStore:
         if self.root.exists():
             self.root.rmdir()  # empty (checked above)
         os.replace(staging, self.root)
-        _fsync(self.root.parent)
+        fsync_path(self.root.parent)
 
     def _check_compatible(self) -> None:
         """The existing dataset must have exactly the configured features and fps."""
@@ -319,7 +312,7 @@ class EpisodeStore:
         (tmp / "listing.json").write_text(json.dumps({"files": self._listing(), "meta": saved}))
         _fsync_tree([p for p in tmp.rglob("*") if p.is_file()])
         os.replace(tmp, self.root / _JOURNAL)
-        _fsync(self.root)
+        fsync_path(self.root)
 
     def _journal_commit(self) -> None:
         journal = self.root / _JOURNAL
@@ -329,7 +322,7 @@ class EpisodeStore:
         _fsync_tree(changed)
         done = self.root / _JOURNAL_DONE
         os.replace(journal, done)
-        _fsync(self.root)
+        fsync_path(self.root)
         shutil.rmtree(done)
 
     def _recover(self) -> str:

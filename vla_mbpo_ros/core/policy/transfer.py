@@ -28,6 +28,7 @@ from typing import Protocol
 from urllib.parse import urlparse
 
 from vla_mbpo_ros.core.policy.checkpoint import checkpoint_digests, checkpoint_sha256
+from vla_mbpo_ros.core.util.durable import fsync_path
 
 ROS_SCHEME = "ros"
 STAGING_DIR = ".incoming"  # inside the receiving root; hidden, so never a loadable checkpoint path
@@ -299,7 +300,7 @@ def receive_checkpoint(
         if final.exists():  # a folder of that name with other content: never overwrite what may be running
             raise TransferError(f"{final} exists with other content; not replaced")
         os.rename(staging, final)
-        _fsync_dir(root)
+        fsync_path(root)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -333,11 +334,3 @@ def _receive_file(source: ChunkSource, manifest: CheckpointManifest, entry: Mani
                             f"received {digest.hexdigest()}")
     return done
 
-
-def _fsync_dir(path: Path) -> None:
-    """The rename is durable once its folder is synced (a power cut must not leave a half folder)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
