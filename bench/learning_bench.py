@@ -485,6 +485,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, args.out / "curve.png")
     print(f"wrote {args.out / 'curve.png'} and {args.out / 'results.json'} ({results['total_seconds'] / 60:.1f} min)")
+    print(f"learning_bench: seed={args.seed} bc={100 * results['bc_success']:.0f} "
+          + " ".join(f"{name}={100 * s:.0f}" for name, s in results["final_success"].items()))
     sim.close()
     return results
 

@@ -168,8 +168,9 @@ def dds_profile_environment(environ: Mapping[str, str] | None = None) -> dict[st
     profile = str(config_dir() / "dds" / "fastdds_local.xml")
     # Kilted's rmw warns on every process start when the Fast DDS 2.x name is set, so set only the one
     # the distribution reads; both when the distribution is unknown.
-    names = {"jazzy": DDS_VARIABLES[:1], "humble": DDS_VARIABLES[:1], "kilted": DDS_VARIABLES[1:2]}
-    return dict.fromkeys(names.get(environ.get("ROS_DISTRO", ""), DDS_VARIABLES[:2]), profile)
+    fast_dds_2, fast_dds_3 = DDS_VARIABLES[:2]
+    names = {"humble": [fast_dds_2], "jazzy": [fast_dds_2], "kilted": [fast_dds_3]}
+    return dict.fromkeys(names.get(environ.get("ROS_DISTRO", ""), [fast_dds_2, fast_dds_3]), profile)
 
 
 def discovery_warning(machine: str, environ: Mapping[str, str] | None = None) -> str:
