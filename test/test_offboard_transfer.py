@@ -94,20 +94,34 @@ class Robot:
 
 @pytest.fixture
 def machines(tmp_path: Path):
+    """Two folders as two machines; the trainer's signing key made as docs/deployment.md says, and only
+    its public half copied to the robot."""
+    import shutil
+
+    from vla_mbpo_ros.core.policy.signing import PUBLIC_KEY_NAME, generate_key_pair
+
     trainer, robot = tmp_path / "trainer", tmp_path / "robot"
     trainer.mkdir()
     robot.mkdir()
+    _, public = generate_key_pair(trainer / "keys")
+    (robot / "keys").mkdir()
+    shutil.copy(public, robot / "keys" / PUBLIC_KEY_NAME)
     return trainer, robot
 
 
-def start_trainer(launch_node, trainer: Path):
-    params = {"output_dir": "outputs", "checkpoint_transfer": "ros", "bootstrap": False, "episodes_per_update": 1000}
+def trainer_params(**params) -> dict:
+    return {"output_dir": "outputs", "checkpoint_transfer": "ros", "checkpoint_signing_key": "keys/checkpoint_signing.key",
+            **params}
+
+
+def start_trainer(launch_node, trainer: Path, **params):
+    params = trainer_params(bootstrap=False, episodes_per_update=1000, **params)
     return launch_node("vla_mbpo_ros.nodes.world_model_node", "world_model_node", params=params, cwd=trainer)
 
 
 def start_executor(launch_node, robot: Path, **params):
     values = {"trusted_checkpoint_roots": ["checkpoints"], "validation_observations": 2,
-              "checkpoint_transfer.chunk_bytes": 4096, **params}
+              "trusted_checkpoint_keys": ["keys/checkpoint_signing.pub"], "checkpoint_transfer.chunk_bytes": 4096, **params}
     return launch_node("vla_mbpo_ros.nodes.policy_executor", "policy_executor",
                        param_files=[REPO / "config" / "policy_executor.yaml"], params=values, cwd=robot)
 
@@ -175,11 +189,24 @@ def test_corrupted_and_oversized_transfers_are_refused_and_the_running_policy_st
         trainer_node.stop()
 
         big = publish_version(trainer, chunks=400)  # ~96 kB of weights > max_bytes
-        start_trainer(launch_node, trainer)
+        trainer_node = start_trainer(launch_node, trainer)
         verdict = probe.verdict("v0002")
         assert verdict["state"] == "rejected" and verdict["running"] == "v-local", verdict
         assert "over checkpoint_transfer.max_bytes = 60000" in verdict["reason"], verdict["reason"]
         assert big["sha256"] and no_staging_left(robot) and not list((robot / "checkpoints").glob("v0002*"))
+
+        # Impersonation: a node that calls itself world_model_node, serving a well-formed version signed with
+        # a key of its own. The name is trusted; the key is not, so not one byte is fetched.
+        from vla_mbpo_ros.core.policy.signing import generate_key_pair
+
+        trainer_node.stop()
+        rogue_key, _ = generate_key_pair(trainer / "rogue_keys")
+        publish_version(trainer, chunks=20)
+        start_trainer(launch_node, trainer, checkpoint_signing_key=str(rogue_key))
+        verdict = probe.verdict("v0003")
+        assert verdict["state"] == "rejected" and verdict["running"] == "v-local", verdict
+        assert "not a trusted key" in verdict["reason"], verdict["reason"]
+        assert no_staging_left(robot) and not list((robot / "checkpoints").glob("v0003*"))
 
         # The executor kept the policy it had and still reports it.
         wait_until(lambda: [s for s in list(probe.safety_status) if s.policy_version == "v-local"], 10.0, "status of v-local")
@@ -204,8 +231,7 @@ def test_a_lerobot_smolvla_trained_by_the_trainer_runs_on_the_robot(ros, launch_
     start_executor(launch_node, robot)
     probe = Robot(ros)
     try:
-        params = {"output_dir": "outputs", "checkpoint_transfer": "ros", "pipeline_config": "setup.yaml",
-                  "episodes_per_update": 1000}
+        params = trainer_params(pipeline_config="setup.yaml", episodes_per_update=1000)
         launch_node("vla_mbpo_ros.nodes.world_model_node", "world_model_node", params=params, cwd=trainer)
         first = wait_until(lambda: probe.updates and probe.updates[-1], 300.0, "the SFT-ed SmolVLA announced")
         assert first.version == "v0001" and first.policy_type == "lerobot_flow", first

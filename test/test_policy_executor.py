@@ -9,6 +9,7 @@ validation, intervention and the teleop-only profile are checked on what the exe
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 from pathlib import Path
 
@@ -59,11 +60,28 @@ def sine_chunks(n: int = 9, k: int = 10, amplitude: float = 0.4) -> np.ndarray:
     return actions.reshape(n, k, D)
 
 
-def save_replay(directory: Path, chunks: np.ndarray, version: str, views=("head", "wrist")) -> tuple[Path, str]:
+# The trainer's signing key for this module's checkpoints (the executors trust its public half).
+KEYS = Path(tempfile.mkdtemp(prefix="executor_test_keys_"))
+
+
+def signing_key(name: str = "trainer"):
+    from vla_mbpo_ros.core.policy.signing import ensure_key_pair, load_private_key
+
+    return load_private_key(ensure_key_pair(KEYS / name)[0])
+
+
+def save_replay(directory: Path, chunks: np.ndarray, version: str, views=("head", "wrist"), signer: str | None = "trainer"):
+    """A replay checkpoint as the trainer publishes it: signed by ``signer``'s key (None: unsigned)."""
     from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
     from vla_mbpo_ros.core.policy.replay import ReplayPolicy
+    from vla_mbpo_ros.core.policy.signing import sign_checkpoint
+    from vla_mbpo_ros.core.policy.transfer import load_or_build_manifest
 
     ReplayPolicy(chunks, views, version).save(directory)
+    if signer is None:
+        load_or_build_manifest(directory, version)
+    else:
+        sign_checkpoint(directory, version, signing_key(signer))
     return directory, checkpoint_sha256(directory)
 
 
@@ -71,6 +89,7 @@ def start_executor(launch_node, tmp_path: Path, checkpoint: Path | None = None, 
     values = {
         "control_rate": RATE,
         "trusted_checkpoint_roots": [str(tmp_path / "trusted")],
+        "trusted_checkpoint_keys": [str(KEYS / "trainer" / "checkpoint_signing.pub")],
         "status_period": 0.5,
         **params,
     }
@@ -301,11 +320,22 @@ def test_hot_swap_rejects_bad_checkpoints_keeps_running_and_swaps_at_the_boundar
 
     good = sine_chunks(amplitude=0.2)
     _, good_sha = save_replay(trusted / "v2", good, "v2")
-    verdict = probe.update("v2-wrong-sha", str(trusted / "v2"), "0" * 64)
+    verdict = probe.update("v2", str(trusted / "v2"), "0" * 64)
     assert not verdict["accepted"] and "sha256 mismatch" in verdict["reason"]
+
+    # Only versions signed by a trusted key: a well-formed checkpoint under the trusted root is not enough.
+    unsigned, unsigned_sha = save_replay(trusted / "v7", good, "v7", signer=None)
+    verdict = probe.update("v7", unsigned.as_uri(), unsigned_sha)
+    assert not verdict["accepted"] and "is not signed" in verdict["reason"], verdict["reason"]
+    rogue, rogue_sha = save_replay(trusted / "v8", good, "v8", signer="rogue")
+    verdict = probe.update("v8", rogue.as_uri(), rogue_sha)
+    assert not verdict["accepted"] and "not a trusted key" in verdict["reason"], verdict["reason"]
 
     corrupt, _ = save_replay(trusted / "v3", good, "v3")
     (corrupt / WEIGHTS_NAME).write_bytes(b"\x00garbage, not safetensors" * 10)
+    from vla_mbpo_ros.core.policy.signing import sign_checkpoint
+
+    sign_checkpoint(corrupt, "v3", signing_key())  # signed as it is: a trusted trainer's broken checkpoint
     verdict = probe.update("v3", f"file://{corrupt}", checkpoint_sha256(corrupt))
     assert not verdict["accepted"] and verdict["reason"].startswith("load failed"), verdict["reason"]
 
@@ -317,7 +347,8 @@ def test_hot_swap_rejects_bad_checkpoints_keeps_running_and_swaps_at_the_boundar
     verdict = probe.update("v5", str(blind), blind_sha)
     assert not verdict["accepted"] and "lacks views ['left_wrist']" in verdict["reason"], verdict["reason"]
 
-    verdict = probe.update("v6", str(trusted / "v2"), good_sha)
+    _, good_sha = save_replay(trusted / "v6", good, "v6")
+    verdict = probe.update("v6", str(trusted / "v6"), good_sha)
     assert verdict["accepted"] and verdict["state"] == "pending"
     # The old policy keeps running until the episode boundary.
     still_old = probe.wait_commands(10, lambda c: c.source == "policy", "policy commands after the updates")

@@ -43,7 +43,8 @@ def test_bootstraps_then_resumes_an_update_after_kill_9(ros, launch_node, worksp
     from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
     from vla_mbpo_ros.nodes._runtime import LATCHED_QOS
 
-    params = {"output_dir": str(workspace), "pipeline_config": str(workspace / "finetune.yaml"), "episodes_per_update": 100}
+    params = {"output_dir": str(workspace), "pipeline_config": str(workspace / "finetune.yaml"), "episodes_per_update": 100,
+              "checkpoint_signing_key": str(workspace / "keys" / "checkpoint_signing.key"), "create_signing_key": True}
     node = launch_node("vla_mbpo_ros.nodes.world_model_node", "world_model_node", params=params)
     updates = ros.subscribe(PolicyUpdate, "/vla_mbpo/policy_update", LATCHED_QOS)
     statuses = ros.subscribe(String, "/vla_mbpo/world_model/status", LATCHED_QOS)

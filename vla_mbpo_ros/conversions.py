@@ -85,6 +85,12 @@ def stamp_to_seconds(stamp: Time) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def capture_stamp(msg) -> float:
+    """When the oldest member of a MultiViewObservation was captured (s): the set is as old as that."""
+    offsets = [0.0, *msg.view_offsets, msg.joint_state_offset]
+    return stamp_to_seconds(msg.header.stamp) + min(offsets)
+
+
 def seconds_to_stamp(seconds: float) -> Time:
     sec = int(np.floor(seconds))
     return Time(sec=sec, nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))

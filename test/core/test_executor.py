@@ -41,7 +41,7 @@ class Clock:
 
     def feed(self) -> None:
         self.core.set_joint_state(HOME, self.t)
-        self.core.observation(self.t)
+        self.core.observation(self.t, 0.0)
         self.core.heartbeat(self.t)
 
     def tick(self):
@@ -91,7 +91,7 @@ def test_policy_episode_requests_plays_and_refills_at_the_watermark():
     assert request is not None and request.start_step == core.step + 1
     assert clock.tick().request is None, "only one inference in flight"
     # The chunk arrives one step late: its first action (for the step already passed) is dropped.
-    assert core.chunk_ready(ramp(0.0, 0.01), 7, request, clock.t)
+    assert core.chunk_ready(ramp(0.0, 0.01), 7, request, clock.t, 0.0)
     sent = []
     for _ in range(3):
         result = clock.tick()
@@ -114,7 +114,7 @@ def test_chunk_for_an_old_generation_is_dropped():
     request = clock.tick().request
     core.end_episode()
     start_policy_episode(core, clock)
-    assert not core.chunk_ready(ramp(0.0, 0.01), 1, request, clock.t)
+    assert not core.chunk_ready(ramp(0.0, 0.01), 1, request, clock.t, 0.0)
     assert clock.tick().command.source == "hold"
 
 
@@ -123,7 +123,7 @@ def test_gate_clamps_a_step_beyond_the_limit_and_reports_it():
     clock = Clock(core)
     start_policy_episode(core, clock)
     request = clock.tick().request
-    core.chunk_ready(ramp(0.0, 0.3), 1, request, clock.t)
+    core.chunk_ready(ramp(0.0, 0.3), 1, request, clock.t, 0.0)
     command = clock.tick().command
     assert command.source == "policy" and command.clamped and not command.held
     assert command.positions[0] == pytest.approx(SAFETY.limits.max_step[0])
@@ -137,7 +137,7 @@ def test_nan_chunk_holds_and_repeated_nans_latch():
     start_policy_episode(core, clock)
     request = clock.tick().request
     chunk = np.full((8, D), np.nan)
-    core.chunk_ready(chunk, 3, request, clock.t)
+    core.chunk_ready(chunk, 3, request, clock.t, 0.0)
     commands = [clock.tick().command for _ in range(SAFETY.latch_violation_count)]
     assert all(c.held and c.source == "policy" for c in commands)
     assert all(np.all(np.isfinite(c.positions)) for c in commands)
@@ -153,7 +153,7 @@ def test_wrong_chunk_shape_latches_as_an_inference_error():
     clock = Clock(core)
     start_policy_episode(core, clock)
     request = clock.tick().request
-    assert not core.chunk_ready(np.zeros((4, D + 1)), 1, request, clock.t)
+    assert not core.chunk_ready(np.zeros((4, D + 1)), 1, request, clock.t, 0.0)
     assert core.monitor.state is SafetyState.LATCHED and "inference_error: chunk shape" in core.monitor.first_cause
 
 
@@ -181,7 +181,7 @@ def test_estop_returns_a_hold_at_once_flushes_and_reset_rules():
     clock = Clock(core)
     start_policy_episode(core, clock)
     request = clock.tick().request
-    core.chunk_ready(ramp(0.0, 0.02, 8), 1, request, clock.t)
+    core.chunk_ready(ramp(0.0, 0.02, 8), 1, request, clock.t, 0.0)
     moving = [clock.tick().command.positions[0] for _ in range(3)]
     assert moving == sorted(moving) and moving[-1] > 0
     hold = core.estop(True, clock.t)
@@ -221,15 +221,73 @@ def test_stale_observation_and_heartbeat_loss_latch():
     beat.set_policy(4)
     t = 10.0
     beat.set_joint_state(HOME, t)
-    beat.observation(t)
+    beat.observation(t, 0.0)
     ok, message, _ = beat.start_episode("task", "teleop", t)
     assert not ok and "heartbeat" in message
     beat.heartbeat(t)
     assert beat.start_episode("task", "teleop", t)[0]
     t += safety.heartbeat_timeout_s + 0.01
-    beat.observation(t)
+    beat.observation(t, 0.0)
     beat.tick(t)
     assert beat.monitor.state is SafetyState.LATCHED and beat.monitor.first_cause.startswith("heartbeat")
+
+
+def test_old_data_never_feeds_the_watchdog_however_often_it_arrives():
+    """Freshness is the data's capture age, not its arrival: a backlog of old sets or a frozen camera
+    behind a live sync node keeps arriving, and still latches."""
+    core = make_core()
+    clock = Clock(core)
+    start_policy_episode(core, clock)
+    captured = clock.t
+    for _ in range(30):  # 1 s of sets, all of the same (frozen) capture time
+        clock.t += PERIOD
+        core.set_joint_state(HOME, clock.t)
+        core.observation(clock.t, clock.t - captured)
+        result = core.tick(clock.t)
+        if core.monitor.state is SafetyState.LATCHED:
+            break
+    assert core.monitor.first_cause.startswith("stale_observation"), core.monitor.first_cause
+    assert clock.t - captured <= SAFETY.stale_observation_s + 2 * PERIOD and result.command.held
+    # An older set arriving after a fresh one never moves the newest capture time back.
+    core2 = make_core()
+    core2.set_joint_state(HOME, 10.0)
+    core2.observation(10.0, 0.0)
+    core2.observation(10.0, 5.0)
+    assert core2.start_episode("task", "policy", 10.1)[0]
+
+
+def test_a_chunk_from_an_observation_older_than_the_bound_is_never_started():
+    core = make_core(chunk_size=4, max_chunk_observation_age_s=0.3)
+    clock = Clock(core)
+    start_policy_episode(core, clock)
+    request = clock.tick().request
+    assert not core.chunk_ready(ramp(0.0, 0.01), 1, request, clock.t, 0.31)
+    assert core.stale_chunks == 1 and "max_chunk_observation_age_s" in core.last_violation
+    assert not core.chunk_ready(ramp(0.0, 0.01), 1, request, clock.t, float("nan"))
+    result = clock.tick()
+    assert result.command.source == "hold" and result.request is not None  # asks again, from newer data
+    assert core.chunk_ready(ramp(0.0, 0.01), 2, result.request, clock.t, 0.1)
+    assert clock.tick().command.source == "policy"
+
+
+def test_a_required_estop_source_that_goes_silent_holds_and_refuses_episodes():
+    core = make_core(estop_source_timeout_s=0.5)
+    clock = Clock(core)
+    ok, message, _ = core.start_episode("task", "policy", clock.t)
+    assert not ok and "estop_source: no e-stop source heard" in message
+    core.estop(False, clock.t)  # the source's periodic "released"
+    start_policy_episode(core, clock)
+    for _ in range(10):  # republished at 10 Hz: moving is allowed
+        core.estop(False, clock.t)
+        clock.tick()
+    assert core.monitor.state is SafetyState.ACTIVE
+    for _ in range(20):  # the source dies (wire cut, node killed): silence for > 0.5 s
+        result = clock.tick()
+    assert core.monitor.state is SafetyState.LATCHED and core.monitor.first_cause.startswith("estop_source: silent")
+    assert result.command.held
+    assert not core.reset_estop(clock.t)[0]  # no reset while the source is gone
+    core.estop(False, clock.t)
+    assert core.reset_estop(clock.t)[0]
 
 
 # ------------------------------------------------------------------ teleop and intervention
@@ -256,7 +314,7 @@ def test_intervention_switches_to_teleop_and_back_to_a_fresh_policy_chunk():
     clock = Clock(core)
     start_policy_episode(core, clock)
     request = clock.tick().request
-    core.chunk_ready(ramp(0.0, 0.01, 8), 1, request, clock.t)
+    core.chunk_ready(ramp(0.0, 0.01, 8), 1, request, clock.t, 0.0)
     assert clock.tick().command.source == "policy"
     assert core.set_intervention(True)
     core.set_teleop_target(HOME, clock.t)
@@ -275,16 +333,17 @@ def test_overlapping_chunks_are_blended(blend):
     clock = Clock(core)
     start_policy_episode(core, clock)
     first = clock.tick().request
-    core.chunk_ready(np.full((4, D), 0.02), 1, first, clock.t)
+    core.chunk_ready(np.full((4, D), 0.02), 1, first, clock.t, 0.0)
     second = clock.tick()
-    core.chunk_ready(np.zeros((4, D)), 2, second.request, clock.t)
+    core.chunk_ready(np.zeros((4, D)), 2, second.request, clock.t, 0.0)
     blended = clock.tick().command.positions[0]
     assert 0.0 < blended < 0.02
 
 
 # ------------------------------------------------------------------ config, hot-swap helpers, replay
 @pytest.mark.parametrize(
-    "field,value", [("control_rate", 0.0), ("blend", "cubic"), ("request_watermark", -1), ("teleop_stale_s", float("nan"))]
+    "field,value", [("control_rate", 0.0), ("blend", "cubic"), ("request_watermark", -1), ("teleop_stale_s", float("nan")),
+                    ("estop_source_timeout_s", -1.0), ("max_chunk_observation_age_s", 0.0)]
 )
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):

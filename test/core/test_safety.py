@@ -443,7 +443,7 @@ def test_gate_keeps_the_end_effector_in_the_box(start, steps, policy):
 
 def fresh_monitor(**overrides) -> EStopMonitor:
     monitor = EStopMonitor(make_config(**overrides))
-    monitor.observation(0.0)
+    monitor.observation(0.0, 0.0)
     monitor.heartbeat(0.0)
     return monitor
 
@@ -460,7 +460,7 @@ def test_idle_until_an_episode_is_started():
     assert monitor.state is SafetyState.IDLE and not monitor.motion_allowed(0.0)
     ok, msg = monitor.start_episode(0.0)
     assert not ok and "no observation" in msg
-    monitor.observation(1.0)
+    monitor.observation(1.0, 0.0)
     ok, _ = monitor.start_episode(1.1)
     assert ok and monitor.motion_allowed(1.1)
     ok, msg = monitor.start_episode(1.1)
@@ -478,7 +478,7 @@ def test_estop_input_latches_and_release_never_resumes(start_active):
     assert not ok and "still pressed" in msg
     monitor.set_estop_input(False, 0.07)
     assert monitor.state is SafetyState.LATCHED and not monitor.motion_allowed(0.07)
-    monitor.observation(0.07)
+    monitor.observation(0.07, 0.0)
     ok, _ = monitor.request_reset(0.08)
     assert ok and monitor.state is SafetyState.IDLE and not monitor.motion_allowed(0.08)
     ok, _ = monitor.start_episode(0.08)
@@ -509,14 +509,14 @@ def test_heartbeat_loss_latches_when_required_and_blocks_reset():
 
 def test_heartbeat_is_ignored_when_not_required():
     monitor = EStopMonitor(make_config(require_heartbeat=False, stale_observation_s=10.0))
-    monitor.observation(0.0)
+    monitor.observation(0.0, 0.0)
     ok, _ = monitor.start_episode(0.0)
     assert ok and monitor.motion_allowed(5.0)
 
 
 def test_start_refused_without_heartbeat_when_required():
     monitor = EStopMonitor(make_config(require_heartbeat=True))
-    monitor.observation(0.0)
+    monitor.observation(0.0, 0.0)
     ok, msg = monitor.start_episode(0.0)
     assert not ok and "heartbeat" in msg
 
@@ -528,7 +528,7 @@ def test_stale_observation_latches_without_any_new_message():
     assert monitor.first_cause.startswith("stale_observation")
     ok, msg = monitor.request_reset(0.3)
     assert not ok and "stale_observation" in msg
-    monitor.observation(0.4)
+    monitor.observation(0.4, 0.0)
     assert monitor.request_reset(0.4)[0]
 
 
@@ -623,7 +623,7 @@ def test_counters_and_latch_history():
     assert monitor.counters.latches == 1
     assert monitor.latch_causes[0].startswith("estop_input") and "late error" in monitor.latch_causes[1]
     monitor.set_estop_input(False, 0.2)
-    monitor.observation(0.2)
+    monitor.observation(0.2, 0.0)
     assert monitor.request_reset(0.2)[0]
     assert monitor.latch_causes == [] and monitor.first_cause is None
     assert monitor.last_latch_causes[0].startswith("estop_input")

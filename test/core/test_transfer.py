@@ -19,6 +19,7 @@ from vla_mbpo_ros.core.control.limits import load_safety_config
 from vla_mbpo_ros.core.data.episode import Observation
 from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
 from vla_mbpo_ros.core.policy.replay import ReplayPolicy
+from vla_mbpo_ros.core.policy.signing import generate_key_pair, load_private_key, sign_manifest
 from vla_mbpo_ros.core.policy.transfer import (
     STAGING_DIR,
     CheckpointManifest,
@@ -43,9 +44,12 @@ D = 6
 class FolderSource:
     """Serves a folder like the world-model node does; ``corrupt``/``stall`` inject faults."""
 
-    def __init__(self, directory: Path, version: str, corrupt_at: int | None = None, stall: bool = False) -> None:
+    def __init__(self, directory: Path, version: str, corrupt_at: int | None = None, stall: bool = False,
+                 key=None) -> None:
         self.directory, self.version = directory, version
         self.manifest_ = build_manifest(directory, version)
+        if key is not None:
+            self.manifest_ = sign_manifest(self.manifest_, key)
         self.corrupt_at, self.stall = corrupt_at, stall
         self.requests = 0
 
@@ -205,13 +209,14 @@ def _observation() -> Observation:
 
 def test_prepare_candidate_fetches_a_ros_version_into_the_receiving_root_then_validates(tmp_path: Path):
     folder, digest = save_replay(tmp_path / "trainer" / "v0002", "v0002")
-    config = HotSwapConfig(trusted_checkpoint_roots=(str(tmp_path / "robot"),))
+    private, public = generate_key_pair(tmp_path / "keys")
+    config = HotSwapConfig(trusted_checkpoint_roots=(str(tmp_path / "robot"),), trusted_checkpoint_keys=(str(public),))
     gate = SafetyGate(load_safety_config(REPO / "config" / "robots" / "so101.yaml"))
     servers: list[str] = []
 
     def source_for(server: str) -> FolderSource:
         servers.append(server)
-        return FolderSource(folder, "v0002")
+        return FolderSource(folder, "v0002", key=load_private_key(private))
 
     candidate = prepare_candidate("v0002", "ros:///world_model_node/v0002", digest, config, TransferConfig(), source_for,
                                   lambda: [_observation()], gate)

@@ -60,8 +60,11 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
 
 def derived_values(args: Mapping[str, str]) -> dict[str, str]:
     """Values the launch arguments imply: a split graph shares no filesystem, so the trainer serves
-    new checkpoints over ROS instead of announcing file:// paths (docs/deployment.md)."""
-    return {"checkpoint_transfer": "file" if args["machine"] == "all" else "ros"}
+    new checkpoints over ROS instead of announcing file:// paths, and its signing key must be made and
+    its public half copied to the robot by a person (docs/deployment.md); on one machine the
+    world-model node creates the pair in ``<output_dir>/keys`` when there is none."""
+    one_machine = args["machine"] == "all"
+    return {"checkpoint_transfer": "file" if one_machine else "ros", "create_signing_key": str(one_machine).lower()}
 
 # Drivers, one set per robot backend. ros2_control brings its own drivers and controllers, so no
 # node of ours talks to the hardware there: our nodes use its topics (set in config:=).
@@ -79,8 +82,11 @@ def _drivers(*sim_param_files: str) -> tuple[NodeSpec, ...]:
 
 
 _SYNC = NodeSpec("observation_sync", "observation_sync", ("observation_sync.yaml",))
-# The executor trusts checkpoints only from where the world-model node writes them.
-_EXECUTOR_PARAMETERS = (("trusted_checkpoint_roots", "['{output_dir}/finetune/checkpoints']"),)
+# The executor trusts checkpoints only from where the world-model node writes them, and only signed
+# by the key whose private half the world-model node holds (core.policy.signing).
+_KEYS = "{output_dir}/keys"
+_EXECUTOR_PARAMETERS = (("trusted_checkpoint_roots", "['{output_dir}/finetune/checkpoints']"),
+                        ("trusted_checkpoint_keys", f"['{_KEYS}/checkpoint_signing.pub']"))
 # On the trainer in a split graph: it subscribes to the observations over the network and writes the
 # dataset next to the world-model node that trains on it.
 _RECORDER = NodeSpec("recorder", "recorder", ("recorder.yaml",), parameters=(("output_dir", "{output_dir}"),), machine="trainer")
@@ -112,7 +118,9 @@ PROFILES: dict[str, tuple[NodeSpec, ...]] = {
             "world_model_node",
             ("world_model_node.yaml",),
             parameters=(("output_dir", "{output_dir}"), ("device", "{world_model_device}"),
-                        ("checkpoint_transfer", "{checkpoint_transfer}")),
+                        ("checkpoint_transfer", "{checkpoint_transfer}"),
+                        ("checkpoint_signing_key", f"{_KEYS}/checkpoint_signing.key"),
+                        ("create_signing_key", "{create_signing_key}")),
             machine="trainer",
         ),
     ),

@@ -51,6 +51,10 @@ LATCHED_QOS = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
     history=HistoryPolicy.KEEP_LAST,
 )
+# The e-stop is a level, not an edge: its source publishes the current state reliably and transient
+# local, again every period, so a reader that matches late (discovery still running right after the
+# publisher was created) still gets the last state, and a silent source can be told from a calm one.
+ESTOP_QOS = LATCHED_QOS
 
 
 class ConfigError(ValueError):

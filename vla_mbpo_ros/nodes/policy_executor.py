@@ -34,7 +34,9 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from vla_mbpo_ros.bringup import config_dir
-from vla_mbpo_ros.conversions import chunk_message, command_messages, observation_from_msg, safety_status_message
+from vla_mbpo_ros.conversions import (
+    capture_stamp, chunk_message, command_messages, observation_from_msg, safety_status_message, stamp_to_seconds,
+)
 from vla_mbpo_ros.core.control.estop import SafetyState
 from vla_mbpo_ros.core.control.executor import Command, ExecutorConfig, ExecutorCore, InferenceRequest
 from vla_mbpo_ros.core.control.executor_report import ExecutorTimings, SafetySnapshot, StatusThrottle, executor_diagnostics
@@ -51,7 +53,8 @@ from vla_mbpo_ros.msg import ActionChunk, EpisodeEvent, ExecutedCommand, MultiVi
 from vla_mbpo_ros.nodes._diagnostics import DiagnosticsPublisher
 from vla_mbpo_ros.nodes._policy_updates import PolicyUpdatePath
 from vla_mbpo_ros.nodes._runtime import (
-    LATCHED_QOS, OBSERVATION_QOS, RELIABLE_QOS, SENSOR_QOS, ConfigError, declare_config, publishing_until_shutdown, run_node,
+    ESTOP_QOS, LATCHED_QOS, OBSERVATION_QOS, RELIABLE_QOS, SENSOR_QOS, ConfigError, declare_config, publishing_until_shutdown,
+    run_node,
 )
 from vla_mbpo_ros.srv import EndEpisode, StartEpisode
 
@@ -122,7 +125,9 @@ class PolicyExecutorNode(Node):
                 raise ConfigError(f"policy_checkpoint: cannot load {params.policy_checkpoint}: {err}") from err
             self.updates.install(policy, policy.version, "loaded at start")
 
-        self.create_subscription(Bool, "/vla_mbpo/estop", self._on_estop, RELIABLE_QOS)
+        # Transient local gets a latched source's last level; volatile also hears plain publishers (ros2 topic pub).
+        for qos in (ESTOP_QOS, RELIABLE_QOS):
+            self.create_subscription(Bool, "/vla_mbpo/estop", self._on_estop, qos)
         self.create_subscription(JointState, params.joint_state_topic, self._on_joint_state, SENSOR_QOS)
         self.create_subscription(MultiViewObservation, params.observation_topic, self._on_observation, OBSERVATION_QOS)
         self.create_subscription(Header, "/vla_mbpo/heartbeat", self._on_heartbeat, SENSOR_QOS)
@@ -148,7 +153,7 @@ class PolicyExecutorNode(Node):
         )
 
     # ------------------------------------------------------------------ inputs
-    def _on_estop(self, msg: Bool) -> None:
+    def _on_estop(self, msg: Bool, info: dict) -> None:
         received = time.monotonic()  # latency statistics include the wait for the lock
         with self._lock:
             stamp = self.get_clock().now().to_msg()  # the status reports when the gate saw the press
@@ -156,10 +161,11 @@ class PolicyExecutorNode(Node):
             command = self.core.estop(msg.data, received)
             if command is not None:
                 self._publish_command(command)
-            published = time.monotonic()
+            published, published_wall_ns = time.monotonic(), time.time_ns()
             self._publish_status(stamp)
-        if command is not None and command.positions is not None:
-            self.timings.estop_hold(published - received, published)
+        if command is not None and command.positions is not None:  # press stamp: the DDS source time (same host/chrony)
+            sent_ns = info.get("source_timestamp", 0)
+            self.timings.estop_hold(published - received, (published_wall_ns - sent_ns) * 1e-9 if sent_ns else None, published)
         if msg.data and not was_latched:
             self.get_logger().error("e-stop pressed: latched, holding")
 
@@ -170,20 +176,24 @@ class PolicyExecutorNode(Node):
             self.get_logger().error(f"{what} ignored: {err}", throttle_duration_sec=5.0)
             return None
 
+    def _age(self, captured: float) -> float:
+        """Seconds since a capture stamp, on the ROS clock (sim time aware; stamps from this host or chrony)."""
+        return self.get_clock().now().nanoseconds * 1e-9 - captured
+
     def _on_joint_state(self, msg: JointState) -> None:
         now = time.monotonic()
         if (q := self._joint_vector(msg, "joint_states")) is not None:
             with self._lock:
                 self.core.set_joint_state(q, now)
                 if not self.params.policy_enabled:
-                    self.core.observation(now)
+                    self.core.observation(now, self._age(stamp_to_seconds(msg.header.stamp)))
 
     def _on_observation(self, msg: MultiViewObservation) -> None:
         now = time.monotonic()
         self.observations.add(msg)
         if self.params.policy_enabled:
             with self._lock:
-                self.core.observation(now)
+                self.core.observation(now, self._age(capture_stamp(msg)))
 
     def _on_heartbeat(self, _msg: Header) -> None:
         now = time.monotonic()
@@ -304,7 +314,7 @@ class PolicyExecutorNode(Node):
             with self._lock:
                 self._chunk_counter += 1
                 chunk_id = self._chunk_counter
-                self.core.chunk_ready(actions, chunk_id, request, finished)
+                self.core.chunk_ready(actions, chunk_id, request, finished, self._age(capture_stamp(msg)))
                 self._publish_status(self.get_clock().now().to_msg())
             self.timings.inference(finished - started, finished)
             chunk = chunk_message(actions, chunk_id, version, self.joint_names, self.config.period, finished - started,

@@ -12,7 +12,8 @@ It shares nothing with the policy node but ROS. ``checkpoint_transfer: file`` (o
 a version as a file:// URI the executor reads in place; ``ros`` (a trainer machine without a shared
 filesystem) announces ros:///<this node>/<version> and serves the files on ``~/checkpoint_manifest``
 and ``~/checkpoint_chunk`` (core.policy.transfer), which the executor fetches into its own trusted
-root. The dataset is written next to this node by the recorder (on this machine too). Killed at any point,
+root. Either way the version's manifest is first signed with ``checkpoint_signing_key`` (ed25519,
+core.policy.signing): executors accept only versions signed by a key they trust. The dataset is written next to this node by the recorder (on this machine too). Killed at any point,
 it resumes the unfinished iteration when restarted (the worker exits when its node is gone).
 Progress: latched JSON on /vla_mbpo/world_model/status, /diagnostics, and the worker's log with tqdm
 bars in <output_dir>/finetune/worker.log. After each world-model phase its real-vs-imagined examples go
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +43,7 @@ from std_srvs.srv import Trigger
 from vla_mbpo_ros.bringup import config_dir
 from vla_mbpo_ros.conversions import numpy_to_image
 from vla_mbpo_ros.core.loop.pipeline import PipelineConfig, read_state
+from vla_mbpo_ros.core.policy.signing import ensure_key_pair, load_private_key, sign_checkpoint
 from vla_mbpo_ros.msg import EpisodeEvent, PolicyUpdate
 from vla_mbpo_ros.nodes._checkpoint_transfer import CheckpointServer
 from vla_mbpo_ros.nodes._diagnostics import ERROR, OK, DiagnosticsPublisher
@@ -72,6 +75,9 @@ class WorldModelNode(Node):
         self.checkpoint_transfer = declare(self, "checkpoint_transfer", "file",
                                            "file: announce file:// paths (one machine); ros: serve the files over ROS")
         max_chunk_bytes = declare(self, "max_chunk_bytes", 4 << 20, "largest piece of a file one request gets")
+        signing_key = declare(self, "checkpoint_signing_key", "", "ed25519 private key that signs every announced version")
+        create_key = declare(self, "create_signing_key", False, "create the key pair when missing (one-machine sim setup)")
+        self.signing_key = self._signing_key(Path(signing_key).expanduser() if signing_key else None, create_key)
         if self.checkpoint_transfer not in ("file", "ros"):
             raise ConfigError(f"checkpoint_transfer must be file or ros, got {self.checkpoint_transfer!r}")
         if max_chunk_bytes < 1:
@@ -114,6 +120,19 @@ class WorldModelNode(Node):
             self.get_logger().info("resuming the unfinished iteration")
             self._start_worker("resume")
         self._publish_status()
+
+    def _signing_key(self, path: Path | None, create: bool):
+        """The executor accepts only signed versions (core.policy.signing): no key, no node."""
+        if path is None:
+            raise ConfigError("checkpoint_signing_key: required (executors accept only signed checkpoints); create a "
+                              "pair with `python -m vla_mbpo_ros.keys generate --out DIR`")
+        if create and not path.exists():
+            ensure_key_pair(path.parent, f"world_model_node@{socket.gethostname()}")
+            self.get_logger().info(f"created checkpoint signing key {path} (public key next to it)")
+        try:
+            return load_private_key(path)
+        except ValueError as err:
+            raise ConfigError(f"checkpoint_signing_key: {err}") from err
 
     # ---------------------------------------------------------------- triggers
     def _on_episode_event(self, msg: EpisodeEvent) -> None:
@@ -215,6 +234,7 @@ class WorldModelNode(Node):
         """Announce a published version (a worker thread: offering it over ROS may hash its files)."""
         version, path = published["version"], Path(published["path"])
         try:
+            sign_checkpoint(path, version, self.signing_key)
             uri = self.checkpoints.offer(version, path) if self.checkpoints is not None else path.as_uri()
         except (OSError, ValueError) as err:
             self.get_logger().error(f"cannot serve policy {version} from {path}: {err}")

@@ -36,21 +36,24 @@ class EStopMonitor:
     """Latched e-stop supervision. The caller passes ``now`` (monotonic seconds) to every call.
 
     Latch causes: e-stop input pressed (any state); while ACTIVE also heartbeat loss (if
-    required), stale observation, inference error/timeout, and too many gate violations within
-    a window. Watchdogs are re-evaluated in ``motion_allowed(now)``, so a stale observation
+    required), a silent e-stop source (if ``estop_source_timeout_s`` > 0: a vanished source stops
+    the arm, as a broken e-stop wire does), stale observation (judged by the data's capture time),
+    inference error/timeout, and too many gate violations within a window. Watchdogs are re-evaluated in ``motion_allowed(now)``, so a stale observation
     latches even when no new message arrives. While IDLE the same watchdogs block
     ``start_episode`` instead of latching, since nothing moves.
     """
 
-    def __init__(self, config: SafetyConfig) -> None:
+    def __init__(self, config: SafetyConfig, estop_source_timeout_s: float = 0.0) -> None:
         self.config = config
+        self.estop_source_timeout_s = estop_source_timeout_s  # 0: no live e-stop source required
         self.state = SafetyState.IDLE
         self.counters = SafetyCounters()
         self.latch_causes: list[str] = []  # causes of the current latch, first cause first
         self.last_latch_causes: list[str] = []  # kept after a reset, for status reporting
         self._estop_pressed = False
         self._last_heartbeat: float | None = None
-        self._last_observation: float | None = None  # time the newest observation was taken
+        self._last_observation: float | None = None  # capture time of the newest observation (monotonic)
+        self._last_estop_message: float | None = None
         self._inference_started: float | None = None
         self._violation_times: deque[float] = deque()
 
@@ -64,7 +67,9 @@ class EStopMonitor:
         return self._estop_pressed
 
     def set_estop_input(self, pressed: bool, now: float) -> None:
-        """E-stop input level. Pressing latches at once; releasing never resumes anything."""
+        """E-stop input level (each message, also a repeated one, shows the source is alive). Pressing
+        latches at once; releasing never resumes anything."""
+        self._last_estop_message = now
         self._estop_pressed = bool(pressed)
         if self._estop_pressed:
             self._latch("estop_input: e-stop pressed")
@@ -73,9 +78,13 @@ class EStopMonitor:
         """Deadman / operator heartbeat."""
         self._last_heartbeat = now
 
-    def observation(self, now: float, age: float = 0.0) -> None:
-        """An observation arrived at ``now``; its data was ``age`` seconds old on arrival."""
-        self._last_observation = now - max(0.0, age)
+    def observation(self, now: float, age: float) -> None:
+        """An observation arrived at ``now``; its data was captured ``age`` seconds earlier. Data older
+        than the watchdog's limit never refreshes it (a backlog, a frozen camera behind a live sync), and
+        an older set arriving late never moves the newest capture time back."""
+        captured = now - max(0.0, age)
+        if self._last_observation is None or captured > self._last_observation:
+            self._last_observation = captured
 
     def inference_started(self, now: float) -> None:
         self._inference_started = now
@@ -119,6 +128,16 @@ class EStopMonitor:
             return f"heartbeat: last one {age:.3f} s ago > {self.config.heartbeat_timeout_s} s"
         return None
 
+    def _estop_source_problem(self, now: float) -> str | None:
+        if self.estop_source_timeout_s <= 0:
+            return None
+        if self._last_estop_message is None:
+            return "estop_source: no e-stop source heard (a live source is required)"
+        age = now - self._last_estop_message
+        if age > self.estop_source_timeout_s:
+            return f"estop_source: silent for {age:.3f} s > {self.estop_source_timeout_s} s"
+        return None
+
     def _observation_problem(self, now: float) -> str | None:
         if self._last_observation is None:
             return "stale_observation: no observation received"
@@ -136,7 +155,8 @@ class EStopMonitor:
         return None
 
     def _problems(self, now: float) -> list[str]:
-        checks = (self._heartbeat_problem(now), self._observation_problem(now), self._inference_problem(now))
+        checks = (self._heartbeat_problem(now), self._estop_source_problem(now), self._observation_problem(now),
+                  self._inference_problem(now))
         return [p for p in checks if p is not None]
 
     def motion_allowed(self, now: float) -> bool:

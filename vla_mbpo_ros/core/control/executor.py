@@ -42,6 +42,12 @@ class ExecutorConfig:
     request_watermark: int = 2  # request the next chunk when this many queued actions remain
     teleop_stale_s: float = 0.25  # an operator target older than this (receipt time) holds
     joint_state_stale_s: float = 0.25  # an older measured position is not used as the hold anchor
+    # A chunk whose observation was captured longer ago than this when the chunk is ready is dropped
+    # (never started): the arm holds and the next chunk is inferred from a newer observation.
+    max_chunk_observation_age_s: float = 0.5
+    # > 0: a live e-stop source is required (hardware): no e-stop message for this long holds the arm
+    # and refuses episodes, as a cut e-stop wire would. 0: presses still latch, silence is allowed (sim).
+    estop_source_timeout_s: float = 0.0
     # Control steps per policy action: control_rate / the frame rate the policy was trained at (the
     # dataset fps). A chunk then spans the time it spanned in the data; actions are linearly
     # interpolated between control steps.
@@ -50,7 +56,10 @@ class ExecutorConfig:
     def __post_init__(self) -> None:
         if isinstance(self.steps_per_action, bool) or not isinstance(self.steps_per_action, int) or self.steps_per_action < 1:
             raise ValueError(f"steps_per_action: expected an integer >= 1, got {self.steps_per_action!r}")
-        for name in ("control_rate", "teleop_stale_s", "joint_state_stale_s"):
+        if isinstance(self.estop_source_timeout_s, bool) or not isinstance(self.estop_source_timeout_s, (int, float)) \
+                or not self.estop_source_timeout_s >= 0 or not math.isfinite(self.estop_source_timeout_s):
+            raise ValueError(f"estop_source_timeout_s: expected a number >= 0, got {self.estop_source_timeout_s!r}")
+        for name in ("control_rate", "teleop_stale_s", "joint_state_stale_s", "max_chunk_observation_age_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name}: expected a number > 0, got {value!r}")
@@ -120,7 +129,8 @@ class ExecutorCore:
         self.safety = safety
         self.joint_names = safety.limits.names
         self.gate = gate if gate is not None else SafetyGate(safety)
-        self.monitor = EStopMonitor(safety)
+        self.monitor = EStopMonitor(safety, config.estop_source_timeout_s)
+        self.stale_chunks = 0  # chunks dropped because their observation was too old
         self.step = 0
         self.episode: RunningEpisode | None = None
         self.intervention = False
@@ -162,8 +172,9 @@ class ExecutorCore:
         self._teleop = np.asarray(positions, dtype=np.float64)
         self._teleop_time = now
 
-    def observation(self, now: float) -> None:
-        self.monitor.observation(now)
+    def observation(self, now: float, age: float) -> None:
+        """An observation arrived; ``age``: seconds since its (oldest member's) capture stamp."""
+        self.monitor.observation(now, age)
 
     def heartbeat(self, now: float) -> None:
         self.monitor.heartbeat(now)
@@ -225,10 +236,17 @@ class ExecutorCore:
         return True
 
     # ---- inference results --------------------------------------------------------------------
-    def chunk_ready(self, actions: Any, chunk_id: int, request: InferenceRequest, now: float) -> bool:
-        """Queue a chunk computed for ``request``; False when it is outdated or malformed."""
+    def chunk_ready(self, actions: Any, chunk_id: int, request: InferenceRequest, now: float,
+                    observation_age: float) -> bool:
+        """Queue a chunk computed for ``request`` from an observation captured ``observation_age`` s
+        ago; False when it is outdated, from too old an observation, or malformed."""
         self._finish_inference(request, now, None)
         if request.generation != self.generation or self._queue is None:
+            return False
+        if not observation_age <= self.config.max_chunk_observation_age_s:  # NaN too
+            self.stale_chunks += 1
+            self.last_violation = (f"chunk dropped: its observation is {observation_age:.3f} s old > "
+                                   f"max_chunk_observation_age_s {self.config.max_chunk_observation_age_s}")
             return False
         arr = np.asarray(actions, dtype=np.float64)
         expected = (self._queue.chunk_size // self.config.steps_per_action, len(self.joint_names))

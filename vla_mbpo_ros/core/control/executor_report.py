@@ -80,9 +80,13 @@ class ExecutorTimings:
         self.overruns = 0
         self.estop_holds = 0  # holds published from the e-stop callback
 
-    def estop_hold(self, latency_s: float, now: float) -> None:
+    def estop_hold(self, callback_s: float, press_s: float | None, now: float) -> None:
+        """``callback_s``: from the e-stop callback's start to the hold's publish; ``press_s``: from the
+        press message's own (DDS source) stamp to the same publish, None when it has none."""
         with self._lock:
-            self._stats.add("estop_to_hold_ms", latency_s * 1e3, now)
+            self._stats.add("estop_to_hold_ms", callback_s * 1e3, now)
+            if press_s is not None:
+                self._stats.add("press_to_hold_ms", press_s * 1e3, now)
             self.estop_holds += 1
 
     def cycle(self, now: float, queue_depth: int | None, period_error_s: float | None, overruns: int) -> None:

@@ -1,8 +1,9 @@
 """Hot-swap of a new policy version: where a checkpoint may come from, and whether it may run.
 
 ``load_candidate`` accepts only checkpoints under the executor's trusted roots (symlinks and ``..``
-resolved first, never through a hidden folder such as a transfer's staging area) whose sha256 is
-the announced one; ``validate_candidate`` runs a loaded candidate on recent real observations
+resolved first, never through a hidden folder such as a transfer's staging area) whose manifest is
+signed by a trusted key (core.policy.signing: a node's name proves nothing) and whose sha256 is the
+announced and the signed one; ``validate_candidate`` runs a loaded candidate on recent real observations
 through the gate's chunk check before it may touch the arm. ``prepare_candidate`` is the whole
 path of one PolicyUpdate: a ``ros://`` version is first fetched into the executor's own root
 (core.policy.transfer), a ``file://`` one is read in place (same machine). ``PolicySlot`` holds the
@@ -20,11 +21,14 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from vla_mbpo_ros.core.control.gate import SafetyGate
+from vla_mbpo_ros.core.policy.signing import SignatureError, TrustedKeys
 from vla_mbpo_ros.core.policy.transfer import (
+    CheckpointManifest,
     ChunkSource,
     TransferConfig,
     TransferError,
     is_ros_uri,
+    manifest_path,
     parse_ros_checkpoint_uri,
     receive_checkpoint,
 )
@@ -39,12 +43,16 @@ class HotSwapConfig:
     # received_checkpoint_root ("" = the first trusted root), which must lie under a trusted root.
     trusted_checkpoint_servers: tuple[str, ...] = ("/world_model_node",)
     received_checkpoint_root: str = ""
+    # Public keys (one-line "ed25519 <base64>" or a file holding one) whose signed manifests are accepted;
+    # read at every update, so a key created after the executor started counts. None: every update is refused.
+    trusted_checkpoint_keys: tuple[str, ...] = ("",)  # "" entries are ignored (a typed ROS list default)
     validation_observations: int = 3  # recent real observations a candidate is run on
     validation_wait_s: float = 10.0  # ... waiting at most this long for them
     validation_limit_margin: float = 0.1  # a candidate may aim this far past a position limit (rad; clamped)
 
     def __post_init__(self) -> None:
         self.trusted_checkpoint_roots = tuple(self.trusted_checkpoint_roots)
+        self.trusted_checkpoint_keys = tuple(k for k in self.trusted_checkpoint_keys if k)
         self.trusted_checkpoint_servers = tuple("/" + s.strip("/") for s in self.trusted_checkpoint_servers)
         if self.validation_observations < 1:
             raise ValueError(f"validation_observations: expected >= 1, got {self.validation_observations}")
@@ -90,19 +98,32 @@ def resolve_checkpoint_uri(uri: str, trusted_roots: Sequence[str | Path]) -> Pat
     return resolved
 
 
-def load_candidate(uri: str, sha256: str, trusted_roots: Sequence[str | Path]) -> Any:
-    """The policy at ``uri`` once it is under a trusted root and its digest is the announced one;
+def load_candidate(version: str, uri: str, sha256: str, trusted_roots: Sequence[str | Path], keys: TrustedKeys) -> Any:
+    """The policy at ``uri`` once it is under a trusted root, its manifest (next to the folder) is
+    signed by a trusted key for this version, and its digest is the announced and the signed one;
     ValueError saying why not (a corrupt checkpoint is a rejection, whatever its parser raises)."""
     from vla_mbpo_ros.core.policy.base import load_policy
     from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
 
     directory = resolve_checkpoint_uri(uri, trusted_roots)
+    signed = manifest_path(directory)
+    try:
+        manifest = CheckpointManifest.from_json(signed.read_text())
+    except FileNotFoundError:
+        raise SignatureError(f"no signed manifest {signed.name} next to {directory}: only signed checkpoints are accepted") from None
+    except OSError as err:
+        raise ValueError(f"cannot read {signed}: {err}") from err
+    keys.verify(manifest)
+    if manifest.version != version:
+        raise SignatureError(f"the signed manifest is for version {manifest.version!r}, the update announces {version!r}")
     try:
         digest = checkpoint_sha256(directory)
     except OSError as err:
         raise ValueError(f"cannot hash checkpoint {directory}: {err}") from err
     if digest != sha256.strip().lower():
         raise ValueError(f"sha256 mismatch: announced {sha256 or '(empty)'}, checkpoint has {digest}")
+    if digest != manifest.checkpoint_sha256:
+        raise SignatureError(f"sha256 mismatch: the signed manifest has {manifest.checkpoint_sha256}, checkpoint has {digest}")
     try:
         return load_policy(directory)
     except Exception as err:  # noqa: BLE001
@@ -149,6 +170,7 @@ def prepare_candidate(
     """The validated candidate of one PolicyUpdate, or ValueError saying why not (the running policy
     is untouched either way). ``source_for(server)`` gives the transport of a ``ros://`` server;
     ``recent_observations()`` the real observations to validate on (it may wait for them)."""
+    keys = TrustedKeys.load(config.trusted_checkpoint_keys)
     if is_ros_uri(uri):
         server, served_version = parse_ros_checkpoint_uri(uri)
         if served_version != version:
@@ -156,11 +178,12 @@ def prepare_candidate(
         if server not in config.trusted_checkpoint_servers:
             raise TransferError(f"server {server} is not a trusted checkpoint server {list(config.trusted_checkpoint_servers)}")
         try:
-            received = receive_checkpoint(source_for(server), version, sha256, config.receive_root, transfer)
+            received = receive_checkpoint(source_for(server), version, sha256, config.receive_root, transfer,
+                                          check_manifest=keys.verify)
             uri = str(received.resolve())  # the root may be relative to the working directory
         except OSError as err:  # disk full, permissions: a refused transfer like any other
             raise TransferError(f"transfer of {version} failed: {type(err).__name__}: {err}") from err
-    candidate = load_candidate(uri, sha256, config.trusted_checkpoint_roots)
+    candidate = load_candidate(version, uri, sha256, config.trusted_checkpoint_roots, keys)
     observations = list(recent_observations())
     problems = validate_candidate(candidate, observations, gate, config.validation_limit_margin)
     candidate.reset()

@@ -114,6 +114,8 @@ class CheckpointManifest:
     version: str
     checkpoint_sha256: str
     files: tuple[ManifestEntry, ...]
+    key_id: str = ""  # the trainer's ed25519 signature over the rest (core.policy.signing); "" = unsigned
+    signature: str = ""
 
     def __post_init__(self) -> None:
         check_version_name(self.version)
@@ -142,15 +144,20 @@ class CheckpointManifest:
 
     def to_json(self) -> str:
         files = [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in self.files]
-        return json.dumps({"version": self.version, "checkpoint_sha256": self.checkpoint_sha256, "files": files})
+        data = {"version": self.version, "checkpoint_sha256": self.checkpoint_sha256, "files": files}
+        if self.signature:
+            data["signature"] = {"key_id": self.key_id, "ed25519": self.signature}
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> "CheckpointManifest":
         try:
             data = json.loads(text)
             files = tuple(ManifestEntry(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in data["files"])
-            return cls(str(data["version"]), str(data["checkpoint_sha256"]), files)
-        except (ValueError, KeyError, TypeError) as err:
+            signature = data.get("signature") or {}
+            return cls(str(data["version"]), str(data["checkpoint_sha256"]), files,
+                       str(signature.get("key_id", "")), str(signature.get("ed25519", "")))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
             if isinstance(err, TransferError):
                 raise
             raise TransferError(f"malformed manifest: {type(err).__name__}: {err}") from err
@@ -257,13 +264,16 @@ def receive_checkpoint(
     config: TransferConfig,
     clock: Callable[[], float] = time.monotonic,
     on_progress: Callable[[int, int], None] | None = None,
+    check_manifest: Callable[[CheckpointManifest], object] | None = None,
 ) -> Path:
     """Fetch ``version`` into ``root`` and return its verified folder ``root/<version>-<sha>``.
 
     Order: manifest (its digest must be the announced one), size limit and free disk before any byte
     is written, every file into ``root/.incoming/`` with size and sha256 checked, the folder's digest
-    checked, then one rename. A folder already received with this digest is returned without a fetch.
-    TransferError says why anything failed; the staging folder is removed then.
+    checked, then one rename. ``check_manifest`` (the signature check) runs on the manifest before any
+    byte is fetched, and the manifest is kept next to the received folder (``manifest_path``). A folder
+    already received with this digest is returned without a fetch. TransferError says why anything
+    failed; the staging folder is removed then.
     """
     sha = announced_sha256.strip().lower()
     if not _SHA256.match(sha):
@@ -279,6 +289,8 @@ def receive_checkpoint(
     if manifest.checkpoint_sha256 != sha:
         raise TransferError(f"sha256 mismatch: announced {sha}, the server's manifest of {version} has "
                             f"{manifest.checkpoint_sha256}")
+    if check_manifest is not None:
+        check_manifest(manifest)
     total = manifest.total_bytes
     if total > config.max_bytes:
         raise TransferError(f"checkpoint {version} is {total} bytes, over checkpoint_transfer.max_bytes = "
@@ -299,6 +311,7 @@ def receive_checkpoint(
             raise TransferError(f"sha256 mismatch: announced {sha}, received folder has {received}")
         if final.exists():  # a folder of that name with other content: never overwrite what may be running
             raise TransferError(f"{final} exists with other content; not replaced")
+        write_manifest(final, manifest)  # before the folder appears: whoever loads it can check the signature
         os.rename(staging, final)
         fsync_path(root)
     except BaseException:
