@@ -8,7 +8,8 @@ normalisation fitted around the home pose so chunks stay inside the limits) and 
 watermark at chunk_size - 1, so a chunk is being computed nearly all the time. Then --cycles times:
 start a policy episode, let it run, press the e-stop, release, reset. The executor measures both
 figures itself and reports them in /diagnostics (a listener cannot see when the node received a
-message): e-stop receipt by the callback -> hold published (lock wait included), and
+message): press -> hold published, from the press message's own stamp (its DDS source timestamp, so
+transport, executor queueing and lock wait count), beside the earlier callback-start -> hold figure, and
 |interval between control cycles - period|. Printed as p50/p99 and as ratios to the period.
 Goals: e-stop p99 <= 1 period; period error p99 <= 2 ms, or <= 1.2 x the p99 of a bare Python sleep
 loop running in its own process during the same run (the machine's own scheduling noise).
@@ -130,7 +131,7 @@ def main() -> None:
     from vla_mbpo_ros.msg import SafetyStatus
     from vla_mbpo_ros.srv import StartEpisode
 
-    from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS
+    from vla_mbpo_ros.nodes._runtime import ESTOP_QOS, LATCHED_QOS
 
     period_ms = 1e3 / args.rate
     baseline = sleep_loop_error_ms(args.rate, int(5 * args.rate))
@@ -160,7 +161,7 @@ def main() -> None:
     try:
         status = probe.subscribe(SafetyStatus, "/vla_mbpo/safety_status", LATCHED_QOS)
         diagnostics = probe.subscribe(DiagnosticArray, "/diagnostics")
-        estop = probe.publisher(Bool, "/vla_mbpo/estop", RELIABLE_QOS)
+        estop = probe.publisher(Bool, "/vla_mbpo/estop", ESTOP_QOS)  # as the estop_source node publishes
         wait_until(lambda: status, 120.0, "the executor")
         probe.wait_for_subscribers("/vla_mbpo/estop", timeout=60.0)
         start = StartEpisode.Request(task="pick up the cube", source="policy")
@@ -191,24 +192,29 @@ def main() -> None:
         return float(values.get(key, "nan"))
 
     latency = {q: figure(f"estop_to_hold_ms/{q}") for q in ("p50", "p99")}
+    press = {q: figure(f"press_to_hold_ms/{q}") for q in ("p50", "p99")}
     period_error = {q: figure(f"period_error_ms/{q}") for q in ("p50", "p99")}
     inference = {q: figure(f"inference_ms/{q}") for q in ("p50", "p99")}
     print(f"control rate {args.rate:g} Hz (period {period_ms:.1f} ms), {values.get('estop_holds')} e-stop presses, "
           f"{values.get('commands_sent')} commands, overruns {values.get('overruns')}")
     print(f"inference (compact flow VLA, k={chunk_size}, watermark {chunk_size - 1}): p50 {inference['p50']:.1f} ms, "
           f"p99 {inference['p99']:.1f} ms per chunk in the node ({chunk_s * 1e3:.1f} ms standalone)")
-    print(f"e-stop -> hold:  p50 {latency['p50']:.3f} ms  p99 {latency['p99']:.3f} ms  "
-          f"= {latency['p50'] / period_ms:.3f} / {latency['p99'] / period_ms:.3f} of a period (goal p99 <= 1)")
+    print(f"press -> hold:   p50 {press['p50']:.3f} ms  p99 {press['p99']:.3f} ms  "
+          f"= {press['p50'] / period_ms:.3f} / {press['p99'] / period_ms:.3f} of a period (goal p99 <= 1), from the press "
+          f"message's own (DDS source) stamp to the hold's publish: transport and executor queueing included")
+    print(f"callback -> hold: p50 {latency['p50']:.3f} ms  p99 {latency['p99']:.3f} ms (the earlier figure: from the "
+          f"e-stop callback's start)")
     print(f"period error:    p50 {period_error['p50']:.3f} ms  p99 {period_error['p99']:.3f} ms  "
           f"= {period_error['p50'] / period_ms:.3f} / {period_error['p99'] / period_ms:.3f} of a period (goal p99 <= 2 ms)")
     bare_p99 = float(np.percentile(same_run, 99))
     print(f"reference, a bare Python sleep loop at {args.rate:g} Hz: on a quiet machine just before p50 "
           f"{np.percentile(baseline, 50):.3f} ms p99 {np.percentile(baseline, 99):.3f} ms; in its own process during "
           f"the run p50 {np.percentile(same_run, 50):.3f} ms p99 {bare_p99:.3f} ms ({len(same_run)} periods)")
-    ok = latency["p99"] <= period_ms and (period_error["p99"] <= 2.0 or period_error["p99"] <= 1.2 * bare_p99)
-    print(f"safety_bench: estop_to_hold_p99={latency['p99']:.3f}ms period_error_p99={period_error['p99']:.3f}ms "
+    ok = press["p99"] <= period_ms and (period_error["p99"] <= 2.0 or period_error["p99"] <= 1.2 * bare_p99)
+    print(f"safety_bench: press_to_hold_p99={press['p99']:.3f}ms estop_to_hold_p99={latency['p99']:.3f}ms "
+          f"period_error_p99={period_error['p99']:.3f}ms "
           f"bare_loop_p99={bare_p99:.3f}ms ratio={period_error['p99'] / bare_p99:.2f} "
-          f"goals={'met' if ok and not math.isnan(latency['p99']) else 'NOT met'}")
+          f"goals={'met' if ok and not math.isnan(press['p99']) else 'NOT met'}")
 
 
 if __name__ == "__main__":

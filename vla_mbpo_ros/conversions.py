@@ -91,6 +91,12 @@ def capture_stamp(msg) -> float:
     return stamp_to_seconds(msg.header.stamp) + min(offsets)
 
 
+def seconds_since(clock, captured: float) -> float:
+    """Age of data captured at ``captured`` (s), on a node's ROS clock (sim time aware). Across machines
+    the stamping clocks must be synchronised (chrony/PTP); on one host they are the same clock."""
+    return clock.now().nanoseconds * 1e-9 - captured
+
+
 def seconds_to_stamp(seconds: float) -> Time:
     sec = int(np.floor(seconds))
     return Time(sec=sec, nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))

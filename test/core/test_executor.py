@@ -270,6 +270,15 @@ def test_a_chunk_from_an_observation_older_than_the_bound_is_never_started():
     assert clock.tick().command.source == "policy"
 
 
+def test_one_estop_sample_heard_on_two_subscriptions_counts_once():
+    core = make_core()
+    clock = Clock(core)
+    assert core.estop(True, clock.t, sample=17) is not None
+    assert core.estop(True, clock.t, sample=17) is None  # the same message again: no second hold
+    assert core.estop(True, clock.t, sample=18) is not None  # the source's next republish
+    assert core.estop(False, clock.t, sample=19) is None and not core.monitor.estop_pressed
+
+
 def test_a_required_estop_source_that_goes_silent_holds_and_refuses_episodes():
     core = make_core(estop_source_timeout_s=0.5)
     clock = Clock(core)
@@ -420,3 +429,30 @@ def test_actions_at_the_dataset_rate_are_interpolated_over_control_steps():
     np.testing.assert_allclose(up[:, 0], [0, 1, 2, 3, 4, 5, 6, 6, 6])
     np.testing.assert_allclose(up[:, 1], [10, 9, 8, 7, 6, 5, 4, 4, 4])
     assert upsample_actions(actions, 1) is actions
+
+
+# ------------------------------------------------------------------ the e-stop source
+def test_estop_source_level_from_requests_a_held_button_and_a_silent_joystick():
+    from vla_mbpo_ros.core.control.estop_source import EStopSource, EStopSourceConfig
+
+    source = EStopSource(EStopSourceConfig(), now=0.0)
+    assert source.pressed(100.0) == (False, "released")  # no joystick configured: silence is no input
+    source.press()
+    assert source.pressed(0.1)[0]
+    source.release()
+    assert not source.pressed(0.2)[0]
+
+    joy = EStopSource(EStopSourceConfig(joy_button=2, joy_timeout_s=0.5), now=0.0)
+    joy.joy([0, 0, 0], 0.1)
+    assert not joy.pressed(0.2)[0]
+    joy.joy([0, 0, 1], 0.3)
+    assert joy.pressed(0.3) == (True, "button 2 held")
+    joy.joy([0, 0, 0], 0.4)
+    assert not joy.pressed(0.5)[0]
+    assert joy.pressed(1.0)[0] and "silent" in joy.pressed(1.0)[1]  # the joystick stopped reporting
+    joy.joy([1], 1.1)  # a joystick without the configured button
+    assert joy.pressed(1.1)[0]
+    with pytest.raises(ValueError, match="joy_button"):
+        EStopSourceConfig(joy_button=-2)
+    with pytest.raises(ValueError, match="rate"):
+        EStopSourceConfig(rate=0)

@@ -261,7 +261,10 @@ def test_realtime_pacer_tracks_wall_time_times_factor() -> None:
     clock.now += 0.1  # compute took 0.1 s of wall time
     assert pacer.wait(1.0) == pytest.approx(0.4)  # 1 sim s at 2x = 0.5 wall s
     clock.now += 2.0  # fell behind: no sleep until sim time catches up
+    assert pacer.behind(2.0) == pytest.approx(1.5)  # 2 sim s were due at wall 1.0 s; it is 2.5 s
     assert pacer.wait(2.0) == 0.0
+    pacer.reset(2.0)  # re-anchored (the sim robot's stamps jump to now)
+    assert pacer.behind(2.0) == 0.0
     for factor in (0.0, -1.0, float("inf")):
         unpaced = RealtimePacer(factor, clock=clock, sleep=clock.sleep)
         unpaced.wait(0.0)

@@ -82,6 +82,9 @@ def _drivers(*sim_param_files: str) -> tuple[NodeSpec, ...]:
 
 
 _SYNC = NodeSpec("observation_sync", "observation_sync", ("observation_sync.yaml",))
+_HARDWARE = only(robot=("so101", "ros2_control"))
+# On hardware the operator's e-stop is a live source the executor requires (core.control.estop_source).
+_ESTOP_SOURCE = NodeSpec("estop_source", "estop_source", ("estop_source.yaml",), when=_HARDWARE)
 # The executor trusts checkpoints only from where the world-model node writes them, and only signed
 # by the key whose private half the world-model node holds (core.policy.signing).
 _KEYS = "{output_dir}/keys"
@@ -89,6 +92,19 @@ _EXECUTOR_PARAMETERS = (("trusted_checkpoint_roots", "['{output_dir}/finetune/ch
                         ("trusted_checkpoint_keys", f"['{_KEYS}/checkpoint_signing.pub']"))
 # On the trainer in a split graph: it subscribes to the observations over the network and writes the
 # dataset next to the world-model node that trains on it.
+
+
+def _executor(*param_files: str, parameters: tuple[tuple[str, str], ...] = ()) -> tuple[NodeSpec, ...]:
+    """The policy executor; on hardware it also requires a live e-stop source."""
+    files = ("policy_executor.yaml", *param_files)
+    return (
+        NodeSpec("policy_executor", "policy_executor", files, parameters=parameters, when=only(robot="sim")),
+        NodeSpec("policy_executor", "policy_executor", (*files, "policy_executor_hardware.yaml"), parameters=parameters,
+                 when=_HARDWARE),
+        _ESTOP_SOURCE,
+    )
+
+
 _RECORDER = NodeSpec("recorder", "recorder", ("recorder.yaml",), parameters=(("output_dir", "{output_dir}"),), machine="trainer")
 _OUTPUT_DIR = (("output_dir", "{output_dir}"),)
 
@@ -100,7 +116,7 @@ def _episode_manager(*param_files: str) -> tuple[NodeSpec, ...]:
         NodeSpec("episode_manager", "episode_manager", files, parameters=_OUTPUT_DIR, when=only(robot="sim")),
         NodeSpec(
             "episode_manager", "episode_manager", (*files, "episode_manager_hardware.yaml"),
-            parameters=_OUTPUT_DIR, when=only(robot=("so101", "ros2_control")),
+            parameters=_OUTPUT_DIR, when=_HARDWARE,
         ),
     )
 
@@ -110,7 +126,7 @@ PROFILES: dict[str, tuple[NodeSpec, ...]] = {
     "finetune": (
         *_drivers(),
         _SYNC,
-        NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml",), parameters=_EXECUTOR_PARAMETERS),
+        *_executor(parameters=_EXECUTOR_PARAMETERS),
         _RECORDER,
         *_episode_manager(),
         NodeSpec(
@@ -130,16 +146,16 @@ PROFILES: dict[str, tuple[NodeSpec, ...]] = {
     "teleop": (
         *_drivers("sim_robot_expert.yaml"),
         _SYNC,
-        NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml", "policy_executor_teleop.yaml")),
+        *_executor("policy_executor_teleop.yaml"),
         _RECORDER,
         *_episode_manager("episode_manager_teleop.yaml"),
-        NodeSpec("teleop", "teleop", ("teleop.yaml",), when=only(robot=("so101", "ros2_control"))),
+        NodeSpec("teleop", "teleop", ("teleop.yaml",), when=_HARDWARE),
     ),
     # Drivers + sync + safety-gated policy executor.
     "deploy": (
         *_drivers(),
         _SYNC,
-        NodeSpec("policy_executor", "policy_executor", ("policy_executor.yaml",), parameters=_EXECUTOR_PARAMETERS),
+        *_executor(parameters=_EXECUTOR_PARAMETERS),
     ),
 }
 

@@ -1,8 +1,8 @@
 """The policy executor's update path (the executor's control path is in policy_executor.py).
 
 PolicyUpdate in (transient local) -> on this path's own thread: fetch a ``ros://`` version from the
-trainer machine into the executor's own trusted root (chunked, sha256-verified, atomic), check and
-load it, run it on recent real observations (``core.control.hot_swap.prepare_candidate``) -> the
+trainer machine into the executor's own trusted root (chunked, sha256-verified, atomic), verify its
+signed manifest against ``trusted_checkpoint_keys``, check and load it, run it on recent real observations (``core.control.hot_swap.prepare_candidate``) -> the
 validated candidate waits in the ``PolicySlot`` for the next episode boundary. Every step is
 reported as JSON on /vla_mbpo/policy_status (transient local). A fetch or a check never holds the
 executor's lock, so the control loop and the running policy go on meanwhile; anything that fails
@@ -19,11 +19,13 @@ from collections.abc import Callable
 from rclpy.node import Node
 from std_msgs.msg import String
 
+from vla_mbpo_ros.conversions import observation_from_msg
 from vla_mbpo_ros.core.control.executor import ExecutorCore
 from vla_mbpo_ros.core.control.gate import SafetyGate
 from vla_mbpo_ros.core.control.hot_swap import HotSwapConfig, PolicySlot, prepare_candidate
 from vla_mbpo_ros.core.policy.transfer import TransferConfig, clear_staging, is_ros_uri
-from vla_mbpo_ros.msg import PolicyUpdate
+from vla_mbpo_ros.core.util.recent import RecentItems
+from vla_mbpo_ros.msg import MultiViewObservation, PolicyUpdate
 from vla_mbpo_ros.nodes._checkpoint_transfer import ServiceChunkSource
 from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, publishing_until_shutdown
 
@@ -31,11 +33,12 @@ from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, publishing_until_shutdown
 class PolicyUpdatePath:
     def __init__(self, node: Node, lock: threading.Lock, core: ExecutorCore, slot: PolicySlot, gate: SafetyGate,
                  config: HotSwapConfig, transfer: TransferConfig, enabled: bool,
-                 recent_observations: Callable[[], list], on_swapped: Callable[[], None]) -> None:
-        """``lock`` guards ``core`` and ``slot``; ``on_swapped`` runs under it after a swap."""
+                 observations: RecentItems[MultiViewObservation], on_swapped: Callable[[], None]) -> None:
+        """``lock`` guards ``core`` and ``slot``; ``on_swapped`` runs under it after a swap; ``observations``
+        are the executor's recent real ones, which a candidate is validated on."""
         self.node, self.lock, self.core, self.slot, self.gate = node, lock, core, slot, gate
         self.config, self.transfer, self.enabled = config, transfer, enabled
-        self.recent_observations, self.on_swapped = recent_observations, on_swapped
+        self.observations, self.on_swapped = observations, on_swapped
         self._sources: dict[str, ServiceChunkSource] = {}  # checkpoint servers, by node name
         self._updates: queue.Queue[PolicyUpdate | None] = queue.Queue()
         clear_staging(config.receive_root)  # what an interrupted fetch of an earlier run left
@@ -73,7 +76,7 @@ class PolicyUpdatePath:
                 if not self.enabled:
                     raise ValueError("policy_enabled is false on this executor")
                 candidate = prepare_candidate(update.version, update.uri, update.sha256, self.config, self.transfer,
-                                              self._source, self.recent_observations, self.gate)
+                                              self._source, self._recent_observations, self.gate)
             except ValueError as err:
                 with self.lock:
                     self._publish(self.slot.reject(update.version, str(err), **about))
@@ -85,6 +88,14 @@ class PolicyUpdatePath:
                 swapped = self.swap_at_boundary()
             if not swapped:
                 self.node.get_logger().info(f"policy {update.version!r} validated; swapping at the end of the episode")
+
+    def _recent_observations(self) -> list:
+        """Waits (on a condition) up to validation_wait_s for validation_observations of them."""
+        recent = self.observations.wait_for(self.config.validation_observations, self.config.validation_wait_s)
+        try:
+            return [observation_from_msg(m, self.core.joint_names) for m in recent]
+        except ValueError as err:
+            raise ValueError(f"cannot decode recent observations: {err}") from err
 
     def _source(self, server: str) -> ServiceChunkSource:
         if server not in self._sources:  # this thread only

@@ -5,18 +5,11 @@ on the node's single-threaded executor and only convert, lock and hand over; the
 publishes the hold itself, before the next control cycle. Threads of its own: control (fixed rate on
 absolute monotonic deadlines; each cycle asks the core for a command and publishes it + one
 ExecutedCommand), inference (started by the core's watermark request, runs the policy on the latest
-observation), and the update path (_policy_updates.py: fetch, check, validate, swap at a boundary).
-
-Topics (remappable): in /joint_states, /vla_mbpo/observation, /vla_mbpo/estop (Bool, reliable),
-/vla_mbpo/heartbeat (std_msgs/Header; best-effort), /vla_mbpo/teleop/joint_command (JointState),
-/vla_mbpo/episode_event (INTERVENTION_START / END), /vla_mbpo/policy_update (transient local). Out:
-the arm command, /vla_mbpo/action_chunk, /vla_mbpo/executed_command, /vla_mbpo/safety_status
-(transient local; header.stamp = time of the change it reports), /vla_mbpo/policy_status (transient
-local JSON: version, accepted, state, reason, running), /diagnostics. Services: /vla_mbpo/reset_estop,
-/vla_mbpo/executor/start_episode, .../end_episode. The stale-observation watchdog watches
-/vla_mbpo/observation when a policy can run, /joint_states otherwise (teleop: no cameras needed).
+observation), and the update path (_policy_updates.py: fetch, verify, validate, swap at a boundary).
+Topics, services and QoS: README, "ROS interface". Data is judged by its capture stamp (ROS clock):
+the stale-observation watchdog watches /vla_mbpo/observation when a policy can run, /joint_states
+otherwise (teleop: no cameras needed).
 """
-
 from __future__ import annotations
 
 import queue
@@ -35,7 +28,8 @@ from trajectory_msgs.msg import JointTrajectory
 
 from vla_mbpo_ros.bringup import config_dir
 from vla_mbpo_ros.conversions import (
-    capture_stamp, chunk_message, command_messages, observation_from_msg, safety_status_message, stamp_to_seconds,
+    capture_stamp, chunk_message, command_messages, observation_from_msg, safety_status_message, seconds_since,
+    stamp_to_seconds,
 )
 from vla_mbpo_ros.core.control.estop import SafetyState
 from vla_mbpo_ros.core.control.executor import Command, ExecutorConfig, ExecutorCore, InferenceRequest
@@ -52,10 +46,8 @@ from vla_mbpo_ros.core.util.recent import RecentItems
 from vla_mbpo_ros.msg import ActionChunk, EpisodeEvent, ExecutedCommand, MultiViewObservation, SafetyStatus
 from vla_mbpo_ros.nodes._diagnostics import DiagnosticsPublisher
 from vla_mbpo_ros.nodes._policy_updates import PolicyUpdatePath
-from vla_mbpo_ros.nodes._runtime import (
-    ESTOP_QOS, LATCHED_QOS, OBSERVATION_QOS, RELIABLE_QOS, SENSOR_QOS, ConfigError, declare_config, publishing_until_shutdown,
-    run_node,
-)
+from vla_mbpo_ros.nodes._runtime import (ESTOP_QOS, LATCHED_QOS, OBSERVATION_QOS, RELIABLE_QOS, SENSOR_QOS, ConfigError,
+                                         declare_config, publishing_until_shutdown, run_node)
 from vla_mbpo_ros.srv import EndEpisode, StartEpisode
 
 
@@ -104,7 +96,7 @@ class PolicyExecutorNode(Node):
         self.slot = PolicySlot()
         self.throttle = StatusThrottle(params.status_period)
         self.observations: RecentItems[MultiViewObservation] = RecentItems(swap_config.validation_observations)
-        self._chunk_counter = self._latches_logged = 0
+        self._chunk_counter = 0
         self._stop = threading.Event()
 
         if params.command_interface == "trajectory":
@@ -116,7 +108,7 @@ class PolicyExecutorNode(Node):
         self.status_pub = self.create_publisher(SafetyStatus, "/vla_mbpo/safety_status", LATCHED_QOS)
         # check_chunk of a candidate only: a gate of its own, stateless, safe off the lock.
         self.updates = PolicyUpdatePath(self, self._lock, self.core, self.slot, SafetyGate(safety), swap_config,
-                                        transfer_config, params.policy_enabled, self._recent_observations,
+                                        transfer_config, params.policy_enabled, self.observations,
                                         lambda: self._publish_status(self.get_clock().now().to_msg()))
         if params.policy_enabled and params.policy_checkpoint:
             try:
@@ -146,11 +138,9 @@ class PolicyExecutorNode(Node):
         for thread in self._threads:
             thread.start()
         self.updates.start()
-        self.get_logger().info(
-            f"executor: {self.config.control_rate} Hz, {params.command_interface} interface, policy "
-            f"{self.slot.version or ('none yet' if params.policy_enabled else 'disabled (teleop only)')}, "
-            f"heartbeat {'required' if safety.require_heartbeat else 'not required'}"
-        )
+        self.get_logger().info(f"executor: {self.config.control_rate} Hz, {params.command_interface} interface, policy "
+                               f"{self.slot.version or ('none yet' if params.policy_enabled else 'disabled (teleop only)')}, "
+                               f"heartbeat {'required' if safety.require_heartbeat else 'not required'}")
 
     # ------------------------------------------------------------------ inputs
     def _on_estop(self, msg: Bool, info: dict) -> None:
@@ -158,14 +148,13 @@ class PolicyExecutorNode(Node):
         with self._lock:
             stamp = self.get_clock().now().to_msg()  # the status reports when the gate saw the press
             was_latched = self.core.monitor.state is SafetyState.LATCHED
-            command = self.core.estop(msg.data, received)
+            command = self.core.estop(msg.data, received, info.get("source_timestamp", 0))
             if command is not None:
                 self._publish_command(command)
-            published, published_wall_ns = time.monotonic(), time.time_ns()
+            published, published_ns = time.monotonic(), time.time_ns()
             self._publish_status(stamp)
-        if command is not None and command.positions is not None:  # press stamp: the DDS source time (same host/chrony)
-            sent_ns = info.get("source_timestamp", 0)
-            self.timings.estop_hold(published - received, (published_wall_ns - sent_ns) * 1e-9 if sent_ns else None, published)
+        if command is not None and command.positions is not None:  # the press's own stamp: its DDS source time
+            self.timings.estop_hold(received, published, published_ns, info.get("source_timestamp", 0))
         if msg.data and not was_latched:
             self.get_logger().error("e-stop pressed: latched, holding")
 
@@ -176,24 +165,20 @@ class PolicyExecutorNode(Node):
             self.get_logger().error(f"{what} ignored: {err}", throttle_duration_sec=5.0)
             return None
 
-    def _age(self, captured: float) -> float:
-        """Seconds since a capture stamp, on the ROS clock (sim time aware; stamps from this host or chrony)."""
-        return self.get_clock().now().nanoseconds * 1e-9 - captured
-
     def _on_joint_state(self, msg: JointState) -> None:
         now = time.monotonic()
         if (q := self._joint_vector(msg, "joint_states")) is not None:
             with self._lock:
                 self.core.set_joint_state(q, now)
                 if not self.params.policy_enabled:
-                    self.core.observation(now, self._age(stamp_to_seconds(msg.header.stamp)))
+                    self.core.observation(now, seconds_since(self.get_clock(), stamp_to_seconds(msg.header.stamp)))
 
     def _on_observation(self, msg: MultiViewObservation) -> None:
         now = time.monotonic()
         self.observations.add(msg)
         if self.params.policy_enabled:
             with self._lock:
-                self.core.observation(now, self._age(capture_stamp(msg)))
+                self.core.observation(now, seconds_since(self.get_clock(), capture_stamp(msg)))
 
     def _on_heartbeat(self, _msg: Header) -> None:
         now = time.monotonic()
@@ -216,16 +201,19 @@ class PolicyExecutorNode(Node):
             self.get_logger().info("operator took over" if active else "operator handed back to the policy")
 
     # ------------------------------------------------------------------ services
+    def _log_outcome(self, ok: bool, text: str) -> None:
+        if ok:  # one severity per logging call site (rclpy caches them)
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text)
+
     def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
             response.success, response.message = self.core.reset_estop(time.monotonic())
             if response.success:
                 self.updates.swap_at_boundary()
                 self._publish_status(self.get_clock().now().to_msg())
-        if response.success:  # one severity per logging call site (rclpy caches them)
-            self.get_logger().info(f"reset_estop: {response.message}")
-        else:
-            self.get_logger().warning(f"reset_estop: {response.message}")
+        self._log_outcome(response.success, f"reset_estop: {response.message}")
         return response
 
     def _on_start(self, request: StartEpisode.Request, response: StartEpisode.Response) -> StartEpisode.Response:
@@ -235,10 +223,7 @@ class PolicyExecutorNode(Node):
                 self.slot.policy.reset()
             self._publish_status(self.get_clock().now().to_msg())
         response.success, response.message, response.episode_index = ok, message, index
-        if ok:
-            self.get_logger().info(f"start_episode: {message}")
-        else:
-            self.get_logger().warning(f"start_episode: {message}")
+        self._log_outcome(ok, f"start_episode: {message}")
         return response
 
     def _on_end(self, _request: EndEpisode.Request, response: EndEpisode.Response) -> EndEpisode.Response:
@@ -282,8 +267,7 @@ class PolicyExecutorNode(Node):
         """SafetyStatus on any change but the counters, or when ``periodic`` and due; a new latch is
         logged with its causes (caller holds the lock)."""
         snapshot = SafetySnapshot.of(self.core, self.slot.version)
-        if snapshot.latches > self._latches_logged:
-            self._latches_logged = snapshot.latches
+        if self.throttle.new_latch(snapshot):
             self.get_logger().error(f"e-stop latched: {'; '.join(self.core.monitor.latch_causes)}")
         if self.throttle.due(snapshot, time.monotonic(), periodic):
             with publishing_until_shutdown(self):
@@ -314,22 +298,13 @@ class PolicyExecutorNode(Node):
             with self._lock:
                 self._chunk_counter += 1
                 chunk_id = self._chunk_counter
-                self.core.chunk_ready(actions, chunk_id, request, finished, self._age(capture_stamp(msg)))
+                self.core.chunk_ready(actions, chunk_id, request, finished, seconds_since(self.get_clock(), capture_stamp(msg)))
                 self._publish_status(self.get_clock().now().to_msg())
             self.timings.inference(finished - started, finished)
             chunk = chunk_message(actions, chunk_id, version, self.joint_names, self.config.period, finished - started,
                                   msg.header.stamp)
             with publishing_until_shutdown(self):
                 self.chunk_pub.publish(chunk)
-
-    def _recent_observations(self) -> list:
-        """The observations a candidate is validated on: waits (on a condition) up to validation_wait_s."""
-        config = self.updates.config
-        recent = self.observations.wait_for(config.validation_observations, config.validation_wait_s)
-        try:
-            return [observation_from_msg(m, self.joint_names) for m in recent]
-        except ValueError as err:
-            raise ValueError(f"cannot decode recent observations: {err}") from err
 
     # ------------------------------------------------------------------ diagnostics
     def _report(self):

@@ -131,6 +131,7 @@ class ExecutorCore:
         self.gate = gate if gate is not None else SafetyGate(safety)
         self.monitor = EStopMonitor(safety, config.estop_source_timeout_s)
         self.stale_chunks = 0  # chunks dropped because their observation was too old
+        self._last_estop_sample = 0
         self.step = 0
         self.episode: RunningEpisode | None = None
         self.intervention = False
@@ -183,8 +184,13 @@ class ExecutorCore:
         return 0 if self._queue is None else self._queue.remaining(self.step + 1)
 
     # ---- e-stop and episodes ------------------------------------------------------------------
-    def estop(self, pressed: bool, now: float) -> Command | None:
-        """E-stop input level. On a press: latch, flush, and return the hold to publish right now."""
+    def estop(self, pressed: bool, now: float, sample: int = 0) -> Command | None:
+        """E-stop input level. On a press: latch, flush, and return the hold to publish right now.
+        ``sample`` (e.g. the DDS source timestamp, 0: unknown) identifies a message: the same sample
+        delivered twice (two subscriptions of one topic) counts once."""
+        if sample and sample == self._last_estop_sample:
+            return None
+        self._last_estop_sample = sample
         self.monitor.set_estop_input(pressed, now)
         if not pressed:
             return None

@@ -46,6 +46,12 @@ class StatusThrottle:
         self.period = period
         self._key: tuple | None = None
         self._time = -float("inf")
+        self._latches_seen = 0
+
+    def new_latch(self, snapshot: SafetySnapshot) -> bool:
+        """True once per latch (for logging it with its causes)."""
+        new, self._latches_seen = snapshot.latches > self._latches_seen, max(self._latches_seen, snapshot.latches)
+        return new
 
     def due(self, snapshot: SafetySnapshot, now: float, periodic: bool = False) -> bool:
         if snapshot.change_key == self._key and not (periodic and now - self._time >= self.period):
@@ -80,13 +86,14 @@ class ExecutorTimings:
         self.overruns = 0
         self.estop_holds = 0  # holds published from the e-stop callback
 
-    def estop_hold(self, callback_s: float, press_s: float | None, now: float) -> None:
-        """``callback_s``: from the e-stop callback's start to the hold's publish; ``press_s``: from the
-        press message's own (DDS source) stamp to the same publish, None when it has none."""
+    def estop_hold(self, received: float, published: float, published_ns: int, press_ns: int) -> None:
+        """A hold published from the e-stop callback: ``received`` -> ``published`` (monotonic s) is the
+        callback's figure; ``press_ns`` -> ``published_ns`` (wall clock ns) the end-to-end one, from the press
+        message's own DDS source stamp (same host, or clocks synchronised by chrony); 0: none."""
         with self._lock:
-            self._stats.add("estop_to_hold_ms", callback_s * 1e3, now)
-            if press_s is not None:
-                self._stats.add("press_to_hold_ms", press_s * 1e3, now)
+            self._stats.add("estop_to_hold_ms", (published - received) * 1e3, published)
+            if press_ns:
+                self._stats.add("press_to_hold_ms", (published_ns - press_ns) * 1e-6, published)
             self.estop_holds += 1
 
     def cycle(self, now: float, queue_depth: int | None, period_error_s: float | None, overruns: int) -> None:

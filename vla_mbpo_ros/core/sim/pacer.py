@@ -36,6 +36,13 @@ class RealtimePacer:
         """Anchor: ``sim_time`` corresponds to now."""
         self._anchor = (sim_time, self._clock())
 
+    def behind(self, sim_time: float) -> float:
+        """Seconds by which wall time is ahead of ``sim_time`` (0 when the sim keeps up)."""
+        if self.unpaced or self._anchor is None:
+            return 0.0
+        sim0, wall0 = self._anchor
+        return max(0.0, self._clock() - (wall0 + (sim_time - sim0) / self.factor))
+
     def wait(self, sim_time: float) -> float:
         """Sleep until wall time catches up with ``sim_time``; returns the seconds slept."""
         if self.unpaced:
