@@ -233,6 +233,9 @@ def test_saved_episodes_load_with_lerobot_with_actions_labels_and_frames(tmp_pat
     assert item["observation.images.head"].shape == (3, 16, 32)
     assert float(item["observation.images.head"].mean() * 255) == pytest.approx((30 + 50) % 256, abs=3)
     assert item["policy_version"] == "v1" and item["task"] == "pick the cube"
+    # A nominal end leaves nothing to recover: the next start has nothing to report.
+    store.close()
+    assert EpisodeStore(tmp_path / "ds", config).recovered == ""
 
 
 def test_discard_leaves_no_trace(tmp_path):

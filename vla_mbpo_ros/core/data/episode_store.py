@@ -232,6 +232,9 @@ class EpisodeStore:
             self._frames = 0
             self._recover()  # the dataset as it was before this save
             raise
+        # LeRobot removes the episode's frame folders but leaves the empty staging tree: remove it, so a
+        # nominal end leaves nothing for the next start to mistake for an unfinished episode.
+        self._remove_staging()
         frames, self._frames = self._frames, 0
         self.num_episodes += 1
         self.num_frames += frames
@@ -350,9 +353,12 @@ class EpisodeStore:
             actions.append(f"rolled back an interrupted save ({len(removed)} partial file(s) removed)")
         for leftover in (_JOURNAL_TMP, _JOURNAL_DONE):
             shutil.rmtree(self.root / leftover, ignore_errors=True)
-        if (self.root / _STAGING_DIR).exists():
+        staging = self.root / _STAGING_DIR
+        if staging.exists():
+            unfinished = any(p.is_file() for p in staging.rglob("*"))
             self._remove_staging()
-            actions.append("removed the frames of an unfinished episode")
+            if unfinished:
+                actions.append("removed the frames of an unfinished episode")
         for tmp in self.root.glob(f"{_ENCODER_TMP_PREFIX}*"):
             if tmp.is_dir():
                 shutil.rmtree(tmp)
