@@ -80,11 +80,12 @@ class LiveRobot:
 
         return wait_until(attempt, 60.0, f"a {source} episode to start", poll=0.2)
 
-    def latched(self, cause: str, timeout: float = 30.0):
+    def latched(self, cause: str, since: int = 0, timeout: float = 30.0):
+        """The first SafetyStatus after the ``since``-th one that reports a latch by ``cause``."""
         from ros_harness import wait_until
         from vla_mbpo_ros.msg import SafetyStatus
 
-        return wait_until(lambda: next((s for s in reversed(list(self.status)) if s.state == SafetyStatus.STATE_LATCHED
+        return wait_until(lambda: next((s for s in list(self.status)[since:] if s.state == SafetyStatus.STATE_LATCHED
                                         and s.latch_reason.startswith(cause)), None), timeout, f"a latch by {cause}")
 
     def close(self) -> None:
@@ -116,10 +117,11 @@ def test_a_press_published_right_after_its_publisher_is_created_always_latches(r
         wait_until(lambda: robot.status, 60.0, "the executor's first SafetyStatus")
         for attempt in range(3):
             robot.start()
+            before = len(robot.status)
             button = RosTestNode(f"estop_button_{attempt}")  # a new participant each time: discovery from zero
             try:
                 button.publisher(Bool, "/vla_mbpo/estop", ESTOP_QOS).publish(Bool(data=True))
-                status = robot.latched("estop_input")
+                status = robot.latched("estop_input", since=before)
                 assert status.estop_input
             finally:
                 button.close()  # the source is gone; its last level (pressed) stays latched
