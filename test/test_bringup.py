@@ -91,6 +91,31 @@ def test_a_split_trainer_serves_checkpoints_over_ros_and_one_machine_uses_paths(
     assert not bringup.discovery_warning("all", {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})
 
 
+def test_signing_keys_liveness_and_respawn_are_wired_per_machine_and_robot():
+    def node(profile: str, name: str, **args) -> bringup.ResolvedNode:
+        return next(n for n in bringup.resolve(profile, args) if n.name == name)
+
+    # One machine: the world-model node creates the pair; the executor trusts its public half.
+    trainer = node("finetune", "world_model_node", output_dir="/o")
+    assert trainer.parameters["checkpoint_signing_key"] == "/o/keys/checkpoint_signing.key"
+    assert trainer.parameters["create_signing_key"] is True
+    assert node("finetune", "policy_executor", output_dir="/o").parameters["trusted_checkpoint_keys"] == \
+        ["/o/keys/checkpoint_signing.pub"]
+    # A split graph never makes keys: a person copies the public key to the robot.
+    assert node("finetune", "world_model_node", machine="trainer").parameters["create_signing_key"] is False
+    # Hardware: a live e-stop source, required by the executor; the sim needs none.
+    for profile in ("finetune", "teleop", "deploy"):
+        hardware = {n.name: n for n in bringup.resolve(profile, {"robot": "so101"})}
+        assert "estop_source" in hardware
+        assert any(f.name == "policy_executor_hardware.yaml" for f in hardware["policy_executor"].param_files)
+        sim = {n.name: n for n in bringup.resolve(profile, {"robot": "sim"})}
+        assert "estop_source" not in sim
+        assert not any(f.name == "policy_executor_hardware.yaml" for f in sim["policy_executor"].param_files)
+    # The nodes that resume from disk are respawned; the control path is not (its death stops the graph).
+    respawning = {n.name for n in bringup.resolve("finetune") if n.respawn}
+    assert respawning == {"recorder", "world_model_node"}
+
+
 def _start(node: bringup.ResolvedNode, log: Path) -> subprocess.Popen:
     """The node executable with exactly the arguments the runner passes it."""
     argv = [sys.executable, "-m", node.module, *bringup.ros_arguments(node, bringup.write_parameters(node, log.parent))]

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 PACKAGE = "vla_mbpo_ros"
+RESPAWN_DELAY_S = 1.0  # before a respawning node is started again
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class NodeSpec:
     parameters: tuple[tuple[str, str], ...] = ()
     remappings: tuple[tuple[str, str], ...] = ()
     required: bool = True  # the graph shuts down (non-zero) when a required node dies
+    # A node that dies (non-zero exit, e.g. SIGKILL) is started again instead: for nodes whose state is
+    # on disk and that resume from it (the recorder discards an unfinished episode, the world-model
+    # node resumes its iteration). Exit code 0 still means "finished".
+    respawn: bool = False
     when: tuple[tuple[str, tuple[str, ...]], ...] = ()  # started only if each launch argument has one of these values
     machine: str = "robot"  # robot (drivers, sync, executor, episode manager) or trainer (recorder, world model)
 
@@ -105,7 +110,8 @@ def _executor(*param_files: str, parameters: tuple[tuple[str, str], ...] = ()) -
     )
 
 
-_RECORDER = NodeSpec("recorder", "recorder", ("recorder.yaml",), parameters=(("output_dir", "{output_dir}"),), machine="trainer")
+_RECORDER = NodeSpec("recorder", "recorder", ("recorder.yaml",), parameters=(("output_dir", "{output_dir}"),), machine="trainer",
+                     respawn=True)
 _OUTPUT_DIR = (("output_dir", "{output_dir}"),)
 
 
@@ -138,6 +144,7 @@ PROFILES: dict[str, tuple[NodeSpec, ...]] = {
                         ("checkpoint_signing_key", f"{_KEYS}/checkpoint_signing.key"),
                         ("create_signing_key", "{create_signing_key}")),
             machine="trainer",
+            respawn=True,
         ),
     ),
     # Demonstrations: drivers + sync + executor (operator targets only) + recorder + episode manager.
@@ -172,6 +179,7 @@ class ResolvedNode:
     site_files: list[Path] = field(default_factory=list)
     remappings: list[tuple[str, str]] = field(default_factory=list)
     required: bool = True
+    respawn: bool = False
 
     @property
     def module(self) -> str:
@@ -263,6 +271,7 @@ def resolve(profile: str, arguments: Mapping[str, str] | None = None, config: Pa
                 site_files=extra,
                 remappings=list(spec.remappings),
                 required=spec.required,
+                respawn=spec.respawn,
             )
         )
         check_site_types(nodes[-1])

@@ -5,8 +5,9 @@
 
 Each node's output is prefixed with its name. SIGINT/SIGTERM are forwarded to every node; a node
 that does not exit within the grace period is terminated, then killed. When a required node dies
-the others are shut down and the runner exits non-zero, naming the node; a required node that
-exits 0 (its work is done) shuts the rest down cleanly and the runner exits 0.
+the others are shut down and the runner exits non-zero, naming the node, unless it respawns
+(``NodeSpec.respawn``: started again after ``RESPAWN_DELAY_S``, as launch_ros' ``respawn``); a
+required node that exits 0 (its work is done) shuts the rest down cleanly and the runner exits 0.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from vla_mbpo_ros.bringup import (
     LAUNCH_ARGUMENTS,
+    RESPAWN_DELAY_S,
     PROFILES,
     ResolvedNode,
     dds_profile_environment,
@@ -44,6 +46,7 @@ class RunningNode:
     node: ResolvedNode
     process: subprocess.Popen
     exit_seen: bool = False
+    respawns: int = 0
 
 
 def _pump_output(name: str, stream, lock: threading.Lock) -> None:
@@ -106,11 +109,18 @@ def run(profile: str, arguments: dict[str, str]) -> int:
     print(f"[bringup] {profile}: started {', '.join(r.node.name for r in running)}", flush=True)
     failure = ""
     while not stop.wait(0.1):
-        for r in running:
+        for i, r in enumerate(running):
             code = r.process.poll()
             if code is None or r.exit_seen:
                 continue
             r.exit_seen = True
+            if r.node.respawn and code != 0:
+                print(f"[bringup] {r.node.name} exited with code {code}; respawning in {RESPAWN_DELAY_S:g} s", flush=True)
+                if stop.wait(RESPAWN_DELAY_S):
+                    break
+                running[i] = start(r.node, lock, parameters_dir)
+                running[i].respawns = r.respawns + 1
+                continue
             if r.node.required and code == 0:
                 # A required node that finished its work (e.g. the episode manager after its last
                 # iteration) ends the run, like launch's on_exit=Shutdown.
@@ -154,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         arguments = parse_cli_arguments(opts.arguments)
         if opts.list:
             for node in resolve(opts.profile, arguments):
-                flag = "required" if node.required else "optional"
+                flag = ("required" if node.required else "optional") + (", respawns" if node.respawn else "")
                 args = " ".join(ros_arguments(node, Path(f"<{node.name}.bringup.yaml>") if node.parameters else None))
                 print(f"{node.name} ({flag}): python -m {node.module} {args}")
                 if node.parameters:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vla_mbpo_ros.bringup import LAUNCH_ARGUMENTS, PACKAGE, dds_profile_environment, discovery_warning, resolve
+from vla_mbpo_ros.bringup import LAUNCH_ARGUMENTS, PACKAGE, RESPAWN_DELAY_S, dds_profile_environment, discovery_warning, resolve
 
 
 def generate_profile_launch(profile: str):
@@ -25,7 +25,9 @@ def generate_profile_launch(profile: str):
                 remappings=node.remappings,
                 output="screen",
                 additional_env=dds_profile_environment(),
-                on_exit=Shutdown(reason=f"required node {node.name} exited") if node.required else None,
+                respawn=node.respawn,
+                respawn_delay=RESPAWN_DELAY_S if node.respawn else None,
+                on_exit=Shutdown(reason=f"required node {node.name} exited") if node.required and not node.respawn else None,
             )
             for node in resolve(profile, args)
         ]

@@ -196,7 +196,8 @@ class EpisodeManagerNode(Node):
             self._wait(lambda: self._status is not status, timeout=1.0)  # retry on news, at least every second
         index = response.episode_index
         if self.record:
-            recorded = self._call("recorder_start", StartEpisode.Request(task=self.schedule.task, source=self.episode_source))
+            recorded = self._call("recorder_start", StartEpisode.Request(task=self.schedule.task, source=self.episode_source),
+                                  timeout=120.0)  # a recorder that died is respawned (bringup)
             if not recorded.success:
                 self._call("executor_end", EndEpisode.Request(outcome=EndEpisode.Request.OUTCOME_DISCARD))
                 raise RuntimeError(f"recorder refused to start: {recorded.message}")
@@ -216,7 +217,9 @@ class EpisodeManagerNode(Node):
             self._episode_started = None
             return end
 
-    def _run_episode(self, count: int) -> None:
+    def _run_episode(self, count: int) -> bool:
+        """One episode; False when it could not be saved (a recorder that died and respawned): it is then
+        neither labelled nor counted, and the schedule runs it again."""
         self._reset_robot()
         index = self._start_episode()
         version = self._status.policy_version
@@ -227,13 +230,24 @@ class EpisodeManagerNode(Node):
         end = self._wait_for_end()
         request = EndEpisode.Request(outcome=_OUTCOME_CODES[end.outcome])
         self._call("executor_end", request)
-        if self.record:
-            self._call("recorder_end", request, timeout=120.0)
+        if self.record and not self._recorder_saved(request, index):
+            self._publish_event(EpisodeEvent.DISCARD, index)
+            return False
         self._publish_event(_EVENTS[end.outcome], index)
         success = {Outcome.SUCCESS: True, Outcome.FAILURE: False}.get(end.outcome)
         self.log.add(EpisodeRecord(index, self.schedule.iteration_of(count), version, success, time.monotonic() - started, end.reason))
         self.log.write_csv(self.output_dir / "episodes.csv")
         self.get_logger().info(f"episode {index} ({version or 'no policy'}): {end.reason}, success={success}")
+        return True
+
+    def _recorder_saved(self, request: EndEpisode.Request, index: int) -> bool:
+        try:
+            response = self._call("recorder_end", request, timeout=120.0)
+        except TimeoutError as err:
+            response = EndEpisode.Response(success=False, message=str(err))
+        if not response.success:
+            self.get_logger().error(f"episode {index} was not recorded ({response.message}): running it again")
+        return response.success
 
     def _wait_for_update(self, previous: str, updates_before: int) -> None:
         self.get_logger().info(f"iteration done; waiting for the world model's update of {previous}")
@@ -259,7 +273,8 @@ class EpisodeManagerNode(Node):
             updates_before = self._world_model.get("updates_finished", 0)
             while not self.schedule.finished(count):
                 version = self._status.policy_version
-                self._run_episode(count)
+                if not self._run_episode(count):
+                    continue
                 count += 1
                 if self.schedule.finished(count) or not self.schedule.iteration_done(count):
                     continue
