@@ -22,8 +22,9 @@ Watched from outside: every arm command (JointTrajectory) must be finite, within
 config/robots/so101.yaml and within max_step of the command before it (unsafe = any that is not); every
 episode the manager labelled SUCCESS/FAILURE must be in the dataset at the end (lost = labelled - saved);
 iterations = policy versions the executor swapped in; recovery per fault (s): world model -> its next
-status message, recorder -> the next saved episode, camera -> the next ACTIVE SafetyStatus, rogue ->
-its rejection on /vla_mbpo/policy_status (and it never runs). Last line:
+status message, recorder -> the next saved episode (which may wait for a policy update), camera -> the
+first observation set captured after the robot resumed, rogue -> its rejection on /vla_mbpo/policy_status
+(and it never runs). Last line:
 
     soak_bench: minutes=... faults=... unsafe=0 lost=0 iterations=... max_recovery_s=...
 """
@@ -83,7 +84,10 @@ class Watch:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from std_msgs.msg import String
         from trajectory_msgs.msg import JointTrajectory
-        from vla_mbpo_ros.msg import EpisodeEvent, SafetyStatus
+        from vla_mbpo_ros.msg import EpisodeEvent, MultiViewObservation, SafetyStatus
+
+        from vla_mbpo_ros.conversions import capture_stamp
+        from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS
 
         from vla_mbpo_ros.core.control.limits import load_safety_config
 
@@ -97,6 +101,7 @@ class Watch:
         self.statuses: list[tuple[float, object]] = []
         self.world_model: list[tuple[float, dict]] = []
         self.policy_status: list[tuple[float, dict]] = []
+        self.observations: list[tuple[float, float]] = []  # (arrival, capture stamp)
         self._lock = threading.Lock()
         deep = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         node = probe.node
@@ -106,6 +111,8 @@ class Watch:
         node.create_subscription(SafetyStatus, "/vla_mbpo/safety_status", self._keep(self.statuses), deep)
         node.create_subscription(String, "/vla_mbpo/world_model/status", self._keep(self.world_model, _json), deep)
         node.create_subscription(String, "/vla_mbpo/policy_status", self._keep(self.policy_status, _json), deep)
+        node.create_subscription(MultiViewObservation, "/vla_mbpo/observation",
+                                 self._keep(self.observations, lambda m: capture_stamp(m)), OBSERVATION_QOS)
 
     def _keep(self, into: list, convert=lambda msg: msg):
         def callback(msg):
@@ -179,9 +186,9 @@ def inject(fault: str, runner, watch: Watch, probe, out: Path, number: int) -> d
         os.kill(pids["sim_robot"], signal.SIGSTOP)
         time.sleep(2.0)
         os.kill(pids["sim_robot"], signal.SIGCONT)
-        resumed = time.monotonic()
+        resumed, resumed_stamp = time.monotonic(), probe.node.get_clock().now().nanoseconds * 1e-9
         return {"fault": fault, "at": resumed, "detail": "sim_robot stopped 2 s",
-                "recovered": lambda: watch.first_after(watch.statuses, resumed, lambda m: m.state == m.STATE_ACTIVE)}
+                "recovered": lambda: watch.first_after(watch.observations, resumed, lambda captured: captured >= resumed_stamp)}
     from vla_mbpo_ros.msg import PolicyUpdate
     from vla_mbpo_ros.nodes._runtime import LATCHED_QOS
 

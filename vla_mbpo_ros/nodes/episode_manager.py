@@ -163,6 +163,16 @@ class EpisodeManagerNode(Node):
             raise TimeoutError(f"no response from {client.srv_name}")
         return future.result()
 
+    def _wait_for_services(self) -> None:
+        """Before the first episode, as long as it takes: a loaded machine can take minutes to start a graph."""
+        for name, client in self.calls.items():
+            if name.startswith("recorder") and not self.record:
+                continue
+            while not client.wait_for_service(timeout_sec=5.0):
+                if self._stop.is_set():
+                    raise Stopped
+                self.get_logger().info(f"waiting for {client.srv_name}", throttle_duration_sec=30.0)
+
     def _publish_event(self, event: int, episode_index: int) -> None:
         msg = EpisodeEvent(event=event, episode_index=episode_index, task=self.schedule.task, source=self.episode_source)
         msg.policy_version = self._status.policy_version
@@ -269,6 +279,7 @@ class EpisodeManagerNode(Node):
         try:
             if self._stop.wait(self.start_delay_s):
                 return
+            self._wait_for_services()
             count = 0
             updates_before = self._world_model.get("updates_finished", 0)
             while not self.schedule.finished(count):

@@ -47,7 +47,7 @@ from vla_mbpo_ros.core.policy.signing import ensure_key_pair, load_private_key, 
 from vla_mbpo_ros.msg import EpisodeEvent, PolicyUpdate
 from vla_mbpo_ros.nodes._checkpoint_transfer import CheckpointServer
 from vla_mbpo_ros.nodes._diagnostics import ERROR, OK, DiagnosticsPublisher
-from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS, ConfigError, declare, run_node
+from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS, ConfigError, declare, publishing_until_shutdown, run_node
 
 _LABELLED_ENDS = (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE)
 
@@ -270,7 +270,8 @@ class WorldModelNode(Node):
     def _publish_status(self) -> None:
         with self._lock:
             status = dict(self.status, episodes_since_update=self.episodes_since_update)
-        self.status_pub.publish(String(data=json.dumps(status, default=str)))
+        with publishing_until_shutdown(self):  # the worker's follower thread may report after a shutdown
+            self.status_pub.publish(String(data=json.dumps(status, default=str)))
 
     def _report(self):
         with self._lock:
