@@ -58,7 +58,7 @@ def write_bag(path: Path, messages: Iterable[Message], storage: str = "mcap", co
     names = []
     for i, (part_path, meta) in enumerate(zip(tmp, metas)):
         (source,) = meta["relative_file_paths"]
-        name = source.replace("_0.", f"_{i}.", 1)
+        name = f"{path.name}_{i}{source[len(part_path.name):]}"  # <bag>_0.mcap, <bag>_1.mcap
         shutil.move(part_path / source, path / name)
         shutil.rmtree(part_path)
         names.append(name)
