@@ -709,7 +709,8 @@ def dataset_to_bag(root: str | Path, out: str | Path, episodes: Sequence[int] | 
         end = -(2**63)
         for episode in read_episodes(dataset, views):
             obs_t, cmd_t = stamps(episode.index, len(episode.actions), fps)
-            shift = max(0, end + _NS - int(obs_t[0]))  # episodes one after the other, a second apart
+            # Episodes keep their recorded times; ones on the dataset's clock (each from 0) follow a second apart.
+            shift = 0 if obs_t[0] > end else end - int(obs_t[0]) + _NS
             obs_t, cmd_t = obs_t + shift, cmd_t + shift
             put(event_conn, EPISODE_EVENT, event(EVENT_START, int(obs_t[0]), episode), int(obs_t[0]))
             for i in range(len(episode.actions)):
