@@ -23,7 +23,7 @@ from vla_mbpo_ros.core.data.bag_conversion import _Stream, convert_bag, episode_
 from vla_mbpo_ros.core.data.bag_mapping import load_mapping  # noqa: E402
 
 RENAME = {f"joint_{i}": name for i, name in enumerate(JOINTS)}
-START, END, SUCCESS, FAILURE, DISCARD = range(5)
+START, END, SUCCESS, FAILURE, DISCARD, INTERVENTION_START, INTERVENTION_END = range(7)
 
 
 def mapping(cameras: dict[str, str], action: dict, **more) -> dict:
@@ -67,7 +67,8 @@ def test_a_split_zstd_mcap_bag_with_raw_and_jpeg_cameras_converts_frame_by_frame
     t = rec.frame_times()
     events = [rec.event(START, t[0] - 1000, "pick up the cube"), rec.event(SUCCESS, t[14] + 1000),
               rec.event(START, t[15] - 1000, "put it back"), rec.event(DISCARD, t[19] + 1000),
-              rec.event(START, t[20] - 1000, "put it back"), rec.event(FAILURE, t[-1] + 1000)]
+              rec.event(START, t[20] - 1000, "put it back"), rec.event(FAILURE, t[-1] + 1000),
+              rec.event(INTERVENTION_START, t[3] - 1000), rec.event(INTERVENTION_END, t[5] + 1000)]
     bag = write_bag(tmp_path / "bag", rec.messages() + events, "mcap", "message", split_at_ns=t[12])
     assert sorted(p.name for p in bag.iterdir()) == ["bag_0.mcap", "bag_1.mcap", "metadata.yaml"]
     m = load_mapping(mapping({"head": "/head/image_raw", "wrist": "/wrist/image_raw/compressed"},
@@ -83,6 +84,7 @@ def test_a_split_zstd_mcap_bag_with_raw_and_jpeg_cameras_converts_frame_by_frame
     expected_frames = [*range(0, 15), *range(20, 30)]  # frames 15..19 were discarded
     assert c["episode_index"].tolist() == [0] * 15 + [1] * 10
     assert c["success"].reshape(-1).tolist() == [1] * 15 + [0] * 10
+    assert np.flatnonzero(c["intervention"].reshape(-1)).tolist() == [3, 4, 5]  # the operator took over there
     for row, k in enumerate(expected_frames):
         assert abs(c["obs_stamp"][row].item() - t[k] / NS) < 1e-6
         np.testing.assert_array_equal(c["observation.state"][row], rec.state_values(t[k]).astype(np.float32))

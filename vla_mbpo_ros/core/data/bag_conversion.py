@@ -309,7 +309,8 @@ def check_mapping(mapping: BagMapping, bag: Bag) -> dict[str, tuple[int, int]]:
         elif where in allowed and types[topic] not in allowed[where]:
             problems.append(f"{where}: {topic} is {types[topic]}, expected {' or '.join(allowed[where])}")
     if problems:
-        listing = "\n".join(f"  {t}  {ty}" for t, ty in sorted(types.items()))
+        width = max(len(t) for t in types)
+        listing = "\n".join(f"  {t:<{width}}  {ty}" for t, ty in sorted(types.items()))
         raise ValueError("the mapping does not fit the bag:\n- " + "\n- ".join(problems) + f"\nthe bag's topics:\n{listing}")
     sizes: dict[str, tuple[int, int]] = {}
     for view, camera in mapping.cameras.items():
@@ -462,7 +463,8 @@ class ConversionReport:
     def summary(self) -> str:
         drops = ", ".join(f"{n} {why}" for why, n in sorted(self.dropped.items())) or "none"
         return (f"{len(self.episodes)} episode(s) {self.episodes}, {self.frames} frames from {self.messages} messages "
-                f"in {self.seconds:.1f} s ({self.frames / max(self.seconds, 1e-9):.1f} frames/s); dropped frames: {drops}"
+                f"in {self.seconds:.1f} s ({self.frames / max(self.seconds, 1e-9):.1f} frames/s, the dataset library's "
+                f"start not counted); dropped frames: {drops}"
                 + (f"; {self.empty_episodes} episode(s) without frames skipped" if self.empty_episodes else ""))
 
 
@@ -481,7 +483,6 @@ def convert_bag(bag_path: str | Path, mapping: BagMapping, output: str | Path,
     from vla_mbpo_ros.core.data.episode_store import EpisodeStore
     from vla_mbpo_ros.core.util.images import resize_uint8
 
-    began = time.perf_counter()
     report = ConversionReport()
     with Bag(bag_path) as bag:
         sizes = check_mapping(mapping, bag)
@@ -493,6 +494,7 @@ def convert_bag(bag_path: str | Path, mapping: BagMapping, output: str | Path,
         if not mapping.task and any(not s.task for s in spans):
             raise ValueError("task: the episodes have no task text (set task:, or record EpisodeEvents with one)")
         store = EpisodeStore(output, config)
+        began = time.perf_counter()  # from here: LeRobot's import (10-20 s, once per process) is not conversion
         writer = _EpisodeWriter(store, report, progress)
         try:
             for frame, span in _frames(bag, mapping, spans, report):
