@@ -277,3 +277,19 @@ def test_round_trip_dataset_to_mcap_bag_and_back_through_the_cli(tmp_path, capsy
             for view in ("head", "wrist"):  # decoded once more and re-encoded (video, and jpeg for --compressed)
                 error = np.abs(image(back, row, view).astype(int) - image(first, row, view)).mean()
                 assert error < 6, (name, row, view, error)
+
+
+def test_messages_padded_after_their_end_decode_as_ros_decodes_them():
+    """rmw_fastrtps serializes a JointState with 8 zero bytes after its end; rosbags alone refuses that."""
+    from rosbags.serde import SerdeError
+
+    from vla_mbpo_ros.core.data.bag_conversion import deserialize
+
+    rec = SyntheticRecording()
+    message = rec.joint_state(rec.start_ns, rec.state_values(rec.start_ns))
+    raw = bytes(rec.store.serialize_cdr(message, "sensor_msgs/msg/JointState")) + bytes(8)
+    with pytest.raises(SerdeError, match="size mismatch"):
+        rec.store.deserialize_cdr(raw, "sensor_msgs/msg/JointState")
+    decoded = deserialize(rec.store, raw, "sensor_msgs/msg/JointState")
+    assert list(decoded.name) == list(message.name)
+    np.testing.assert_array_equal(decoded.position, message.position)

@@ -95,6 +95,22 @@ def bag_typestore(connections: Sequence[Any]) -> Any:
     return store
 
 
+def deserialize(store: Any, raw: bytes, msgtype: str) -> Any:
+    """A CDR message, ignoring bytes after its end: rmw_fastrtps pads some serialized messages (a
+    JointState by 8 zero bytes, so bags recorded from DDS carry them); ROS's own deserializer ignores
+    them, rosbags' ``deserialize_cdr`` refuses more than 3."""
+    from rosbags.serde import SerdeError
+
+    try:
+        return store.deserialize_cdr(raw, msgtype)
+    except SerdeError as err:
+        if "size mismatch" not in str(err):
+            raise
+    msgdef = store.get_msgdef(msgtype)
+    decode = msgdef.deserialize_cdr_le if raw[1] else msgdef.deserialize_cdr_be
+    return decode(raw[4:], 0, msgdef.cls, store)[0]
+
+
 class Bag:
     """An open rosbag2 recording (directory, or a bare .mcap / .db3 file) with its type store."""
 
@@ -139,7 +155,7 @@ class Bag:
         if not wanted:
             return
         for connection, log_ns, raw in self.reader.messages(connections=wanted):
-            yield connection.topic, connection.msgtype, log_ns, self.store.deserialize_cdr(raw, connection.msgtype)
+            yield connection.topic, connection.msgtype, log_ns, deserialize(self.store, raw, connection.msgtype)
 
     def first(self, topic: str) -> tuple[str, int, Any] | None:
         for _, msgtype, log_ns, message in self.messages([topic]):
