@@ -98,10 +98,10 @@ def test_this_packages_episode_bags_convert_with_a_mapping_like_any_bag(tmp_path
     event(EpisodeEvent.SUCCESS, t0 + 1.2)
     path = bag.save()
     (tmp_path / "mapping.yaml").write_text(
-        "fps: 10\nuse_videos: false\ncameras: {head: {topic: /cameras/head/image_raw}}\n"
+        "fps: 30\nuse_videos: false\ncameras: {head: {topic: /cameras/head/image_raw}}\n"
         f"state: {{topic: /joint_states, joints: {joints}}}\naction: {{topic: /vla_mbpo/executed_command}}\n"
         "episodes: {topic: /vla_mbpo/episode_event}\n".replace("'", ""))
-    assert main(["to-lerobot", str(path), str(tmp_path / "mapping.yaml"), str(tmp_path / "dataset")]) == 0
+    assert main(["to-lerobot", str(path), str(tmp_path / "mapping.yaml"), str(tmp_path / "dataset"), "--fps", "10", "--time", "log"]) == 0
     assert "1 episode(s) [0], 12 frames" in capsys.readouterr().out
     dataset = LeRobotDataset("local/rosbag", root=tmp_path / "dataset", video_backend="pyav")
     table = dataset.hf_dataset.with_format("numpy")

@@ -258,10 +258,11 @@ def test_round_trip_dataset_to_mcap_bag_and_back_through_the_cli(tmp_path, capsy
     assert list(decoded["/lerobot/action"][0].joint_names) == list(JOINTS)
 
     first = load(tmp_path / "first")
-    for name, extra in (("back", []), ("back_compressed", ["--compressed"])):
+    for name, extra in (("back", []), ("back_compressed", ["--episodes", "0", "1", "--compressed", "--storage", "sqlite3"])):
         exported = tmp_path / f"exported_{name}"
         if extra:
             assert bag_cli(["to-bag", str(tmp_path / "first"), str(exported), *extra]) == 0
+            assert [p.suffix for p in exported.iterdir() if p.name != "metadata.yaml"] == [".db3"]
         else:
             exported = tmp_path / "exported"
         mapping_file = exported.with_name(exported.name + ".mapping.yaml")

@@ -382,13 +382,13 @@ class EpisodeSpan:
 
 def episode_spans(mapping: BagMapping, bag: Bag) -> list[EpisodeSpan]:
     """The episodes of the bag, in time order (the mapping's time base; messages without a header: log time)."""
-    end_of_bag = bag.reader.end_time
+    end_of_bag = 2**63 - 1  # an episode never ended runs to the end of the recording
     split = mapping.episodes
     if split.ranges:
         return [EpisodeSpan(bag.start_ns + round(a * _NS), bag.start_ns + round(b * _NS), mapping.task, mapping.source)
                 for a, b in split.ranges]
     if not split.topic:
-        return [EpisodeSpan(0, 2**63 - 1, mapping.task, mapping.source)]
+        return [EpisodeSpan(0, end_of_bag, mapping.task, mapping.source)]
     spans: list[EpisodeSpan] = []
     open_span: EpisodeSpan | None = None
     intervention_start: int | None = None
@@ -397,6 +397,8 @@ def episode_spans(mapping: BagMapping, bag: Bag) -> list[EpisodeSpan]:
         t = _time_of(message, log_ns, mapping.time)
         if msgtype == EPISODE_EVENT:
             if message.event == EVENT_START:
+                if open_span is not None:  # started again without an end: the earlier one ends here, unlabelled
+                    open_span.end_ns = t - 1
                 open_span = EpisodeSpan(t, end_of_bag, message.task or mapping.task, message.source or mapping.source)
                 spans.append(open_span)
             elif message.event in _EVENT_OUTCOMES and open_span is not None:
@@ -417,7 +419,7 @@ def episode_spans(mapping: BagMapping, bag: Bag) -> list[EpisodeSpan]:
         else:
             cuts.append(t)
     if cuts:  # a marker of another type: every message ends one episode and starts the next
-        edges = [0, *cuts, 2**63 - 1]
+        edges = [0, *cuts, end_of_bag]
         spans = [EpisodeSpan(a, b - 1, mapping.task, mapping.source) for a, b in zip(edges, edges[1:])]
     return [s for s in spans if s.outcome is not Outcome.DISCARD]
 
