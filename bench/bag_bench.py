@@ -36,7 +36,7 @@ def main() -> None:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset  # noqa: F401  (the one-off import, not timed)
     from rosbag_recordings import JOINTS, SyntheticRecording, write_bag
 
-    from vla_mbpo_ros.core.data.bag_conversion import Bag, ConversionReport, _frames, convert_bag, episode_spans
+    from vla_mbpo_ros.core.data.bag_conversion import Bag, ConversionReport, assemble_frames, convert_bag, episode_spans
     from vla_mbpo_ros.core.data.bag_mapping import load_mapping
 
     rename = {f"joint_{i}": name for i, name in enumerate(JOINTS)}
@@ -63,7 +63,7 @@ def main() -> None:
             began = time.perf_counter()
             with Bag(bag) as opened:
                 report = ConversionReport()
-                assembled = sum(1 for _ in _frames(opened, mapping, episode_spans(mapping, opened), report))
+                assembled = sum(1 for _ in assemble_frames(opened, mapping, episode_spans(mapping, opened), report))
             read_fps = assembled / (time.perf_counter() - began)
             began = time.perf_counter()  # the whole call: mapping checks, episode pass, dataset creation included
             report = convert_bag(bag, mapping, Path(tmp) / f"dataset_{transport}")

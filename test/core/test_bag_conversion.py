@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rosbag_recordings import JOINTS, NS, Message, SyntheticRecording, image_of, write_bag  # noqa: E402
 
 from vla_mbpo_ros.bag import main as bag_cli  # noqa: E402
-from vla_mbpo_ros.core.data.bag_conversion import _Stream, convert_bag, episode_spans, Bag  # noqa: E402
+from vla_mbpo_ros.core.data.bag_conversion import Bag, RecentMessages, convert_bag, episode_spans  # noqa: E402
 from vla_mbpo_ros.core.data.bag_mapping import load_mapping  # noqa: E402
 
 RENAME = {f"joint_{i}": name for i, name in enumerate(JOINTS)}
@@ -203,7 +203,7 @@ def test_a_mapping_that_does_not_fit_the_bag_fails_before_writing_naming_each_fi
 
 
 def test_stream_picks_and_marker_cuts(tmp_path):
-    stream = _Stream()
+    stream = RecentMessages()
     for t in (100, 300, 200, 400):  # out of order, as header stamps can be in log order
         stream.add(t, f"m{t}", "x")
     assert stream.nearest(240, 50)[0] == 200 and stream.nearest(260, 50)[0] == 300 and stream.nearest(250, 10) is None

@@ -20,7 +20,6 @@ opens it and ``ros2 bag play`` plays it. ``mapping_for_bag`` gives the mapping t
 from __future__ import annotations
 
 import bisect
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -433,7 +432,7 @@ def _time_of(message: Any, log_ns: int, base: str) -> int:
 
 
 # ----------------------------------------------------------------------------------------- assembling frames
-class _Stream:
+class RecentMessages:
     """Recent messages of one topic, kept in time order."""
 
     def __init__(self) -> None:
@@ -515,7 +514,7 @@ def convert_bag(bag_path: str | Path, mapping: BagMapping, output: str | Path,
         began = time.perf_counter()  # from here: LeRobot's import (10-20 s, once per process) is not conversion
         writer = _EpisodeWriter(store, report, progress)
         try:
-            for frame, span in _frames(bag, mapping, spans, report):
+            for frame, span in assemble_frames(bag, mapping, spans, report):
                 images = {v: resize_uint8(frame.images[v][None], image_size)[0] for v in mapping.views}
                 frame.images = images
                 writer.add(span, frame)
@@ -552,14 +551,14 @@ class _EpisodeWriter:
         self.span = None
 
 
-def _frames(bag: Bag, mapping: BagMapping, spans: list[EpisodeSpan], report: ConversionReport) -> Iterator[tuple[RecordedFrame, EpisodeSpan]]:
+def assemble_frames(bag: Bag, mapping: BagMapping, spans: list[EpisodeSpan], report: ConversionReport) -> Iterator[tuple[RecordedFrame, EpisodeSpan]]:
     """Frames of every span, in time order (see core.data.bag_mapping for the rules)."""
     views = mapping.views
     clock_topic = mapping.cameras[views[0]].topic
     observed = {mapping.cameras[v].topic: f"cameras.{v}" for v in views[1:]}
     observed[mapping.state.topic] = "state"
     action = mapping.action
-    streams = {topic: _Stream() for topic in [*observed, *([action.topic] if action.topic else [])]}
+    streams = {topic: RecentMessages() for topic in [*observed, *([action.topic] if action.topic else [])]}
     tolerance, max_delay = round(mapping.tolerance_s * _NS), round(mapping.max_action_delay_s * _NS)
     pending: deque[tuple[int, Any, str, EpisodeSpan]] = deque()
     max_pending = 4 * mapping.fps  # frames waiting for slower streams; beyond, the oldest is decided with what is there
