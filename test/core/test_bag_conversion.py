@@ -185,6 +185,13 @@ def test_a_mapping_that_does_not_fit_the_bag_fails_before_writing_naming_each_fi
         convert_bag(bag, load_mapping({**missing, "state": {"topic": "/joint_states", "joints": list(JOINTS)}}), tmp_path / "out")
     with pytest.raises(ValueError, match=r"action: missing"):
         convert_bag(bag, load_mapping(missing), tmp_path / "out")
+    unstamped = rec.messages()
+    for m in unstamped:
+        if m.topic == "/head/image_raw":  # a driver that leaves its headers empty
+            m.message.header.stamp.sec = m.message.header.stamp.nanosec = 0
+    zero_bag = write_bag(tmp_path / "unstamped", unstamped, "mcap")
+    with pytest.raises(ValueError, match=r"cameras\.head\.topic: /head/image_raw has unstamped headers \(stamp 0\): use time: log"):
+        convert_bag(zero_bag, load_mapping(mapping({"head": "/head/image_raw"}, {"next_state": True}, task="x")), tmp_path / "out")
     with pytest.raises(ValueError, match=r"action: expected either topic .* or next_state: true"):
         load_mapping(mapping({"head": "/head/image_raw"}, {"topic": "/a", "next_state": True}))
     with pytest.raises(ValueError, match=r"cameras.head: unknown field\(s\) topik"):

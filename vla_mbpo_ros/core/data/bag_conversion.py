@@ -358,6 +358,11 @@ def check_mapping(mapping: BagMapping, bag: Bag) -> dict[str, tuple[int, int]]:
             problems.append(str(err))
     elif action.topic:
         problems.append(f"action.topic: {action.topic} has no messages")
+    if mapping.time == "header":
+        for where, topic in mapping.topics().items():
+            first = bag.first(topic)
+            if first is not None and stamp_ns(first[2]) == 0:
+                problems.append(f"{where}: {topic} has unstamped headers (stamp 0): use time: log")
     if mapping.image_size is None and len(set(sizes.values())) > 1:
         problems.append(f"image_size: the views have different sizes {sizes}; set image_size: [height, width] to resize them to one")
     if problems:
