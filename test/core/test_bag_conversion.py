@@ -301,3 +301,22 @@ def test_messages_padded_after_their_end_decode_as_ros_decodes_them():
     decoded = deserialize(rec.store, raw, "sensor_msgs/msg/JointState")
     assert list(decoded.name) == list(message.name)
     np.testing.assert_array_equal(decoded.position, message.position)
+
+
+def test_float_compressed_depth_decodes_its_inverse_depth_quantization():
+    """compressedDepth of 32FC1 images stores A / depth + B as 16-bit PNG (0: no depth) after a 12-byte header."""
+    import cv2
+
+    from vla_mbpo_ros.core.data.bag_conversion import image_to_rgb
+
+    depth = np.array([[1.5, 1.0], [2.0, 0.0]], dtype=np.float32)
+    a, b = 300.0, 10.0
+    quantized = np.where(depth > 0, a / np.where(depth > 0, depth, 1) + b, 0).round().astype(np.uint16)
+    ok, png = cv2.imencode(".png", quantized)
+    header = np.array([0], "<i4").tobytes() + np.array([a, b], "<f4").tobytes()
+    store = SyntheticRecording().store
+    message = store.types["sensor_msgs/msg/CompressedImage"](
+        header=store.types["std_msgs/msg/Header"](stamp=store.types["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id=""),
+        format="32FC1; compressedDepth png", data=np.frombuffer(header + png.tobytes(), np.uint8))
+    gray = image_to_rgb(message, "sensor_msgs/msg/CompressedImage", (1.0, 2.0))
+    assert gray.shape == (2, 2, 3) and gray[..., 0].tolist() == [[128, 0], [255, 0]]
