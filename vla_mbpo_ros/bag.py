@@ -14,6 +14,14 @@ and renamed to ``.mcap`` only once finished and fsynced; a discarded episode lea
 ``python -m vla_mbpo_ros.bag to-dataset OUT BAG...`` rebuilds a LeRobotDataset from such bags with
 the recorder's own pipeline (observation sync, frame pairing, sampling at the dataset fps, the
 crash-safe store), so it has the same features as the dataset recorded live.
+
+Any other rosbag2 recording (``ros2 bag record``: a directory, split files, mcap or sqlite3, zstd)
+converts with a small YAML mapping of topics to features (core/data/bag_mapping.py,
+core/data/bag_conversion.py; docs/lerobot_ros2.md)::
+
+    python -m vla_mbpo_ros.bag info BAG                          # topics, types, counts
+    python -m vla_mbpo_ros.bag to-lerobot BAG MAPPING.yaml OUT   # bag -> LeRobotDataset v3
+    python -m vla_mbpo_ros.bag to-bag DATASET OUT_BAG            # dataset episodes -> rosbag2 MCAP
 """
 
 from __future__ import annotations
@@ -283,12 +291,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vla_mbpo_ros.bag", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    convert = sub.add_parser("to-dataset", help="rebuild a LeRobotDataset from episode bags")
+    convert = sub.add_parser("to-dataset", help="rebuild a LeRobotDataset from this package's episode bags")
     convert.add_argument("output", type=Path, help="dataset directory (created, or appended to)")
     convert.add_argument("bags", type=Path, nargs="+")
     convert.add_argument("--recorder-config", type=Path, help="recorder parameter file (default: the package's)")
     convert.add_argument("--sync-config", type=Path, help="observation_sync parameter file (default: the package's)")
+    info = sub.add_parser("info", help="list a bag's topics, types and message counts")
+    info.add_argument("bag", type=Path, help="rosbag2 directory, or a .mcap / .db3 file")
+    lerobot = sub.add_parser("to-lerobot", help="convert any rosbag2 recording to a LeRobotDataset v3 with a YAML mapping")
+    lerobot.add_argument("bag", type=Path, help="rosbag2 directory, or a .mcap / .db3 file")
+    lerobot.add_argument("mapping", type=Path, help="YAML mapping of topics to features (docs/lerobot_ros2.md)")
+    lerobot.add_argument("output", type=Path, help="dataset directory (created, or appended to)")
+    lerobot.add_argument("--fps", type=int, help="override the mapping's fps")
+    lerobot.add_argument("--task", help="override the mapping's task text")
+    lerobot.add_argument("--time", choices=("header", "log"), help="override the mapping's time base")
+    to_bag = sub.add_parser("to-bag", help="write LeRobotDataset episodes as a rosbag2 MCAP bag")
+    to_bag.add_argument("dataset", type=Path, help="LeRobotDataset directory")
+    to_bag.add_argument("output", type=Path, help="bag directory to create")
+    to_bag.add_argument("--episodes", type=int, nargs="+", help="episode indices (default: all)")
+    to_bag.add_argument("--compressed", action="store_true", help="cameras as sensor_msgs/CompressedImage (jpeg)")
+    to_bag.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    to_bag.add_argument("--mapping-out", type=Path, help="where to write the mapping that converts the bag back "
+                                                          "(default: OUTPUT.mapping.yaml)")
     args = parser.parse_args(argv)
+    if args.command == "info":
+        return _info(args)
+    if args.command == "to-lerobot":
+        return _to_lerobot(args)
+    if args.command == "to-bag":
+        return _to_bag(args)
     from vla_mbpo_ros.bringup import config_dir
     from vla_mbpo_ros.core.data.recording import RecordingConfig
     from vla_mbpo_ros.core.util.config import load_config, read_params
@@ -299,6 +330,49 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(RecordingConfig, fields, "recorder")
     indices = bag_to_dataset(sorted(args.bags), args.output, config, config.views, sync.get("slop", 0.02), sync.get("queue_size", 10))
     print(f"added episodes {indices} to {args.output}")
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _info(args: argparse.Namespace) -> int:
+    from vla_mbpo_ros.core.data.bag_conversion import bag_info, format_info
+
+    try:
+        print(format_info(bag_info(args.bag)))
+    except (ValueError, FileNotFoundError) as err:
+        return _fail(str(err))
+    return 0
+
+
+def _to_lerobot(args: argparse.Namespace) -> int:
+    from vla_mbpo_ros.core.data.bag_conversion import convert_bag
+    from vla_mbpo_ros.core.data.bag_mapping import load_mapping
+
+    try:
+        mapping = load_mapping(args.mapping, fps=args.fps, task=args.task, time=args.time)
+        report = convert_bag(args.bag, mapping, args.output, progress=print)
+    except (ValueError, FileNotFoundError) as err:
+        return _fail(str(err))
+    print(f"{args.output}: {report.summary()}")
+    return 0
+
+
+def _to_bag(args: argparse.Namespace) -> int:
+    import yaml
+
+    from vla_mbpo_ros.core.data.bag_conversion import dataset_to_bag
+
+    try:
+        mapping = dataset_to_bag(args.dataset, args.output, args.episodes, compressed=args.compressed, storage=args.storage)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        return _fail(str(err))
+    mapping_out = args.mapping_out or args.output.with_name(args.output.name + ".mapping.yaml")
+    mapping_out.write_text(yaml.safe_dump(mapping, sort_keys=False))
+    print(f"wrote {args.output} (mapping back to a dataset: {mapping_out})")
     return 0
 
 

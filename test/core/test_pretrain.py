@@ -133,3 +133,22 @@ def load_pretrain_config_from(values: dict):
 @pytest.fixture(autouse=True, scope="module")
 def _offline():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def test_corpus_progress_prints_each_update_once():
+    """A progress line per recorded episode, not two (set_postfix displays too unless told not to)."""
+    import io
+
+    from tqdm import tqdm
+
+    from vla_mbpo_ros.core.world_model.pretrain import corpus_progress
+
+    stream = io.StringIO()
+    with tqdm(total=4, desc="play corpus", file=stream, mininterval=0, ascii=True) as bar:
+        advance = corpus_progress(bar)
+        for done in range(1, 5):
+            advance(done, 4, "reach", done % 2 == 0)
+    states = [line.split("|")[2].split("[")[0].strip() for line in stream.getvalue().replace("\n", "\r").split("\r") if "|" in line]
+    # One display per update; tqdm's close repeats the last one to end the line.
+    assert states == ["0/4", "1/4", "2/4", "3/4", "4/4", "4/4"], states
+    assert "behaviour=reach, success=1]" in stream.getvalue()

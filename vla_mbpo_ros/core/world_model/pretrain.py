@@ -126,6 +126,17 @@ def evaluate_pretrained(model, calibration: list[Episode], test: list[Episode], 
     return figures
 
 
+def corpus_progress(bar):
+    """The play corpus's progress callback: one display of ``bar`` (a tqdm) per recorded episode.
+    (``set_postfix`` displays by itself unless told not to: followed by a refresh, every line came twice.)"""
+
+    def advance(done: int, total: int, behaviour: str, success: bool) -> None:
+        bar.set_postfix(behaviour=behaviour, success=success, refresh=False)
+        bar.update(done - bar.n)
+
+    return advance
+
+
 def pretrain(config: PretrainConfig, out: str | Path, progress: bool = True) -> dict:
     """Run (or resume) the three stages; returns the manifest."""
     from tqdm.auto import tqdm
@@ -141,14 +152,8 @@ def pretrain(config: PretrainConfig, out: str | Path, progress: bool = True) -> 
     seconds = {}
     began = time.perf_counter()
     with tqdm(total=config.corpus.episodes, desc="play corpus", unit="episode", disable=not progress) as bar:
-        def advance(done: int, total: int, behaviour: str, success: bool) -> None:
-            bar.n = done
-            bar.set_postfix(behaviour=behaviour, success=success)
-            bar.refresh()
-
-        store = record_play_corpus(out / "corpus", config.corpus, progress=advance)
-        bar.n = store.num_episodes
-        bar.refresh()
+        store = record_play_corpus(out / "corpus", config.corpus, progress=corpus_progress(bar))
+        bar.update(store.num_episodes - bar.n)
     seconds["corpus"] = time.perf_counter() - began
 
     began = time.perf_counter()

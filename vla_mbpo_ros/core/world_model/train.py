@@ -279,7 +279,7 @@ def train_world_model(
             post = {"image": np.mean(history.image_loss[window])}
             if history.answer_loss:
                 post["answer"] = np.mean(history.answer_loss[window])
-            bar.set_postfix({k: f"{v:.3f}" for k, v in post.items()})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in post.items()}, refresh=False)  # shown with the step's own display
         if output_dir and config.save_every and (step + 1) % config.save_every == 0 and step + 1 < config.steps:
             _save_resume(model, accelerator, Path(output_dir) / RESUME_DIR, step + 1, optimizer, scheduler, history)
     core.eval()
