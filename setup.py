@@ -28,7 +28,10 @@ setup(
         "matplotlib==3.11.2",
         "pyrealsense2==2.59.1.11053",
         "mcap==1.6.0",
-        "mcap-ros2-support==0.6.0",
+        "rosbags==0.11.9",
+        "cryptography==51.0.1",
+        "rliable==1.2.0",
+        "peft==0.21.2",
     ],
-    extras_require={"test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17"]},
+    extras_require={"test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17", "mcap-ros2-support==0.6.0"]},
 )
