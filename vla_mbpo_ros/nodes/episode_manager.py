@@ -165,9 +165,8 @@ class EpisodeManagerNode(Node):
 
     def _wait_for_services(self) -> None:
         """Before the first episode, as long as it takes: a loaded machine can take minutes to start a graph."""
-        for name, client in self.calls.items():
-            if name.startswith("recorder") and not self.record:
-                continue
+        needed = ["reset", "executor_start"] + (["recorder_start"] if self.record else [])
+        for client in (self.calls[name] for name in needed if name in self.calls):
             while not client.wait_for_service(timeout_sec=5.0):
                 if self._stop.is_set():
                     raise Stopped
