@@ -12,11 +12,14 @@ demonstrations, and injects, in a seeded random order at random times:
                     saved, so the episode manager discards and re-runs it);
   camera_stall      the simulated robot's process stopped for 2 s (SIGSTOP/SIGCONT): no camera frame, no
                     joint state; the executor must hold, the manager resets and goes on;
-  rogue_policy      a PolicyUpdate for an unsigned, well-formed checkpoint under the executor's trusted root.
+  rogue_policy      a PolicyUpdate for an unsigned, well-formed checkpoint under the executor's trusted root;
+  disk_full         the run's filesystem (a tmpfs of its own, 1.5 GB) filled to below the recorder's
+                    min_free_disk_mb (200 MB) for 60 s: the recorder refuses new episodes, the episode
+                    manager does not move the arm without a recording and retries (needs root for the
+                    mount; skipped otherwise).
 
-Not injected: disk nearly full (it needs a filesystem of its own, e.g. a loop-mounted image; the recorder's
-refusal below min_free_disk_mb is tested in test/core/test_recording.py). The respawning is the bringup
-runner's; with ``ros2 launch`` it is launch_ros' ``respawn`` of the same nodes (bringup/ros_launch.py).
+The respawning is the bringup runner's; with ``ros2 launch`` it is launch_ros' ``respawn`` of the same
+nodes (bringup/ros_launch.py).
 
 Watched from outside: every arm command (JointTrajectory) must be finite, within the position limits of
 config/robots/so101.yaml and within max_step of the command before it (unsafe = any that is not); every
@@ -35,6 +38,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,7 +55,16 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-FAULTS = ("world_model_kill", "recorder_kill", "camera_stall", "rogue_policy")
+FAULTS = ("world_model_kill", "recorder_kill", "camera_stall", "rogue_policy", "disk_full")
+DISK_MB, MIN_FREE_MB, FULL_FOR_S = 1536, 200, 60.0
+
+
+def mount_tmpfs(run: Path) -> bool:
+    """The run's own filesystem, so that filling it cannot touch anything else on the machine."""
+    run.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or any(run.iterdir()):
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(run)]).returncode == 0
 
 
 def prepare(out: Path) -> Path:
@@ -64,7 +77,7 @@ def prepare(out: Path) -> Path:
     small_finetune_config(out / "finetune.yaml", bc_steps=60, world_model_steps=40, vq_fit_steps=40, actor_frozen=True)
     params = {
         "sim_robot": {"sim": {"image_size": [32, 32]}},
-        "recorder": {"image_size": [32, 32], "min_free_disk_mb": 0.0},
+        "recorder": {"image_size": [32, 32], "min_free_disk_mb": float(MIN_FREE_MB)},
         "episode_manager": {"episodes_per_iteration": 2, "iterations": 0, "max_episode_s": 6.0, "start_delay_s": 1.0},
         "world_model_node": {"pipeline_config": str(out / "finetune.yaml"), "episodes_per_update": 2},
     }
@@ -182,6 +195,15 @@ def inject(fault: str, runner, watch: Watch, probe, out: Path, number: int) -> d
             return {"fault": fault, "at": now, "detail": detail, "recovered": lambda: watch.first_after(watch.world_model, now, lambda m: True)}
         return {"fault": fault, "at": now, "detail": detail,
                 "recovered": lambda: watch.first_after(watch.events, now, lambda m: m.event in (m.SUCCESS, m.FAILURE))}
+    if fault == "disk_full":
+        ballast = out / "ballast"
+        with open(ballast, "wb") as handle:
+            os.posix_fallocate(handle.fileno(), 0, max(0, shutil.disk_usage(out).free - (MIN_FREE_MB // 2) * 2**20))
+        time.sleep(FULL_FOR_S)
+        ballast.unlink()
+        freed = time.monotonic()
+        return {"fault": fault, "at": freed, "detail": f"{FULL_FOR_S:g} s below {MIN_FREE_MB} MB free",
+                "recovered": lambda: watch.first_after(watch.events, freed, lambda m: m.event in (m.SUCCESS, m.FAILURE))}
     if fault == "camera_stall":
         os.kill(pids["sim_robot"], signal.SIGSTOP)
         time.sleep(2.0)
@@ -212,16 +234,21 @@ def main() -> None:
     from ros_harness import RosTestNode
 
     args.out.mkdir(parents=True, exist_ok=True)
-    overrides = prepare(args.out)
-    saved_before = json.loads((args.out / "dataset" / "meta" / "info.json").read_text())["total_episodes"]
+    run = args.out / "run"  # the graph's output_dir, on a tmpfs of its own when possible (the disk_full fault)
+    mounted = mount_tmpfs(run)
+    faults = FAULTS if mounted else tuple(f for f in FAULTS if f != "disk_full")
+    if not mounted:
+        print("disk_full skipped: no filesystem of its own for the run (needs root and an empty --out)", flush=True)
+    overrides = prepare(run)
+    saved_before = json.loads((run / "dataset" / "meta" / "info.json").read_text())["total_episodes"]
     rng = random.Random(args.seed)
     total_s = args.minutes * 60.0
-    count = max(len(FAULTS), int(args.minutes / 6))  # about one fault every 6 minutes, each kind at least once
-    kinds = [FAULTS[i % len(FAULTS)] for i in range(count)]
+    count = max(len(faults), int(args.minutes / 6))  # about one fault every 6 minutes, each kind at least once
+    kinds = [faults[i % len(faults)] for i in range(count)]
     rng.shuffle(kinds)
     times = sorted(rng.uniform(args.warmup_s, max(args.warmup_s + 1, total_s - 60.0)) for _ in kinds)
     log = open(args.out / "runner.log", "w")
-    runner = subprocess.Popen([sys.executable, "-m", "vla_mbpo_ros.bringup", "finetune", f"output_dir:={args.out}",
+    runner = subprocess.Popen([sys.executable, "-m", "vla_mbpo_ros.bringup", "finetune", f"output_dir:={run}",
                                f"config:={overrides}"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     probe = RosTestNode("soak_bench")
     watch = Watch(probe)
@@ -234,7 +261,7 @@ def main() -> None:
                 if runner.poll() is not None:
                     raise RuntimeError(f"the graph stopped (runner exit {runner.returncode}); see {args.out / 'runner.log'}")
                 time.sleep(0.5)
-            pending.append(inject(kind, runner, watch, probe, args.out, number))
+            pending.append(inject(kind, runner, watch, probe, run, number))
             print(f"[{time.monotonic() - started:7.1f} s] {kind}: {pending[-1]['detail']}", flush=True)
         while time.monotonic() - started < total_s and runner.poll() is None:
             time.sleep(1.0)
@@ -254,7 +281,7 @@ def main() -> None:
         probe.close()
         log.close()
 
-    saved = json.loads((args.out / "dataset" / "meta" / "info.json").read_text())["total_episodes"] - saved_before
+    saved = json.loads((run / "dataset" / "meta" / "info.json").read_text())["total_episodes"] - saved_before
     labelled = sum(1 for _, m in watch.events if m.event in (m.SUCCESS, m.FAILURE))
     running_versions = {m.policy_version for _, m in watch.statuses if m.policy_version}
     rogue_ran = [r["detail"] for r in results if r["fault"] == "rogue_policy" and r["detail"] in running_versions]
@@ -267,6 +294,8 @@ def main() -> None:
           f"rogue versions that ran: {rogue_ran}")
     (args.out / "soak.json").write_text(json.dumps({"results": results, "commands": watch.commands, "unsafe": watch.unsafe,
                                                     "labelled": labelled, "saved": saved, "versions": sorted(running_versions)}))
+    if mounted:
+        subprocess.run(["umount", str(run)])  # the run's data goes with its tmpfs; logs and results stay in --out
     worst = "none" if None in recoveries else f"{max(recoveries):.1f}"
     print(f"soak_bench: minutes={args.minutes:g} faults={len(results)} unsafe={watch.unsafe + len(rogue_ran)} "
           f"lost={max(0, labelled - saved)} iterations={iterations} max_recovery_s={worst}")

@@ -58,6 +58,9 @@ _EVENTS = {
 }
 
 
+_RETRY_S = 10.0  # pause before starting again after the recorder refused an episode
+
+
 class Stopped(Exception):
     """The node is shutting down while the schedule waits."""
 
@@ -188,7 +191,9 @@ class EpisodeManagerNode(Node):
         self._observe(lambda: setattr(self, "_operator_ready", False))
         self._wait(lambda: self._operator_ready)
 
-    def _start_episode(self) -> int:
+    def _start_episode(self) -> int | None:
+        """The started episode's index; None when the recorder refused (e.g. disk nearly full): the arm
+        is not moved without a recording, and the caller retries after a pause."""
         if self.schedule.source == "policy" and not self._status.policy_version:
             self.get_logger().info("waiting for the first policy (the world-model node trains it from the demonstrations)")
             self._wait(lambda: bool(self._status.policy_version))
@@ -209,7 +214,9 @@ class EpisodeManagerNode(Node):
                                   timeout=120.0)  # a recorder that died is respawned (bringup)
             if not recorded.success:
                 self._call("executor_end", EndEpisode.Request(outcome=EndEpisode.Request.OUTCOME_DISCARD))
-                raise RuntimeError(f"recorder refused to start: {recorded.message}")
+                self.get_logger().error(f"recorder refused to start: {recorded.message}; retrying in {_RETRY_S:g} s",
+                                        throttle_duration_sec=60.0)
+                return None
             index = recorded.episode_index
         return index
 
@@ -227,10 +234,13 @@ class EpisodeManagerNode(Node):
             return end
 
     def _run_episode(self, count: int) -> bool:
-        """One episode; False when it could not be saved (a recorder that died and respawned): it is then
-        neither labelled nor counted, and the schedule runs it again."""
+        """One episode; False when it could not be recorded (a recorder that refused it, or died and was
+        respawned): it is then neither labelled nor counted, and the schedule runs it again."""
         self._reset_robot()
         index = self._start_episode()
+        if index is None:
+            self._wait(lambda: False, timeout=_RETRY_S)
+            return False
         version = self._status.policy_version
         with self._changed:
             self._episode_started, self._success_since, self._operator_outcome = time.monotonic(), None, None
