@@ -210,8 +210,11 @@ class EpisodeManagerNode(Node):
             self._wait(lambda: self._status is not status, timeout=1.0)  # retry on news, at least every second
         index = response.episode_index
         if self.record:
-            recorded = self._call("recorder_start", StartEpisode.Request(task=self.schedule.task, source=self.episode_source),
-                                  timeout=120.0)  # a recorder that died is respawned (bringup)
+            try:  # a recorder that died is respawned (bringup); a request sent to the dead one is never answered
+                recorded = self._call("recorder_start", StartEpisode.Request(task=self.schedule.task,
+                                                                             source=self.episode_source), timeout=60.0)
+            except TimeoutError as err:
+                recorded = StartEpisode.Response(success=False, message=str(err))
             if not recorded.success:
                 self._call("executor_end", EndEpisode.Request(outcome=EndEpisode.Request.OUTCOME_DISCARD))
                 self.get_logger().error(f"recorder refused to start: {recorded.message}; retrying in {_RETRY_S:g} s",
