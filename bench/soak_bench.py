@@ -176,7 +176,7 @@ def rogue_checkpoint(out: Path, number: int) -> tuple[str, str, str]:
     from vla_mbpo_ros.core.policy.checkpoint import checkpoint_sha256
     from vla_mbpo_ros.core.policy.replay import ReplayPolicy
 
-    version = f"v{9000 + number}"
+    version = f"rogue{number}"  # not v<N>: a folder named like a version would shift the trainer's numbering
     folder = out / "finetune" / "checkpoints" / version
     ReplayPolicy(np.zeros((2, 10, 6), np.float32), ("head", "wrist"), version).save(folder)
     return version, folder.as_uri(), checkpoint_sha256(folder)
@@ -285,7 +285,7 @@ def main() -> None:
     labelled = sum(1 for _, m in watch.events if m.event in (m.SUCCESS, m.FAILURE))
     running_versions = {m.policy_version for _, m in watch.statuses if m.policy_version}
     rogue_ran = [r["detail"] for r in results if r["fault"] == "rogue_policy" and r["detail"] in running_versions]
-    iterations = len([v for v in running_versions if not v.startswith("v9")])
+    iterations = len([v for v in running_versions if not v.startswith("rogue")])
     recoveries = [r["recovery_s"] for r in results]
     for r in results:
         print(f"{r['fault']:17s} {r['detail']:32s} recovered in {r['recovery_s']} s")

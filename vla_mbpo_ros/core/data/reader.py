@@ -76,8 +76,11 @@ def read_episodes(
     tasks = np.asarray(columns["task_index"]).reshape(-1) if "task_index" in dataset.features else None
     task_names = {} if dataset.meta.tasks is None else {
         int(index): str(task) for task, index in zip(dataset.meta.tasks.index, dataset.meta.tasks["task_index"])}
+    # The recorder may save an episode while this reads (the data files first, then the metadata): an
+    # episode whose metadata is not there yet is still being saved, and is left for the next read.
+    committed = len(dataset.meta.episodes)
     result = []
-    for ep in dict.fromkeys(episode_index.tolist()):
+    for ep in (e for e in dict.fromkeys(episode_index.tolist()) if e < committed):
         rows = np.flatnonzero(episode_index == ep)
         views = {}
         for view, key in keys.items():
