@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 
-# How a camera's frames cross the network: sensor_msgs/Image ("raw") or sensor_msgs/CompressedImage
-# (JPEG/PNG, as image_transport's "compressed" plugin publishes them on <topic>/compressed).
-TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
+from vla_mbpo_ros.core.data.image_transport import IMAGE_TRANSPORTS
+
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class CameraStream:
     height: int
     width: int
     fps: int
-    transport: str = "raw"
+    transport: str = "raw"  # core.data.image_transport: raw (Image) or compressed (CompressedImage)
 
     def __post_init__(self) -> None:
         where = f"cameras.{self.name}"
@@ -43,8 +42,8 @@ class CameraStream:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{where}.{field}: expected an integer > 0, got {value!r}")
-        if self.transport not in TRANSPORTS:
-            raise ValueError(f"{where}.transport: expected one of {list(TRANSPORTS)}, got {self.transport!r}")
+        if self.transport not in IMAGE_TRANSPORTS:
+            raise ValueError(f"{where}.transport: expected one of {list(IMAGE_TRANSPORTS)}, got {self.transport!r}")
 
     @property
     def shape(self) -> tuple[int, int, int]:
