@@ -239,8 +239,8 @@ def test_an_estop_during_a_lerobot_session_holds_the_arm_while_lerobot_keeps_sen
         graph.estop_pub.publish(Bool(data=True))
         latch = wait_until(lambda: next((s for s in list(graph.status) if s.state == SafetyStatus.STATE_LATCHED), None),
                            5.0, "the e-stop latch")
-        input_at, joints_at = len(graph.gate_input), len(graph.joints)
-        wait_until(lambda: len(graph.gate_input) - input_at >= 15, 10.0, "LeRobot's targets after the press")
+        input_at = len(graph.gate_input)
+        wait_until(lambda: len(graph.gate_input) - input_at >= 20, 10.0, "2 s of LeRobot's targets after the press")
         # From the moment the gate saw the press, only holds at one position left it ...
         after = [c for c in list(graph.executed)[first_executed:] if _stamp(c) >= _stamp(latch)]
         assert len(after) > 20 and all(c.source == "hold" and c.held for c in after)
@@ -248,9 +248,10 @@ def test_an_estop_during_a_lerobot_session_holds_the_arm_while_lerobot_keeps_sen
         # ... while LeRobot kept sending targets that still moved (the hold is the gate's, not LeRobot's).
         targets = np.array([m.position for m in list(graph.gate_input)[input_at:]])
         assert np.abs(targets - targets[0]).max() > 0.01
-        # The arm stopped: after it settled, the measured joints stay put.
-        settled = np.array([m.position for m in list(graph.joints)[joints_at + 10:]])
-        assert len(settled) > 5 and np.abs(settled - settled[0]).max() < 0.01
+        # The arm stopped: in the last 0.6 s (it settles onto the hold first), the measured joints stay put.
+        joints = list(graph.joints)
+        settled = np.array([m.position for m in joints if _stamp(m) >= _stamp(joints[-1]) - 0.6])
+        assert len(settled) > 5 and np.abs(settled - settled[0]).max() < 0.005
         assert session.poll() is None  # LeRobot's session goes on; the gate decides
     finally:
         graph.estop_pub.publish(Bool(data=False))
@@ -313,3 +314,26 @@ def test_a_robot_that_cannot_reach_its_topics_says_which_and_leaves_nothing_conn
         robot.connect()
     assert not robot.is_connected
     robot.disconnect()  # a no-op, not an error
+
+
+def test_a_camera_that_publishes_compressed_reaches_lerobot_decoded(graph, tmp_path, launch_node):
+    """A JPEG camera over the network (CompressedImage), next to the sim's raw one: same features, rgb8 frames."""
+    from lerobot.robots import make_robot_from_config
+    from lerobot_robot_vla_mbpo_ros import GatedRosArmConfig, RosCameraConfig
+
+    launch_node("vla_mbpo_ros.nodes.test_pattern_camera", "top_camera",
+                params={"view": "top", "fps": 10.0, "width": 64, "height": 48, "transport": "compressed"})
+    cameras = {"head": RosCameraConfig("/cameras/head/image_raw", 96, 96, 10),
+               "top": RosCameraConfig("/cameras/top/image_raw/compressed", 48, 64, 10, "compressed")}
+    robot = make_robot_from_config(GatedRosArmConfig(calibration_dir=tmp_path, cameras=cameras, manage_episodes=False))
+    assert robot.observation_features["top"] == (48, 64, 3)
+    robot.connect()
+    try:
+        observation = robot.get_observation()
+    finally:
+        robot.disconnect()
+    top = observation["top"]
+    assert top.shape == (48, 64, 3) and top.dtype == np.uint8
+    # The test pattern: red ramps across the row, blue is its complement (JPEG is lossy: loosely).
+    assert np.abs(top[..., 0].astype(int) + top[..., 2] - 255).mean() < 12
+    assert observation["head"].shape == (96, 96, 3)
