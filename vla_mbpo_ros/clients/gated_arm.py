@@ -102,12 +102,15 @@ class GatedArm:
                                      StartEpisode.Request(task=self.task, source="teleop"), self.connect_timeout_s)
         if not response.success:
             raise ConnectionError(f"the policy executor refused to start an episode: {response.message}")
-        self.episode_index = response.episode_index
+        with self._status_lock:
+            self.episode_index = response.episode_index
         log.info("executor episode %d started: the safety gate passes this session's targets", response.episode_index)
 
     def _on_safety_status(self, msg: SafetyStatus) -> None:
         with self._status_lock:
             was, self._safety_state = self._safety_state, msg.state
+            if was == SafetyStatus.STATE_LATCHED and msg.state != SafetyStatus.STATE_LATCHED:
+                self.episode_index = None  # the reset ended this client's episode; any later one is not ours
         if msg.state == SafetyStatus.STATE_LATCHED and was != SafetyStatus.STATE_LATCHED:
             log.error("e-stop latched (%s): the safety gate holds the arm and ignores every target until "
                       "/vla_mbpo/reset_estop and a new session", msg.latch_reason)
@@ -140,13 +143,14 @@ class GatedArm:
         session, self.session = self.session, None
         if session is None or session.closed:
             return
+        with self._status_lock:
+            episode, self.episode_index = self.episode_index, None
         try:
-            if self.episode_index is not None:
+            if episode is not None:
                 response = session.call(EndEpisode, f"{self.executor_services}/end_episode",
                                         EndEpisode.Request(outcome=EndEpisode.Request.OUTCOME_UNLABELLED), 5.0)
                 log.info("executor: %s", response.message)
         except Exception as err:  # noqa: BLE001 - closing must finish
-            log.warning("could not end executor episode %s: %s", self.episode_index, err)
+            log.warning("could not end executor episode %s: %s", episode, err)
         finally:
-            self.episode_index = None
             session.close()
