@@ -88,7 +88,7 @@ class GatedArm:
             self._command_pub = session.node.create_publisher(JointState, self.command_topic, RELIABLE_QOS)
             session.wait_for_messages([self.joint_state_topic, *(c.topic for c in self.cameras), self.safety_status_topic],
                                       self.connect_timeout_s, GRAPH_HINT)
-            if not session.wait_for_subscribers(self.command_topic, self.connect_timeout_s):
+            if not session.wait_for_matches(self._command_pub, self.connect_timeout_s):
                 raise ConnectionError(f"nothing subscribes to {self.command_topic}: the safety gate (policy_executor) "
                                       f"is not running{GRAPH_HINT}")
             if self.manage_episodes:

@@ -85,13 +85,21 @@ class RosSession:
                 raise TimeoutError(f"no message on {', '.join(missing)} after {timeout_s:.0f} s{hint}")
             time.sleep(0.02)
 
-    def wait_for_subscribers(self, topic: str, timeout_s: float) -> bool:
+    def wait_for_matches(self, publisher, timeout_s: float, settle_s: float = 5.0) -> int:
+        """Until ``publisher`` is matched (DDS) to a reader, at most ``timeout_s``, and then to every
+        reader the graph knows on its topic, at most ``settle_s`` more (a reader with incompatible
+        QoS never matches), so that its first messages reach them. Returns the matched count."""
         deadline = time.monotonic() + timeout_s
-        while self.node.count_subscribers(topic) < 1:
+        while publisher.get_subscription_count() < 1:
             if time.monotonic() > deadline:
-                return False
+                return 0
             time.sleep(0.02)
-        return True
+        deadline = time.monotonic() + settle_s
+        while publisher.get_subscription_count() < self.node.count_subscribers(publisher.topic_name):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        return publisher.get_subscription_count()
 
     # ------------------------------------------------------------------ services
     def call(self, srv_type, name: str, request, timeout_s: float):
