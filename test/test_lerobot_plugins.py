@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 PLUGINS = ("lerobot_robot_vla_mbpo_ros", "lerobot_teleoperator_vla_mbpo_ros")
 BIN = Path(sys.executable).parent
