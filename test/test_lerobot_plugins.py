@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -140,13 +139,11 @@ def recorded(graph):
     """One episode recorded with lerobot-record, the sim's expert as operator: (exit code, dataset
     root, executed commands and gate input seen during the run)."""
     first_executed, first_input = len(graph.executed), len(graph.gate_input)
-    started = time.monotonic()
     process = _session(graph, "lerobot-record", *ROBOT, *TELEOP, f"--dataset.repo_id={REPO_ID}", "--dataset.root=dataset",
                        f"--dataset.single_task={TASK}", "--dataset.num_episodes=1", "--dataset.episode_time_s=3",
                        "--dataset.reset_time_s=0", f"--dataset.fps={FPS}", "--dataset.push_to_hub=false",
                        "--play_sounds=false", seed=3)
     code = process.wait(timeout=180)
-    print(f"lerobot-record took {time.monotonic() - started:.1f} s")
     return code, graph.tmp / "dataset", list(graph.executed)[first_executed:], list(graph.gate_input)[first_input:]
 
 
