@@ -294,13 +294,15 @@ def test_the_robot_keeps_rclpy_to_its_own_context_and_disconnects_idempotently(g
     from vla_mbpo_ros.msg import SafetyStatus
 
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    default_ok = rclpy.ok()  # False unless an earlier test left rclpy's default context initialised
     robot = make_robot_from_config(GatedRosArmConfig(calibration_dir=tmp_path))
     teleop = make_teleoperator_from_config(RosOperatorConfig(calibration_dir=tmp_path))
     teleop.connect()
     robot.connect()
     try:
         assert robot.is_connected and teleop.is_connected
-        assert not rclpy.ok()  # the default context was never initialised
+        contexts = (robot.arm.session.context, teleop.targets.session.context)
+        assert rclpy.ok() == default_ok and rclpy.get_default_context() not in contexts  # rclpy's default untouched
         assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # LeRobot keeps its Ctrl-C
         observation = robot.get_observation()
         assert set(observation) == set(robot.observation_features)
@@ -309,14 +311,13 @@ def test_the_robot_keeps_rclpy_to_its_own_context_and_disconnects_idempotently(g
         with pytest.raises(ValueError, match="missing keys"):
             robot.send_action({"gripper.pos": 0.0})
         wait_until(lambda: graph.state() == SafetyStatus.STATE_ACTIVE, 10.0, "the robot's executor episode")
-        contexts = (robot.arm.session.context, teleop.targets.session.context)
     finally:
         robot.disconnect()
         teleop.disconnect()
     robot.disconnect()  # idempotent
     teleop.disconnect()
     assert not robot.is_connected and not teleop.is_connected
-    assert not any(context.ok() for context in contexts)
+    assert not any(context.ok() for context in contexts) and rclpy.ok() == default_ok
     wait_until(lambda: graph.state() == SafetyStatus.STATE_IDLE, 10.0, "the executor back to IDLE")
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
 
