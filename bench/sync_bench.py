@@ -1,7 +1,12 @@
-"""Observation sync under load: 3 synthetic 640x480 rgb8 cameras at 30 fps + joint states -> observation_sync.
+"""Observation sync under load: 3 synthetic 640x480 cameras at 30 fps + joint states -> observation_sync.
 
-    python bench/sync_bench.py --seconds 60                 # the package's profile, LARGE_DATA, DEFAULT
-    python bench/sync_bench.py --seconds 20 --transports PROFILE
+    python bench/sync_bench.py --seconds 60                 # the package's profile, LARGE_DATA, DEFAULT; raw and compressed
+    python bench/sync_bench.py --seconds 20 --transports PROFILE --image-transports compressed
+
+Per image transport (``--image-transports``): ``raw`` cameras publish rgb8 sensor_msgs/Image, which the
+sync node splices into the set undecoded; ``compressed`` cameras publish JPEG (quality 90)
+sensor_msgs/CompressedImage, which the sync node decodes once per set (``decode_ms``: its time per
+frame). Each image transport runs with each DDS transport.
 
 Per transport (the package's Fast DDS profile, or a FASTDDS_BUILTIN_TRANSPORTS value; set for every
 process of that run), in a fresh ROS
@@ -56,7 +61,7 @@ def run_single(args: argparse.Namespace) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
-    from sensor_msgs.msg import Image, JointState
+    from sensor_msgs.msg import CompressedImage, Image, JointState
     from vla_mbpo_ros.msg import MultiViewObservation
 
     from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS, SENSOR_QOS
@@ -68,7 +73,8 @@ def run_single(args: argparse.Namespace) -> dict:
         view: _node(
             "vla_mbpo_ros.nodes.test_pattern_camera",
             view,
-            [f"view:={view}", f"fps:={args.fps}", "width:=640", "height:=480", f"jitter:={args.jitter}", f"seed:={i}"],
+            [f"view:={view}", f"fps:={args.fps}", "width:=640", "height:=480", f"jitter:={args.jitter}", f"seed:={i}",
+             f"transport:={args.image_transport}"],
             env,
             logs / f"{view}.log",
         )
@@ -77,7 +83,7 @@ def run_single(args: argparse.Namespace) -> dict:
     processes["observation_sync"] = _node(
         "vla_mbpo_ros.nodes.observation_sync",
         "observation_sync",
-        ["views:=['" + "','".join(VIEWS) + "']"],
+        ["views:=['" + "','".join(VIEWS) + "']", f"transports:=['{args.image_transport}']"],
         env,
         logs / "observation_sync.log",
     )
@@ -87,6 +93,7 @@ def run_single(args: argparse.Namespace) -> dict:
     counts = {"frames": 0, "sets": 0}
     latency_p50: list[float] = []
     latency_p99: list[float] = []
+    decode_p50: list[float] = []
 
     def count(key):
         def callback(_serialized):
@@ -104,8 +111,13 @@ def run_single(args: argparse.Namespace) -> dict:
                 if values.get("latency_ms/p50", "nan") != "nan":
                     latency_p50.append(float(values["latency_ms/p50"]))
                     latency_p99.append(float(values["latency_ms/p99"]))
+                if values.get("decode_ms/p50", "nan") != "nan":
+                    decode_p50.append(float(values["decode_ms/p50"]))
 
-    node.create_subscription(Image, "/cameras/cam0/image_raw", count("frames"), SENSOR_QOS, raw=True)
+    if args.image_transport == "compressed":
+        node.create_subscription(CompressedImage, "/cameras/cam0/image_raw/compressed", count("frames"), SENSOR_QOS, raw=True)
+    else:
+        node.create_subscription(Image, "/cameras/cam0/image_raw", count("frames"), SENSOR_QOS, raw=True)
     node.create_subscription(MultiViewObservation, "/vla_mbpo/observation", count("sets"), OBSERVATION_QOS, raw=True)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     joint_pub = node.create_publisher(JointState, "/joint_states", SENSOR_QOS)
@@ -158,6 +170,8 @@ def run_single(args: argparse.Namespace) -> dict:
         rclpy.try_shutdown()
     return {
         "transport": "PROFILE" if "FASTRTPS_DEFAULT_PROFILES_FILE" in os.environ else os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "DEFAULT"),
+        "image_transport": args.image_transport,
+        "decode_ms_p50": statistics.median(decode_p50) if decode_p50 else float("nan"),
         "seconds": elapsed,
         "cam0_frames": counts["frames"],
         "sets": counts["sets"],
@@ -177,6 +191,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=8.0, help="s before measuring (start-up, discovery)")
     parser.add_argument("--transports", default="PROFILE,LARGE_DATA,DEFAULT",
                         help="PROFILE (the package's config/dds/fastdds_local.xml) or FASTDDS_BUILTIN_TRANSPORTS values")
+    parser.add_argument("--image-transports", default="raw,compressed", help="camera frames as raw Image and/or JPEG CompressedImage")
+    parser.add_argument("--image-transport", default="raw", help=argparse.SUPPRESS)  # of one --single run
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--jitter", type=float, default=0.003, help="camera stamp/send jitter (s)")
     parser.add_argument("--joint-rate", type=float, default=50.0, help="joint-state rate (Hz)")
@@ -187,7 +203,8 @@ def main() -> None:
         print("RESULT " + json.dumps(run_single(args)), flush=True)
         return
     results = []
-    for i, transport in enumerate(t.strip() for t in args.transports.split(",")):
+    runs = [(t.strip(), image.strip()) for t in args.transports.split(",") for image in args.image_transports.split(",")]
+    for i, (transport, image_transport) in enumerate(runs):
         env = {
             **{k: v for k, v in os.environ.items() if k not in DDS_VARIABLES},
             "ROS_DOMAIN_ID": str(1 + (os.getpid() + i) % 101),  # Linux-safe range 0-101 (ROS 2 docs)
@@ -197,27 +214,28 @@ def main() -> None:
             env.update(dds_profile_environment(env))
         else:
             env["FASTDDS_BUILTIN_TRANSPORTS"] = transport
-        argv = [sys.executable, __file__, "--single", *sys.argv[1:], "--log-dir", str(Path(args.log_dir) / transport)]
-        print(f"[sync_bench] {transport}: {args.warmup:.0f} s warm-up + {args.seconds:.0f} s ...", flush=True)
+        argv = [sys.executable, __file__, "--single", *sys.argv[1:], "--image-transport", image_transport,
+                "--log-dir", str(Path(args.log_dir) / f"{transport}_{image_transport}")]
+        print(f"[sync_bench] {transport}, {image_transport} images: {args.warmup:.0f} s warm-up + {args.seconds:.0f} s ...", flush=True)
         out = subprocess.run(argv, env=env, capture_output=True, text=True)
         lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
         if out.returncode != 0 or not lines:
             print(out.stdout[-2000:], out.stderr[-2000:], file=sys.stderr)
-            raise SystemExit(f"[sync_bench] {transport} run failed (code {out.returncode})")
+            raise SystemExit(f"[sync_bench] {transport} {image_transport} run failed (code {out.returncode})")
         results.append(json.loads(lines[-1][len("RESULT "):]))
-    print(f"\n3 cameras x {args.fps:.0f} fps x 640x480 rgb8 (jitter +-{args.jitter * 1e3:.0f} ms) + joint states "
+    print(f"\n3 cameras x {args.fps:.0f} fps x 640x480 rgb8 or JPEG (jitter +-{args.jitter * 1e3:.0f} ms) + joint states "
           f"{args.joint_rate:.0f} Hz -> observation_sync, {results[0]['cores']} cores")
-    header = f"{'transport':<12}{'cam0 frames':>12}{'sets':>7}{'delivered':>11}{'lat p50':>9}{'p99 worst':>11}{'p99 med':>9}{'sync CPU':>10}{'cams CPU':>10}{'machine':>9}"
+    header = f"{'transport':<12}{'images':<12}{'cam0 frames':>12}{'sets':>7}{'delivered':>11}{'lat p50':>9}{'p99 worst':>11}{'p99 med':>9}{'sync CPU':>10}{'cams CPU':>10}{'machine':>9}{'decode p50':>12}"
     print(header)
     for r in results:
         cams = sum(v for k, v in r["cpu_percent"].items() if k.startswith("cam"))
         print(
-            f"{r['transport']:<12}{r['cam0_frames']:>12}{r['sets']:>7}{r['delivered']:>11.3f}"
+            f"{r['transport']:<12}{r['image_transport']:<12}{r['cam0_frames']:>12}{r['sets']:>7}{r['delivered']:>11.3f}"
             f"{r['latency_p50_ms']:>7.2f}ms{r['latency_p99_ms_worst_window']:>9.2f}ms{r['latency_p99_ms_median_window']:>7.2f}ms"
-            f"{r['cpu_percent']['observation_sync']:>9.1f}%{cams:>9.1f}%{r['machine_cpu_percent']:>8.1f}%"
+            f"{r['cpu_percent']['observation_sync']:>9.1f}%{cams:>9.1f}%{r['machine_cpu_percent']:>8.1f}%{r['decode_ms_p50']:>10.2f}ms"
         )
     print("goal: delivered >= 0.99, added latency p99 <= 10 ms (latency: DDS receipt of a set's last member -> publish)")
-    print("sync_bench: " + " ".join(f"{r['transport']}:delivered={r['delivered']:.3f},p99_worst={r['latency_p99_ms_worst_window']:.2f}ms"
+    print("sync_bench: " + " ".join(f"{r['transport']}/{r['image_transport']}:delivered={r['delivered']:.3f},p99_worst={r['latency_p99_ms_worst_window']:.2f}ms"
                                     for r in results))
 
 

@@ -54,6 +54,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# LeRobot plugins of this checkout (plugins/: our arm as a LeRobot robot and teleoperator), editable and
+# without dependencies (they use this venv's lerobot and this checkout's package): cheap, so every time,
+# which also points them at this checkout when the venv was made by another one.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+  -e plugins/lerobot_robot_vla_mbpo_ros -e plugins/lerobot_teleoperator_vla_mbpo_ros
+
 # The ROS 2 wheels were built in a manylinux container with Python under /opt/python/cp312-cp312:
 # their exported CMake targets and ament index carry that prefix. Point them at this venv so that
 # `colcon build` of our interfaces finds Python's and NumPy's headers (no root, no symlinks in /opt).

@@ -48,3 +48,17 @@ def test_an_image_body_ends_at_its_data_and_a_truncated_one_is_refused():
     assert bytes(image_body(raw + b"\x00\x00\x00")) == raw[4:]  # trailing bytes of a DDS payload are not data
     with pytest.raises(ValueError, match="too short"):
         image_body(raw[:-5])
+
+
+@pytest.mark.parametrize(("height", "width", "frame_id"), [(3, 5, "w"), (4, 7, "head_optical"), (1, 1, "")])
+def test_a_decoded_frame_serializes_as_the_rgb8_image_rclpy_would_write(height, width, frame_id):
+    from vla_mbpo_ros.cdr import rgb_image
+
+    rgb = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    raw = rgb_image((12, 345), frame_id, rgb)
+    got, sent = deserialize_message(raw, Image), numpy_to_image(rgb, "rgb8", seconds_to_stamp(12.000000345), frame_id)
+    assert (got.header.stamp, got.header.frame_id, got.height, got.width, got.encoding, got.is_bigendian, got.step) == (
+        sent.header.stamp, sent.header.frame_id, sent.height, sent.width, sent.encoding, sent.is_bigendian, sent.step)
+    assert bytes(got.data) == rgb.tobytes()
+    assert len(raw) == len(serialize_message(sent))  # same layout (rclpy leaves its padding bytes unset)
+    assert image_stamp(raw) == (12, 345) and bytes(image_body(raw)) == raw[4:]

@@ -339,3 +339,80 @@ def load_info(root: Path) -> dict:
     import json
 
     return json.loads((root / "meta" / "info.json").read_text())
+
+
+def test_cameras_that_publish_compressed_are_recorded_decoded_and_kept_compressed_in_the_raw_bag(ros, launch_node, tmp_path):
+    """JPEG cameras (CompressedImage) -> observation_sync (decodes once) -> recorder: the dataset holds
+    exactly the decoded pixels, and the raw MCAP holds the compressed messages as they crossed DDS."""
+    import threading
+
+    from ros_harness import wait_until
+    from sensor_msgs.msg import CompressedImage, JointState
+    from vla_mbpo_ros.msg import ExecutedCommand, MultiViewObservation
+    from vla_mbpo_ros.srv import EndEpisode, StartEpisode
+
+    from vla_mbpo_ros.bag import read_bag
+    from vla_mbpo_ros.conversions import compressed_image_to_rgb, stamp_to_seconds
+    from vla_mbpo_ros.nodes._runtime import OBSERVATION_QOS, RELIABLE_QOS, SENSOR_QOS
+
+    topics = {view: f"/cameras/{view}/image_raw/compressed" for view in ("head", "wrist")}
+    # Free-running cameras at 30 fps (every pair within the sync's slop); the recorder keeps 10 fps.
+    for seed, view in enumerate(topics):
+        launch_node("vla_mbpo_ros.nodes.test_pattern_camera", f"{view}_camera",
+                    params={"view": view, "fps": 30.0, "width": W, "height": H, "transport": "compressed", "seed": seed})
+    launch_node("vla_mbpo_ros.nodes.observation_sync", "observation_sync",
+                param_files=[REPO / "config" / "observation_sync.yaml"], params={"transports": ["compressed"]})
+    raw_topics = [f"{t} sensor_msgs/msg/CompressedImage" for t in topics.values()]
+    raw_topics += ["/joint_states sensor_msgs/msg/JointState", "/vla_mbpo/executed_command vla_mbpo_ros/msg/ExecutedCommand"]
+    launch_node(RECORDER, "recorder", param_files=[REPO / "config" / "recorder.yaml"],
+                params=recorder_params(tmp_path, record_raw=True, use_videos=False, raw_topics=raw_topics))
+    frames = {view: ros.subscribe(CompressedImage, topic, SENSOR_QOS) for view, topic in topics.items()}
+    observations = ros.subscribe(MultiViewObservation, "/vla_mbpo/observation", OBSERVATION_QOS)
+    joint_pub = ros.publisher(JointState, "/joint_states", SENSOR_QOS)
+    command_pub = ros.publisher(ExecutedCommand, "/vla_mbpo/executed_command", RELIABLE_QOS)
+    stop = threading.Event()
+
+    def arm():  # joint states and the commands "sent", at the control rate
+        while not stop.wait(1 / 30):
+            stamp = ros.node.get_clock().now().to_msg()
+            joints = JointState(name=JOINTS, position=[0.1] * 6)
+            joints.header.stamp = stamp
+            command = ExecutedCommand(joint_names=JOINTS, positions=[0.2] * 6, source="teleop")
+            command.header.stamp = stamp
+            joint_pub.publish(joints)
+            command_pub.publish(command)
+
+    thread = threading.Thread(target=arm, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(observations) >= 3, 60.0, "observation sets from the compressed cameras")
+        started = ros.call(StartEpisode, "/vla_mbpo/recorder/start_episode", StartEpisode.Request(task=TASK, source="teleop"),
+                           timeout=90.0)
+        assert started.success, started.message
+        count = len(observations)
+        wait_until(lambda: len(observations) >= count + 45, 30.0, "1.5 s of sets")
+        request = EndEpisode.Request(outcome=EndEpisode.Request.OUTCOME_SUCCESS)
+        ended = ros.call(EndEpisode, "/vla_mbpo/recorder/end_episode", request, timeout=60.0)
+        assert ended.success, ended.message
+    finally:
+        stop.set()
+        thread.join()
+
+    dataset = load(tmp_path / "demos")
+    rows = columns(dataset)
+    assert dataset.num_frames >= 8
+    sent = {view: {round(stamp_to_seconds(m.header.stamp), 6): m for m in list(msgs)} for view, msgs in frames.items()}
+    checked = 0
+    for row, stamp in enumerate(rows["obs_stamp"]):
+        head = sent["head"].get(round(float(stamp), 6))
+        if head is not None:  # the probe's best-effort copy may miss one
+            pixels = dataset[row]["observation.images.head"].numpy()  # CHW float in [0, 1], from lossless PNG
+            np.testing.assert_array_equal(np.round(pixels * 255).astype(np.uint8).transpose(1, 2, 0), compressed_image_to_rgb(head))
+            checked += 1
+    assert checked >= 5
+    bag = tmp_path / "demos_raw" / "episode_000000.mcap"
+    recorded = [m for m in read_bag(bag) if m.topic in topics.values()]
+    assert {m.topic for m in recorded} == set(topics.values())
+    assert all(isinstance(m.message, CompressedImage) and m.message.format.endswith("jpeg compressed bgr8") for m in recorded)
+    bag_head = {round(stamp_to_seconds(m.message.header.stamp), 6) for m in recorded if m.topic == topics["head"]}
+    assert {round(float(s), 6) for s in rows["obs_stamp"]} <= bag_head

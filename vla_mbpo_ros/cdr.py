@@ -22,7 +22,7 @@ _STAMP = struct.Struct("<iI")
 
 
 def image_stamp(raw: bytes) -> tuple[int, int]:
-    """(sec, nanosec) of a serialized sensor_msgs/Image (its header's stamp comes first)."""
+    """(sec, nanosec) of a serialized sensor_msgs/Image or CompressedImage (its header's stamp comes first)."""
     return _STAMP.unpack_from(raw, len(ENCAPSULATION))
 
 
@@ -101,6 +101,25 @@ class CdrWriter:
 
     def __bytes__(self) -> bytes:
         return b"".join(self._parts)
+
+
+def rgb_image(stamp: tuple[int, int], frame_id: str, rgb) -> bytes:
+    """A serialized rgb8 sensor_msgs/Image of an (H, W, 3) uint8 array (e.g. a decoded compressed
+    frame), ready to be spliced into a set like a received one; the pixels are copied once."""
+    height, width, channels = rgb.shape
+    if channels != 3 or rgb.dtype.itemsize != 1:
+        raise ValueError(f"rgb_image: expected (H, W, 3) uint8, got {rgb.dtype} {rgb.shape}")
+    w = CdrWriter()
+    w.stamp(*stamp)
+    w.string(frame_id)
+    w.u32(height)
+    w.u32(width)
+    w.string("rgb8")
+    w.raw(b"\x00", 1)  # is_bigendian
+    w.u32(width * 3)  # step
+    w.u32(height * width * 3)
+    w.raw(memoryview(rgb).cast("B") if rgb.flags.c_contiguous else rgb.tobytes(), 1)
+    return bytes(w)
 
 
 def multiview_observation(stamp: tuple[int, int], frame_id: str, sequence: int, view_names: Sequence[str],

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -79,6 +79,24 @@ def to_rgb(img: np.ndarray, encoding: str) -> np.ndarray:
     if encoding == "mono8":
         return np.repeat(img[..., None], 3, axis=2)
     raise ValueError(f"cannot convert {encoding} to RGB")
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """HxWx3 uint8 RGB of a raw Image (a view on its buffer for rgb8, a copy otherwise)."""
+    return to_rgb(image_to_numpy(msg), msg.encoding)
+
+
+def compressed_image_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """HxWx3 uint8 RGB of a CompressedImage (JPEG or PNG, colour or mono; image_transport's
+    ``compressed`` format). Depth images (``compressedDepth``) are not camera frames: ValueError."""
+    import cv2  # only nodes that decode need OpenCV
+
+    if "compressedDepth" in msg.format:
+        raise ValueError(f"CompressedImage.format {msg.format!r}: compressedDepth is a depth image, not a colour frame")
+    bgr = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"CompressedImage.format {msg.format!r}: {len(msg.data)} bytes that OpenCV cannot decode")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def stamp_to_seconds(stamp: Time) -> float:

@@ -158,6 +158,15 @@ PROFILES: dict[str, tuple[NodeSpec, ...]] = {
         *_episode_manager("episode_manager_teleop.yaml"),
         NodeSpec("teleop", "teleop", ("teleop.yaml",), when=_HARDWARE),
     ),
+    # LeRobot's CLIs drive the arm (plugins/: --robot.type=vla_mbpo_ros --teleop.type=vla_mbpo_ros): drivers
+    # + executor (operator targets only). The operator device (the sim's expert, or the teleop node)
+    # publishes to /vla_mbpo/operator/joint_targets, where LeRobot's teleoperator reads it; LeRobot's robot
+    # sends the targets on to the gate's input and records the dataset itself.
+    "lerobot": (
+        *_drivers("sim_robot_lerobot.yaml"),
+        *_executor("policy_executor_teleop.yaml"),
+        NodeSpec("teleop", "teleop", ("teleop.yaml", "teleop_lerobot.yaml"), when=_HARDWARE),
+    ),
     # Drivers + sync + safety-gated policy executor.
     "deploy": (
         *_drivers(),

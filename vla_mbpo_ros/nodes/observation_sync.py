@@ -2,9 +2,12 @@
 
 Matching is core.data.sync.ApproximateTimeSync on header stamps (the head view is the reference; one
 set per head frame). Subscriptions use the sensor-data QoS of the drivers; the output is reliable.
-Images are taken and forwarded serialized (``vla_mbpo_ros.cdr``): the node never decodes a frame, and
-its pixels are copied once, into the set. /diagnostics reports per-stream rates, drops,
-the matched-set rate, skew and latency percentiles, and stale streams. ``latency_ms`` is the
+Raw images are taken and forwarded serialized (``vla_mbpo_ros.cdr``): the node never decodes them, and
+their pixels are copied once, into the set. A view whose camera publishes sensor_msgs/CompressedImage
+(``transports``, per view; core.data.image_transport) is matched on its serialized stamp too, and only
+the frames that make it into a set are decoded, once, here: every consumer of the set (executor,
+recorder) gets rgb8 pixels. /diagnostics reports per-stream rates, drops, the matched-set rate, skew,
+latency and decode-time percentiles, and stale streams. ``latency_ms`` is the
 latency the node adds: from the DDS receipt of a set's last-arriving member (rmw reception
 timestamp, so executor queueing counts) to the publish of the set.
 """
@@ -16,10 +19,12 @@ import time
 from functools import partial
 
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CompressedImage, Image, JointState
 
-from vla_mbpo_ros.cdr import image_stamp, multiview_observation
-from vla_mbpo_ros.conversions import stamp_to_seconds
+from vla_mbpo_ros.cdr import image_stamp, multiview_observation, rgb_image
+from vla_mbpo_ros.conversions import compressed_image_to_rgb, stamp_to_seconds
+from vla_mbpo_ros.core.data.image_transport import per_view
 from vla_mbpo_ros.core.data.sync import ApproximateTimeSync
 from vla_mbpo_ros.core.util.stats import RateStats
 from vla_mbpo_ros.msg import MultiViewObservation
@@ -34,6 +39,9 @@ class ObservationSyncNode(Node):
         super().__init__("observation_sync")
         self.views = list(declare(self, "views", ["head", "wrist"], "camera views; the first is the reference (head)"))
         image_topic = declare(self, "image_topic", "/cameras/{view}/image_raw", "per-view topic pattern")
+        compressed_topic = declare(self, "compressed_image_topic", "/cameras/{view}/image_raw/compressed",
+                                   "per-view topic pattern of compressed views")
+        transports = declare(self, "transports", ["raw"], "per view (or one for all): raw (Image) or compressed (CompressedImage)")
         joint_topic = declare(self, "joint_state_topic", "/joint_states")
         output_topic = declare(self, "output_topic", "/vla_mbpo/observation")
         slop = declare(self, "slop", 0.02, "max |stamp offset| of any member from the head view (s)")
@@ -42,6 +50,10 @@ class ObservationSyncNode(Node):
         min_gap_fraction = declare(self, "min_gap_fraction", 1.0, "next message assumed >= this x the smallest recent gap later")
         if not self.views:
             raise ConfigError("views: at least one camera view is required")
+        try:
+            self.transports = per_view(self.views, transports)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
         try:
             self.sync = ApproximateTimeSync(
                 [*self.views, JOINTS], slop=slop, queue_size=queue_size, reference=self.views[0], stale_after=stale_after,
@@ -53,8 +65,10 @@ class ObservationSyncNode(Node):
         self.sequence = 0
         self.pub = self.create_publisher(MultiViewObservation, output_topic, OBSERVATION_QOS)
         for view in self.views:
-            topic = image_topic.format(view=view)
-            self.create_subscription(Image, topic, partial(self._on_image, view), SENSOR_QOS, raw=True)
+            compressed = self.transports[view] == "compressed"
+            topic = (compressed_topic if compressed else image_topic).format(view=view)
+            self.create_subscription(CompressedImage if compressed else Image, topic, partial(self._on_image, view),
+                                     SENSOR_QOS, raw=True)
         self.create_subscription(JointState, joint_topic, self._on_joint_state, SENSOR_QOS)
         self.diagnostics = DiagnosticsPublisher(self, self._report, period=1.0)
         self._warned_stale: set[str] = set()
@@ -78,8 +92,9 @@ class ObservationSyncNode(Node):
         last_receipt = max(received_wall for _, received_wall in matched.items.values())
         items = {stream: msg for stream, (msg, _) in matched.items.items()}
         try:
+            images = [self._decoded(items[v]) if self.transports[v] == "compressed" else items[v] for v in self.views]
             data = multiview_observation(
-                image_stamp(items[self.views[0]]), "base_link", self.sequence, self.views, [items[v] for v in self.views],
+                image_stamp(items[self.views[0]]), "base_link", self.sequence, self.views, images,
                 [float(matched.offsets[v]) for v in self.views], float(matched.offsets[JOINTS]), float(matched.max_skew),
                 items[JOINTS],
             )
@@ -93,6 +108,14 @@ class ObservationSyncNode(Node):
         self.stats.tick("sets", now)
         self.stats.add("skew_ms", matched.max_skew * 1e3, now)
         self.stats.add("latency_ms", latency_ms, now)
+
+    def _decoded(self, raw: bytes) -> bytes:
+        """A serialized CompressedImage -> the serialized rgb8 Image of its pixels (same header)."""
+        started = time.monotonic()
+        msg = deserialize_message(raw, CompressedImage)
+        image = rgb_image((msg.header.stamp.sec, msg.header.stamp.nanosec), msg.header.frame_id, compressed_image_to_rgb(msg))
+        self.stats.add("decode_ms", (time.monotonic() - started) * 1e3, time.monotonic())
+        return image
 
     def _report(self):
         now = time.monotonic()
