@@ -55,6 +55,7 @@ from vla_mbpo_ros.core.rl.trainer import MBPOConfig, MBPOTrainer
 from vla_mbpo_ros.core.util import distributed
 from vla_mbpo_ros.core.util.config import load_config_file
 from vla_mbpo_ros.core.util.images import resize_uint8
+from vla_mbpo_ros.core.util.memory_plan import MemorySetup, check_fits
 from vla_mbpo_ros.core.util.process import exit_with_launcher
 from vla_mbpo_ros.core.world_model.codec import ACTION_STATS_FILE
 from vla_mbpo_ros.core.world_model.configuration import WORLD_MODEL_CONFIG_FILE, TinyArchConfig, WorldModelConfig
@@ -131,6 +132,7 @@ class PipelineConfig:
     world_model: WorldModelSetup = field(default_factory=WorldModelSetup)
     mbpo: MBPOConfig = field(default_factory=MBPOConfig)
     devices: DeviceSetup = field(default_factory=DeviceSetup)
+    memory: MemorySetup = field(default_factory=MemorySetup)
 
     def __post_init__(self) -> None:
         if self.min_episodes < 1:
@@ -306,6 +308,7 @@ def _phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir,
 def run_iteration(run_dir: Path, dataset: Path, config: PipelineConfig, real_episodes_csv: Path | None = None) -> dict[str, Any]:
     """Run (or resume) the next iteration; returns its result.json content."""
     torch.set_num_threads(config.torch_threads)
+    check_fits(config)  # before anything loads: one line naming the phase that cannot fit
     run_dir.mkdir(parents=True, exist_ok=True)
     state = read_state(run_dir)
     iteration = state["iterations_done"]
