@@ -108,8 +108,9 @@ def test_a_config_that_cannot_fit_is_refused_with_one_line_naming_phase_and_exce
 
 
 def test_checkpointing_and_a_frozen_vlm_shrink_the_bc_phase():
-    base = _config(GPU_CONFIGS[0], gradient_checkpointing=False, bc_trainable="all")
-    lean = _config(GPU_CONFIGS[0], gradient_checkpointing=True, bc_trainable="expert")
+    base = PipelineConfig.from_yaml(GPU_CONFIGS[0])
+    base.policy.lerobot.gradient_checkpointing, base.policy.lerobot.bc_trainable = False, "all"
+    lean = PipelineConfig.from_yaml(GPU_CONFIGS[0])
     assert plan_for_pipeline(lean).phase("bc").gib < plan_for_pipeline(base).phase("bc").gib / 2
 
 

@@ -285,7 +285,9 @@ class PlanInputs:
     action_text_tokens: int  # tokens of the action chunk as text ("Step i: [...]" x k)
     prompt_tokens: int  # every other text token of one dynamics sequence (prompts, labels)
     precision: str = "bf16_fp32_master"
-    gradient_checkpointing: bool = True
+    policy_checkpointing: bool = True
+    wm_checkpointing: bool = True
+    wm_train_llm_layers: int = 0  # 0: every LLM layer trains
     bc_batch: int = 32
     bc_train_vlm: bool = False
     bc_train_vision: bool = False
@@ -360,14 +362,14 @@ def plan_bc(inputs: PlanInputs) -> PhasePlan:
     total = prefix + p.chunk
     b = inputs.bc_batch
     vlm_kept, vlm_peak = _decoder_training(p.vlm, b, prefix, prefix if inputs.bc_train_vlm else 0, total, p.eager,
-                                           inputs.gradient_checkpointing)
-    exp_kept, exp_peak = _decoder_training(p.expert, b, p.chunk, p.chunk, total, p.eager, inputs.gradient_checkpointing)
+                                           inputs.policy_checkpointing)
+    exp_kept, exp_peak = _decoder_training(p.expert, b, p.chunk, p.chunk, total, p.eager, inputs.policy_checkpointing)
     terms = [Term(f"weights+grads+AdamW trainable {trainable / 1e9:.2f} B", trainable * trainable_b),
              Term(f"weights frozen {frozen / 1e9:.2f} B", frozen * frozen_b),
              Term(f"activations VLM+expert (batch {b}, {total} tok)", vlm_kept + exp_kept + max(vlm_peak, exp_peak))]
     if inputs.bc_train_vision:
         terms.append(Term("activations vision tower", _vision_training(p.vision, b * inputs.views,
-                                                                      inputs.gradient_checkpointing)))
+                                                                      inputs.policy_checkpointing)))
     else:
         terms.append(Term("vision forward (no grad)", b * inputs.views * p.vision.tokens * p.vision.intermediate * ACT * 2))
     return PhasePlan("bc", terms)
@@ -378,21 +380,27 @@ def plan_world_model(inputs: PlanInputs) -> PhasePlan:
     trainable_b, frozen_b = _per_param(inputs.precision)
     params = wm.parameters()
     frozen = params["vq"] + (params["vision"] if inputs.wm_freeze_vision else 0)
+    llm = wm.llm
+    if inputs.wm_train_llm_layers:
+        if inputs.wm_train_llm_layers > llm.layers:
+            raise ValueError(f"world_model.train.train_llm_layers {inputs.wm_train_llm_layers} > {llm.layers} layers")
+        per_layer = (llm.parameters() - llm.hidden - llm.vocab * llm.hidden * (2 if llm.lm_head else 1)) // llm.layers
+        frozen += (llm.layers - inputs.wm_train_llm_layers) * per_layer + llm.vocab * llm.hidden * (2 if llm.lm_head else 1)
     trainable = sum(params.values()) - frozen
     kept = peak = 0.0
     rows_total = 0
     for rows_per_sample, length in dynamics_lengths(inputs):
         rows = rows_per_sample * inputs.wm_batch
         rows_total += rows
-        k, pk = _decoder_training(wm.llm, rows, length, length, length, False, inputs.gradient_checkpointing)
+        k, pk = _decoder_training(wm.llm, rows, length, length, length, False, inputs.wm_checkpointing)
         kept, peak = kept + k, max(peak, pk)
     # Image-token logits in fp32, their softmax for the CE and the bf16 head output.
     logits = rows_total * wm.image_tokens * wm.codebook * (4 + 4 + ACT)
     reward_len = wm.image_tokens + 2 + inputs.prompt_tokens
     rk, rp = _decoder_training(wm.llm, inputs.wm_reward_batch, reward_len, reward_len, reward_len, False,
-                               inputs.gradient_checkpointing)
+                               inputs.wm_checkpointing)
     images = inputs.wm_batch * inputs.views * 2 + inputs.wm_reward_batch
-    vision = _vision_training(wm.vision, images, inputs.gradient_checkpointing) if not inputs.wm_freeze_vision \
+    vision = _vision_training(wm.vision, images, inputs.wm_checkpointing) if not inputs.wm_freeze_vision \
         else images * wm.vision.tokens * wm.vision.intermediate * ACT * 2
     return PhasePlan("world_model", [
         Term(f"weights+grads+AdamW trainable {trainable / 1e9:.2f} B", trainable * trainable_b),
@@ -446,11 +454,11 @@ def plan_ppo(inputs: PlanInputs) -> PhasePlan:
     grads = trainable * (4 + ACT)  # fp32 gradients + autocast's bf16 weight copies during the step
     policy_kv = b * prefix * p.vlm.kv_bytes_per_token()
     if inputs.rl_train_vlm:
-        vk, vp = _decoder_training(p.vlm, b, prefix, prefix, total, p.eager, inputs.gradient_checkpointing)
+        vk, vp = _decoder_training(p.vlm, b, prefix, prefix, total, p.eager, inputs.policy_checkpointing)
         prefix_term = Term("activations VLM prefix (with grad)", vk + vp)
     else:
         prefix_term = Term("prefix temporaries (no grad)", _inference_transient(p.vlm, b, prefix, p.eager))
-    ek, ep = _decoder_training(p.expert, b, p.chunk, p.chunk, total, p.eager, inputs.gradient_checkpointing)
+    ek, ep = _decoder_training(p.expert, b, p.chunk, p.chunk, total, p.eager, inputs.policy_checkpointing)
     return PhasePlan("ppo", _rl_residents(inputs) + [
         Term(f"gradients (minibatch {b})", grads),
         Term(f"policy prefix KV cache (B {b}, {prefix} tok)", policy_kv),
@@ -498,13 +506,17 @@ def action_text_tokens(chunk: int, action_dim: int) -> int:
 
 def inputs_from_pipeline(config: Any, action_dim: int = 6) -> PlanInputs:
     """The plan's inputs from a ``PipelineConfig`` (``memory`` section: precision, checkpointing, selection)."""
-    memory = getattr(config, "memory", None)
     policy_setup, wm_setup, mbpo = config.policy, config.world_model, config.mbpo
+    lerobot = policy_setup.lerobot
     shape = policy_shape(policy_setup.backend, policy_setup.pretrained)
     precision = "fp32" if config.devices.dtype == "float32" else "bf16_fp32_master"
-    checkpointing = bool(getattr(memory, "gradient_checkpointing", True))
-    bc_trainable = getattr(memory, "bc_trainable", "expert")
-    rl_vlm = bool(getattr(policy_setup.lerobot, "train_vlm_in_rl", False))
+    bc_trainable = lerobot.bc_trainable
+    if bc_trainable == "lerobot":  # the checkpoint's own flags (LeRobot's defaults where it has none)
+        flags = (_read_json(Path(policy_setup.pretrained).expanduser() / "config.json") if policy_setup.pretrained
+                 else None) or {}
+        expert_only = flags.get("train_expert_only", policy_setup.backend == "smolvla")
+        freeze_vision = flags.get("freeze_vision_encoder", policy_setup.backend == "smolvla")
+        bc_trainable = "expert" if expert_only else ("expert+vlm" if freeze_vision else "all")
     model = wm_setup.model
     prompts = model.prompts
     prompt_text = " ".join(str(getattr(prompts, f)) for f in ("system", "view_label", "dynamics", "predicted_label",
@@ -512,13 +524,15 @@ def inputs_from_pipeline(config: Any, action_dim: int = 6) -> PlanInputs:
     return PlanInputs(
         policy=shape, world_model=world_model_shape(wm_setup.pretrained), views=len(config.view_names),
         action_text_tokens=action_text_tokens(wm_setup.data.chunk_size, action_dim),
-        prompt_tokens=len(prompt_text.split()) * 2, precision=precision, gradient_checkpointing=checkpointing,
+        prompt_tokens=len(prompt_text.split()) * 2, precision=precision,
+        policy_checkpointing=lerobot.gradient_checkpointing, wm_checkpointing=wm_setup.train.gradient_checkpointing,
+        wm_train_llm_layers=wm_setup.train.train_llm_layers,
         bc_batch=policy_setup.bc.batch_size, bc_train_vlm=bc_trainable in ("expert+vlm", "all"),
-        bc_train_vision=bc_trainable == "all", rl_train_vlm=rl_vlm, wm_batch=wm_setup.train.batch_size,
+        bc_train_vision=bc_trainable == "all", rl_train_vlm=lerobot.train_vlm_in_rl, wm_batch=wm_setup.train.batch_size,
         wm_reward_batch=wm_setup.train.reward_batch_size, wm_freeze_vision=wm_setup.train.freeze_vision,
         rollout_batch=mbpo.rollout_batch_size, ppo_minibatch=mbpo.minibatch_size,
         ivd=model.ivd, vq_context=model.vq_context,
-        value_head_parameters=_value_head_parameters(shape, policy_setup.lerobot.value_head.hidden_sizes))
+        value_head_parameters=_value_head_parameters(shape, lerobot.value_head.hidden_sizes))
 
 
 def _value_head_parameters(shape: PolicyShape, hidden_sizes: Iterable[int]) -> int:
@@ -537,12 +551,8 @@ class MemorySetup:
     """How the loop fits its GPU (``memory:`` in a pipeline config)."""
 
     gpu_gb: float = 0.0  # > 0: refuse at start-up a config whose plan does not fit this many GiB
-    gradient_checkpointing: bool = False  # recompute layer activations in backward (BC, world model, PPO)
-    bc_trainable: str = "all"  # expert (action expert + projections) | expert+vlm | all (+ vision tower)
 
     def __post_init__(self) -> None:
-        if self.bc_trainable not in ("expert", "expert+vlm", "all"):
-            raise ValueError(f"memory.bc_trainable: expected expert, expert+vlm or all, got {self.bc_trainable!r}")
         if self.gpu_gb < 0:
             raise ValueError(f"memory.gpu_gb must be >= 0, got {self.gpu_gb}")
 
