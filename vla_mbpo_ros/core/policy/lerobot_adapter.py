@@ -274,10 +274,15 @@ class LeRobotFlowPolicy(nn.Module):
         return np.asarray(self.postprocessor(actions).cpu().numpy(), dtype=np.float32)
 
     def _log_prob(self, velocity: VelocityFn, chain: torch.Tensor, denoise_index: torch.Tensor) -> torch.Tensor:
-        """Log-density of each chain's stochastic transition, over executed steps and real action dims."""
-        x_next, mean, std = stochastic_transition(velocity, chain, denoise_index, self.config.sde)
+        """Log-density of each chain's stochastic transition, over executed steps and real action dims.
+
+        The velocity of that one step runs with autocast off (fp32 expert masters; the frozen prefix cache stays
+        bf16): a chunk's log-density sums k x d terms scaled by 1/sigma^2, so bf16 rounding that differs between
+        the rollout batch and the PPO minibatch (other GEMM kernels) would move the first ratio away from 1."""
+        with torch.autocast(torch.device(self.config.device).type, enabled=False):
+            x_next, mean, std = stochastic_transition(velocity, chain.float(), denoise_index, self.config.sde)
         executed = (slice(None), slice(0, self.chunk_size), slice(0, self.action_dim))
-        return gaussian_log_prob(x_next[executed], mean[executed], std.expand_as(mean)[executed])
+        return gaussian_log_prob(x_next[executed].float(), mean[executed].float(), std.expand_as(mean)[executed].float())
 
     # ----------------------------------------------------------------- deployment
     @torch.no_grad()
@@ -426,6 +431,7 @@ class LeRobotFlowPolicy(nn.Module):
                                  "checkpointing (pi0 / pi0.5 do)")
             lerobot_config.gradient_checkpointing = True
         if robot is not None:
+            config = dataclasses.replace(config, view_keys=dict(robot.view_keys))  # the robot's view names
             changes = adapt_config(lerobot_config, robot, str(lerobot_dir))
             if changes:
                 print(f"[lerobot_adapter] adapted {lerobot_dir.name} to the robot: {'; '.join(changes)}", flush=True)
