@@ -44,11 +44,10 @@ def test_pi05_parameter_count_matches_lerobots_model_on_the_meta_device():
 
 def test_janus_pro_1b_parameter_count_matches_transformers_on_the_meta_device():
     sys.path.insert(0, str(REPO / "bench"))
-    from gpu_check import JANUS_PRO_1B as SCALE
+    from gpu_smoke import JANUS_PRO_1B as DIMS
     from transformers import JanusConfig, JanusForConditionalGeneration
 
-    config = JanusConfig(text_config=SCALE.janus_text, vision_config=SCALE.janus_vision, vq_config=SCALE.janus_vq,
-                         tie_word_embeddings=False)
+    config = JanusConfig(**DIMS, tie_word_embeddings=False)
     with torch.device("meta"):
         model = JanusForConditionalGeneration(config)
     built = {"vision": model.model.vision_model, "llm": model.model.language_model, "vq": model.model.vqmodel}

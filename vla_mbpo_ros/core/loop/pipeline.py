@@ -262,14 +262,18 @@ def _phase_world_model(config: PipelineConfig, episodes: list[Episode], it: Iter
     which it has not been trained on."""
     model, train = load_world_model(config, episodes, previous)
     wm_episodes = _at_size(episodes, model.core.und_size)
-    held_out = held_out_reward_scores(model, wm_episodes[len(wm_episodes) - unseen:], config.world_model.data) \
-        if unseen and (previous or config.world_model.pretrained) else {}
+    # bf16 setups: the model holds fp32 masters beside bf16 frozen parts; it runs under autocast.
+    autocast = _autocast(config.devices.world_model_training, config.devices)
+    with autocast:
+        held_out = held_out_reward_scores(model, wm_episodes[len(wm_episodes) - unseen:], config.world_model.data) \
+            if unseen and (previous or config.world_model.pretrained) else {}
     dynamics, reward = build_samples(wm_episodes, config.view_names, config.world_model.data)
     history = train_world_model(model, dynamics, reward, train, progress=False)
     if distributed.is_main():
         model.save_pretrained(it.staging("world_model"))
         it.commit("world_model")
-        render_examples(model, dynamics, it.output("real_vs_imagined.png"), rows=min(6, len(dynamics)))
+        with autocast:
+            render_examples(model, dynamics, it.output("real_vs_imagined.png"), rows=min(6, len(dynamics)))
     return {
         "image_loss": _ends(history.image_loss),
         "answer_loss": _ends(history.answer_loss),

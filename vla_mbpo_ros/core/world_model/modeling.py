@@ -119,7 +119,8 @@ class UMMCore(nn.Module):
         trainable = any(p.requires_grad for p in vision.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
             hidden = vision(x.to(dtype)).last_hidden_state
-        return self.janus.model.aligner(hidden)
+        aligner = self.janus.model.aligner
+        return aligner(hidden.to(next(aligner.parameters()).dtype))  # a bf16 frozen tower beside an fp32 aligner
 
     def vq_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Unit-norm VQ encoder outputs (N, n_vq, code_dim), before quantisation."""
@@ -320,6 +321,13 @@ class UMMCore(nn.Module):
         in place (a ``DynamicCache`` concatenates, i.e. copies every layer's cache at every token); the
         attention mask is preallocated at full length for the same reason."""
         rows, prompt = batch.attention_mask.shape
+        # One dtype for every input, the one the matmuls run in (bf16 under autocast): the cache takes the
+        # dtype of its first keys, and fp32 embeddings (fp32 master weights) would make them fp32 (twice the
+        # memory) while later values come out of autocast in bf16.
+        device_type = self.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else \
+            self.janus.lm_head.weight.dtype
+        batch = Embedded(batch.inputs_embeds.to(dtype), batch.attention_mask, batch.position_ids)
         cache = StaticCache(config=self.janus.config.text_config, max_cache_len=prompt + self.n_vq - 1)
         out = self._lm(batch, use_cache=True, past_key_values=cache)
         hidden = out.last_hidden_state[:, -1]
@@ -336,7 +344,7 @@ class UMMCore(nn.Module):
                 break
             position = position + 1
             out = self.janus.model.language_model(
-                inputs_embeds=self.janus.prepare_embeddings_for_image_generation(tokens[:, i : i + 1]),
+                inputs_embeds=self.janus.prepare_embeddings_for_image_generation(tokens[:, i : i + 1]).to(dtype),
                 attention_mask=full_mask[:, : prompt + i + 1],
                 position_ids=position,
                 past_key_values=cache,
