@@ -312,7 +312,9 @@ def reward_gate(world_model_metrics: dict[str, Any], min_precision: float) -> tu
 def _phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir, policy_dir: Path) -> dict[str, Any]:
     devices = config.devices
     policy = load_policy(policy_dir, device=distributed.local_device(devices.policy))
-    world_model = UMMWorldModel.from_pretrained(it.output("world_model"), device=distributed.local_device(devices.imagination))
+    # Imagination only infers: the world model in the setup's dtype (its saved fp32 masters need not be).
+    world_model = UMMWorldModel.from_pretrained(it.output("world_model"), device=distributed.local_device(devices.imagination),
+                                                dtype=devices.torch_dtype)
     sampler = StartStateSampler(stride=policy.chunk_size)
     sampler.add_episodes(_at_size(episodes, policy.image_size))
     mbpo = dataclasses.replace(config.mbpo, seed=config.seed)

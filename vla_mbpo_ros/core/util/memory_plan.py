@@ -460,7 +460,7 @@ def plan_ppo(inputs: PlanInputs) -> PhasePlan:
         prefix_term = Term("prefix temporaries (no grad)", _inference_transient(p.vlm, b, prefix, p.eager))
     ek, ep = _decoder_training(p.expert, b, p.chunk, p.chunk, total, p.eager, inputs.policy_checkpointing)
     return PhasePlan("ppo", _rl_residents(inputs) + [
-        Term(f"gradients (minibatch {b})", grads),
+        Term("gradients (fp32) + autocast weight copies", grads),
         Term(f"policy prefix KV cache (B {b}, {prefix} tok)", policy_kv),
         prefix_term,
         Term("activations action expert (one denoising step)", ek + ep),
