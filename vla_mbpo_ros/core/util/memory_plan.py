@@ -118,7 +118,8 @@ class PolicyShape:
     image_tokens: int  # prefix tokens per view (after any pixel shuffle)
     text_tokens: int  # language (+ state) tokens of the prefix
     chunk: int  # actions the model denoises (suffix tokens)
-    extra_parameters: int = 0  # trained with the expert: projector, action/time projections, adaptive norms
+    extra_parameters: int = 0  # trained with the expert: action/state/time projections, adaptive norms
+    vlm_extra_parameters: int = 0  # part of the VLM: the vision-to-text projector / connector
     unused_parameters: int = 0  # built but never in the loss (pi0.5's expert lm_head): frozen
     eager: bool = True  # LeRobot's pi0/pi0.5/SmolVLA attention is eager (scores materialised)
 
@@ -126,7 +127,7 @@ class PolicyShape:
         return views * self.image_tokens + self.text_tokens
 
     def parameters(self) -> dict[str, int]:
-        return {"vision": self.vision.parameters(), "vlm": self.vlm.parameters(),
+        return {"vision": self.vision.parameters(), "vlm": self.vlm.parameters() + self.vlm_extra_parameters,
                 "expert": self.expert.parameters() + self.extra_parameters, "unused": self.unused_parameters}
 
 
@@ -154,21 +155,23 @@ GEMMA_300M = Decoder(layers=18, hidden=1024, intermediate=4096, heads=8, kv_head
 SIGLIP_SO400M_224 = ViT(layers=27, hidden=1152, intermediate=4304, image_size=224, patch=14, heads=16)
 # SmolVLA: SmolVLM2-500M's first 16 of 32 text layers, its SigLIP at 512 px (64 tokens after the pixel
 # shuffle of 4), an expert at 0.75 width whose MLP LeRobot rounds to a multiple of 256.
-SMOLVLM_TEXT_16 = Decoder(layers=16, hidden=960, intermediate=2560, heads=15, kv_heads=5, head_dim=64, vocab=49280)
+SMOLVLM_TEXT_16 = Decoder(layers=16, hidden=960, intermediate=2560, heads=15, kv_heads=5, head_dim=64, vocab=49280,
+                          lm_head=True)
 SMOLVLA_EXPERT = Decoder(layers=16, hidden=720, intermediate=2048, heads=15, kv_heads=5, head_dim=64)
 SIGLIP_B16_512 = ViT(layers=12, hidden=768, intermediate=3072, image_size=512, patch=16, heads=12)
 
 POLICY_SHAPES = {
     # pi0.5: adaRMS norms (a 1024 -> 3 x 1024 projection per norm, 2 per layer + the final one) in the expert.
     "pi05": PolicyShape("pi05", SIGLIP_SO400M_224, GEMMA_2B, GEMMA_300M, image_tokens=256, text_tokens=200, chunk=50,
-                        extra_parameters=1152 * 2048 + 2048 + 2 * (32 * 1024 + 1024) + 2 * (1024 * 1024 + 1024)
-                        + 37 * (1024 * 3072 + 3072) - 37 * 1024, unused_parameters=257152 * 1024),
+                        extra_parameters=2 * (32 * 1024 + 1024) + 2 * (1024 * 1024 + 1024)
+                        + 37 * (1024 * 3072 + 3072) - 37 * 1024, vlm_extra_parameters=1152 * 2048 + 2048,
+                        unused_parameters=257152 * 1024),
     "pi0": PolicyShape("pi0", SIGLIP_SO400M_224, GEMMA_2B, GEMMA_300M, image_tokens=256, text_tokens=48 + 1, chunk=50,
-                       extra_parameters=1152 * 2048 + 2048 + 3 * (32 * 1024 + 1024) + 2 * 2048 * 1024 + 1024 * 1024,
-                       unused_parameters=257152 * 1024),
+                       extra_parameters=3 * (32 * 1024 + 1024) + 2 * 2048 * 1024 + 1024 * 1024,
+                       vlm_extra_parameters=1152 * 2048 + 2048, unused_parameters=257152 * 1024),
     "smolvla": PolicyShape("smolvla", SIGLIP_B16_512, SMOLVLM_TEXT_16, SMOLVLA_EXPERT, image_tokens=64,
                            text_tokens=48 + 1, chunk=50,
-                           extra_parameters=768 * 16 * 960 + 3 * 32 * 720 + 2 * 720 * 720 + 8 * 320 * 720),
+                           extra_parameters=3 * 32 * 720 + 2 * 720 * 720, vlm_extra_parameters=768 * 16 * 960),
 }
 
 JANUS_PRO_1B = WorldModelShape(
