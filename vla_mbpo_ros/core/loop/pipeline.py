@@ -312,6 +312,7 @@ def reward_gate(world_model_metrics: dict[str, Any], min_precision: float) -> tu
 def _phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir, policy_dir: Path) -> dict[str, Any]:
     devices = config.devices
     policy = load_policy(policy_dir, device=distributed.local_device(devices.policy))
+    check_frame_skip(policy.chunk_size, config.world_model.data.chunk_size)
     # Imagination only infers: the world model in the setup's dtype (its saved fp32 masters need not be).
     world_model = UMMWorldModel.from_pretrained(it.output("world_model"), device=distributed.local_device(devices.imagination),
                                                 dtype=devices.torch_dtype)
@@ -323,7 +324,6 @@ def _phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir,
     def on_iteration(index: int, stats: dict[str, float]) -> None:
         _emit("progress", phase="rl", step=index + 1, total=mbpo.num_iterations, **stats)
 
-    check_frame_skip(policy.chunk_size, config.world_model.data.chunk_size)
     with _autocast(devices.policy, devices):
         result = trainer.train(on_iteration=on_iteration)
     if distributed.is_main():  # every process holds the same weights
