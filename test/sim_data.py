@@ -65,18 +65,21 @@ def gpu_setup_on_cpu_config(path: Path, snapshots: Path, actor_frozen: bool = Fa
     a LeRobot SmolVLA (loaded with its own from_pretrained, SFT-ed on the demos) and a plain Janus snapshot
     (finetuned through the ``pretrained`` path). ``actor_frozen`` as in small_finetune_config: the RL
     iteration publishes a candidate that acts as the running policy. Written to ``path``; returns the data."""
-    from tiny_models import save_tiny_janus_snapshot, save_tiny_smolvla, save_tiny_smolvlm
+    from tiny_models import EXECUTED, save_tiny_janus_snapshot, save_tiny_smolvla, save_tiny_smolvlm
 
     data = yaml.safe_load(FINETUNE_GPU.read_text())
     smolvla = save_tiny_smolvla(snapshots / "smolvla", save_tiny_smolvlm(snapshots / "smolvlm"))
     data.update(min_episodes=2, torch_threads=1, devices={"world_model_training": "cpu", "imagination": "cpu",
                                                            "policy": "cpu", "dtype": "float32"})
     data["policy"].update(backend="smolvla", pretrained=str(smolvla))
-    data["policy"]["lerobot"].update(view_keys={}, value_head={"hidden_sizes": [32, 16]})
+    # SmolVLA has no gradient checkpointing in LeRobot; its tokenizer comes with the tiny VLM directory.
+    data["policy"].update(tokenizer="")
+    data["policy"]["lerobot"].update(view_keys={}, value_head={"hidden_sizes": [32, 16]}, gradient_checkpointing=False)
     data["policy"]["bc"].update(steps=3, batch_size=4)
     # A random Janus has no trained reward to measure: no reward gate (as in small_finetune_config).
     data["world_model"].update(pretrained=str(save_tiny_janus_snapshot(snapshots / "janus")), min_reward_precision=0.0)
     data["world_model"]["train"].update(steps=3, batch_size=2, reward_batch_size=2, lr=1e-3, warmup_steps=1)
+    data["world_model"]["data"]["chunk_size"] = EXECUTED  # the frame skip = the tiny SmolVLA's executed chunk
     data["mbpo"].update(num_iterations=1, samples_per_refill=8, rollout_batch_size=4, update_to_data=2, minibatch_size=8,
                         critic_warmup_updates=2 if actor_frozen else 1, recompute_every=1, validation_starts=2)
     path.write_text(yaml.safe_dump(data))

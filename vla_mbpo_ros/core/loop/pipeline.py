@@ -50,11 +50,13 @@ from vla_mbpo_ros.core.policy.base import load_policy
 from vla_mbpo_ros.core.policy.bc import BCArrays, BCConfig, train_bc
 from vla_mbpo_ros.core.policy.compact import CompactFlowVLA, CompactFlowVLAConfig
 from vla_mbpo_ros.core.policy.lerobot_adapter import LeRobotFlowConfig
+from vla_mbpo_ros.core.policy.lerobot_robot import RobotInterface, check_frame_skip
 from vla_mbpo_ros.core.rl.start_states import StartStateSampler
 from vla_mbpo_ros.core.rl.trainer import MBPOConfig, MBPOTrainer
 from vla_mbpo_ros.core.util import distributed
 from vla_mbpo_ros.core.util.config import load_config_file
 from vla_mbpo_ros.core.util.images import resize_uint8
+from vla_mbpo_ros.core.util.memory_plan import MemorySetup, check_fits
 from vla_mbpo_ros.core.util.process import exit_with_launcher
 from vla_mbpo_ros.core.world_model.codec import ACTION_STATS_FILE
 from vla_mbpo_ros.core.world_model.configuration import WORLD_MODEL_CONFIG_FILE, TinyArchConfig, WorldModelConfig
@@ -74,6 +76,9 @@ class PolicySetup:
     # A local directory to start from: a LeRobot policy (save_pretrained + its processors) for the
     # LeRobot backends, a checkpoint of ours for compact; "" (compact only): random init.
     pretrained: str = ""
+    # Local directories replacing what a LeRobot checkpoint would fetch from the Hub (offline servers):
+    tokenizer: str = ""  # the tokenizer its preprocessor names (pi0/pi0.5: PaliGemma's)
+    vlm: str = ""  # SmolVLA: the backbone config + processor its vlm_model_name names
     compact: CompactFlowVLAConfig = field(default_factory=CompactFlowVLAConfig)
     lerobot: LeRobotFlowConfig = field(default_factory=LeRobotFlowConfig)
     bc: BCConfig = field(default_factory=BCConfig)  # BC (compact) or SFT (LeRobot) on the demos; steps 0: none
@@ -131,6 +136,7 @@ class PipelineConfig:
     world_model: WorldModelSetup = field(default_factory=WorldModelSetup)
     mbpo: MBPOConfig = field(default_factory=MBPOConfig)
     devices: DeviceSetup = field(default_factory=DeviceSetup)
+    memory: MemorySetup = field(default_factory=MemorySetup)
 
     def __post_init__(self) -> None:
         if self.min_episodes < 1:
@@ -160,14 +166,29 @@ def _at_size(episodes: list[Episode], size: int | None) -> list[Episode]:
     return [dataclasses.replace(e, views={v: resize_uint8(f, size) for v, f in e.views.items()}) for e in episodes]
 
 
+def _autocast(device: str, devices: DeviceSetup) -> Any:
+    """bf16 autocast where the setup says bfloat16 (the trained weights stay fp32 masters)."""
+    return torch.autocast(torch.device(device).type, dtype=devices.torch_dtype, enabled=devices.dtype != "float32")
+
+
 def _ends(values: list[float]) -> list[float]:
     w = max(1, min(20, len(values) // 4))
     return [float(np.mean(values[:w])), float(np.mean(values[-w:]))] if values else []
 
 
 # ------------------------------------------------------------------------------------------ phases
-def build_first_policy(config: PipelineConfig) -> Any:
-    """The policy behaviour cloning starts from, as the setup describes it."""
+def robot_interface(config: PipelineConfig, episodes: list[Episode]) -> RobotInterface:
+    """The recorded robot as a LeRobot checkpoint must be adapted to: dims of the data, the setup's views
+    (under the adapter's view_keys, else observation.images.<view>), the world model's frame skip."""
+    keys = config.policy.lerobot.view_keys
+    return RobotInterface(state_dim=int(episodes[0].states.shape[1]), action_dim=int(episodes[0].actions.shape[1]),
+                          view_keys={v: keys.get(v, f"observation.images.{v}") for v in config.view_names},
+                          executed_chunk=config.world_model.data.chunk_size)
+
+
+def build_first_policy(config: PipelineConfig, robot: RobotInterface | None = None) -> Any:
+    """The policy behaviour cloning starts from, as the setup describes it (a LeRobot checkpoint adapted to
+    ``robot`` when given)."""
     setup, device = config.policy, config.devices.policy
     if setup.backend == "compact":
         if setup.pretrained:
@@ -176,18 +197,23 @@ def build_first_policy(config: PipelineConfig) -> Any:
         return CompactFlowVLA(dataclasses.replace(setup.compact, view_names=tuple(config.view_names)), version="bc").to(device)
     from vla_mbpo_ros.core.policy.lerobot_adapter import LeRobotFlowPolicy
 
-    policy = LeRobotFlowPolicy.from_lerobot(Path(setup.pretrained), dataclasses.replace(setup.lerobot, device=device), version="bc")
+    policy = LeRobotFlowPolicy.from_lerobot(
+        Path(setup.pretrained), dataclasses.replace(setup.lerobot, device=device, dtype=config.devices.dtype), version="bc",
+        tokenizer_dir=Path(setup.tokenizer).expanduser() if setup.tokenizer else None,
+        vlm_dir=Path(setup.vlm).expanduser() if setup.vlm else None, robot=robot)
     if policy.backend != setup.backend:
         raise ValueError(f"policy.pretrained: {setup.pretrained} holds a {policy.backend} policy, not {setup.backend}")
     return policy
 
 
 def _phase_bc(config: PipelineConfig, episodes: list[Episode], it: IterationDir) -> dict[str, Any]:
-    policy = build_first_policy(config)
+    policy = build_first_policy(config, robot_interface(config, episodes))
+    check_frame_skip(policy.chunk_size, config.world_model.data.chunk_size)
     losses: list[float] = []
     if config.policy.bc.steps:
         demos = _at_size(episodes, policy.image_size)
-        losses = train_bc(policy, BCArrays.from_episodes(demos, policy.train_chunk_size), config.policy.bc)
+        with _autocast(config.devices.policy, config.devices):
+            losses = train_bc(policy, BCArrays.from_episodes(demos, policy.train_chunk_size), config.policy.bc)
     policy.save(it.staging("candidate"))
     it.commit("candidate")
     return {"backend": config.policy.backend, "bc_loss": _ends(losses), "episodes": len(episodes)}
@@ -236,14 +262,18 @@ def _phase_world_model(config: PipelineConfig, episodes: list[Episode], it: Iter
     which it has not been trained on."""
     model, train = load_world_model(config, episodes, previous)
     wm_episodes = _at_size(episodes, model.core.und_size)
-    held_out = held_out_reward_scores(model, wm_episodes[len(wm_episodes) - unseen:], config.world_model.data) \
-        if unseen and (previous or config.world_model.pretrained) else {}
+    # bf16 setups: the model holds fp32 masters beside bf16 frozen parts; it runs under autocast.
+    autocast = _autocast(config.devices.world_model_training, config.devices)
+    with autocast:
+        held_out = held_out_reward_scores(model, wm_episodes[len(wm_episodes) - unseen:], config.world_model.data) \
+            if unseen and (previous or config.world_model.pretrained) else {}
     dynamics, reward = build_samples(wm_episodes, config.view_names, config.world_model.data)
     history = train_world_model(model, dynamics, reward, train, progress=False)
     if distributed.is_main():
         model.save_pretrained(it.staging("world_model"))
         it.commit("world_model")
-        render_examples(model, dynamics, it.output("real_vs_imagined.png"), rows=min(6, len(dynamics)))
+        with autocast:
+            render_examples(model, dynamics, it.output("real_vs_imagined.png"), rows=min(6, len(dynamics)))
     return {
         "image_loss": _ends(history.image_loss),
         "answer_loss": _ends(history.answer_loss),
@@ -282,7 +312,10 @@ def reward_gate(world_model_metrics: dict[str, Any], min_precision: float) -> tu
 def _phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir, policy_dir: Path) -> dict[str, Any]:
     devices = config.devices
     policy = load_policy(policy_dir, device=distributed.local_device(devices.policy))
-    world_model = UMMWorldModel.from_pretrained(it.output("world_model"), device=distributed.local_device(devices.imagination))
+    check_frame_skip(policy.chunk_size, config.world_model.data.chunk_size)
+    # Imagination only infers: the world model in the setup's dtype (its saved fp32 masters need not be).
+    world_model = UMMWorldModel.from_pretrained(it.output("world_model"), device=distributed.local_device(devices.imagination),
+                                                dtype=devices.torch_dtype)
     sampler = StartStateSampler(stride=policy.chunk_size)
     sampler.add_episodes(_at_size(episodes, policy.image_size))
     mbpo = dataclasses.replace(config.mbpo, seed=config.seed)
@@ -291,7 +324,7 @@ def _phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir,
     def on_iteration(index: int, stats: dict[str, float]) -> None:
         _emit("progress", phase="rl", step=index + 1, total=mbpo.num_iterations, **stats)
 
-    with torch.autocast(torch.device(devices.policy).type, dtype=devices.torch_dtype, enabled=devices.dtype != "float32"):
+    with _autocast(devices.policy, devices):
         result = trainer.train(on_iteration=on_iteration)
     if distributed.is_main():  # every process holds the same weights
         policy.save(it.staging("candidate"))
@@ -306,6 +339,7 @@ def _phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir,
 def run_iteration(run_dir: Path, dataset: Path, config: PipelineConfig, real_episodes_csv: Path | None = None) -> dict[str, Any]:
     """Run (or resume) the next iteration; returns its result.json content."""
     torch.set_num_threads(config.torch_threads)
+    check_fits(config)  # before anything loads: one line naming the phase that cannot fit
     run_dir.mkdir(parents=True, exist_ok=True)
     state = read_state(run_dir)
     iteration = state["iterations_done"]

@@ -11,7 +11,12 @@ pipelines for normalization and tokenization); this adapter only drives its deno
   taken over the executed steps (``n_action_steps``) and the real action dimensions only, so padding adds no
   noise to the PPO ratio;
 - RL trains the action expert and its projections (and the value head); the VLM backbone stays frozen unless
-  ``train_vlm_in_rl`` is set, in which case the prefix is recomputed with gradients.
+  ``train_vlm_in_rl`` is set, in which case the prefix is recomputed with gradients. BC/SFT trains what
+  ``bc_trainable`` names. Parameters that never reach a loss (the language-model heads) never train.
+- ``dtype: bfloat16``: what trains is held in float32 (master weights), the rest in bf16, and the caller runs
+  the forward under bf16 autocast (util/precision.py);
+- ``from_lerobot(..., robot=RobotInterface)`` fits a pretrained checkpoint to the robot's dims, views and
+  executed chunk first (lerobot_robot.py); its statistics are then refitted on the robot's data.
 
 Checkpoint directory (type "lerobot_flow"), self-contained so that it loads offline:
 ``config.json`` (adapter settings), ``model.safetensors`` (value head), ``lerobot/`` (the policy's
@@ -42,7 +47,9 @@ from vla_mbpo_ros.core.policy.flow_sde import (
     stochastic_transition,
 )
 from vla_mbpo_ros.core.policy.value_head import ValueHead, ValueHeadConfig, masked_mean_pool
+from vla_mbpo_ros.core.policy.lerobot_robot import RobotInterface, adapt_config, normalizer_dims
 from vla_mbpo_ros.core.util.config import build_nested_configs
+from vla_mbpo_ros.core.util.precision import cast_for_training
 
 POLICY_TYPE = "lerobot_flow"
 BACKENDS = ("pi0", "pi05", "smolvla")
@@ -51,6 +58,13 @@ PREPROCESSOR_FILE, POSTPROCESSOR_FILE = "policy_preprocessor.json", "policy_post
 # Parameters of the VLM backbone (frozen in RL by default), by backend.
 _VLM_PREFIX = {"pi0": "paligemma_with_expert.paligemma.", "pi05": "paligemma_with_expert.paligemma.",
                "smolvla": "vlm_with_expert.vlm."}
+_VISION_PREFIX = {"pi0": "paligemma_with_expert.paligemma.model.vision_tower.",
+                  "pi05": "paligemma_with_expert.paligemma.model.vision_tower.",
+                  "smolvla": "vlm_with_expert.vlm.model.vision_model."}
+# expert: action expert + projections; expert+vlm: + the language backbone; all: + the vision tower;
+# lerobot: what the LeRobot config's own train_expert_only / freeze_vision_encoder say.
+TRAINABLE = ("expert", "expert+vlm", "all", "lerobot")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -62,6 +76,9 @@ class LeRobotFlowConfig:
     inference_steps: int = 0  # deterministic denoising steps at deployment; 0: sde.num_steps, the chain RL optimises
     deploy_noise: str = "zero"  # "zero": start the ODE at the prior mean (deterministic); "sample": random
     train_vlm_in_rl: bool = False  # RL trains the action expert (+ projections) only unless set
+    bc_trainable: str = "lerobot"  # what BC/SFT trains: expert | expert+vlm | all | lerobot (its config's flags)
+    gradient_checkpointing: bool = False  # pi0/pi0.5: LeRobot's per-layer checkpointing in BC and PPO
+    dtype: str = "float32"  # bfloat16: fp32 masters for what trains, bf16 for the rest (run under autocast)
     device: str = "cpu"
     sde: FlowSDEConfig = field(default_factory=FlowSDEConfig)
     value_head: ValueHeadConfig = field(default_factory=ValueHeadConfig)
@@ -73,6 +90,10 @@ class LeRobotFlowConfig:
             raise ValueError(f"inference_steps must be >= 0, got {self.inference_steps}")
         if self.deploy_noise not in ("zero", "sample"):
             raise ValueError(f"deploy_noise must be 'zero' or 'sample', got {self.deploy_noise!r}")
+        if self.bc_trainable not in TRAINABLE:
+            raise ValueError(f"bc_trainable: expected one of {list(TRAINABLE)}, got {self.bc_trainable!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype: expected one of {list(DTYPES)}, got {self.dtype!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,9 +149,46 @@ class LeRobotFlowPolicy(nn.Module):
         self.inference_steps = self.config.inference_steps or self.config.sde.num_steps
         self.value_head = ValueHead(self._prefix_width(), self.config.value_head).to(self.config.device)
         self._tokenizer_dir: Path | None = None  # a local tokenizer named instead of the config's (offline)
-        vlm_prefix = _VLM_PREFIX[self.backend]
-        self._actor_names = [name for name, _ in self.lerobot.model.named_parameters()
-                             if self.config.train_vlm_in_rl or not name.startswith(vlm_prefix)]
+        state = lerobot_config.input_features.get("observation.state")
+        state_dim = int(state.shape[0]) if state is not None else None
+        self._stats_fit_robot = (normalizer_dims(postprocessor).get("action", self.action_dim) == self.action_dim
+                                 and normalizer_dims(preprocessor).get("observation.state", state_dim) == state_dim)
+        self._actor_names = self._trainable_names("expert+vlm" if self.config.train_vlm_in_rl else "expert")
+        self.select_trainable(self._actor_names)  # RL's selection (and precision) until BC asks for its own
+
+    # ----------------------------------------------------------------- what trains
+    def _trainable_names(self, which: str) -> list[str]:
+        """Names (in ``self.lerobot.model``) of the parameters ``which`` trains; never the unused LM heads."""
+        if which == "lerobot":
+            lerobot_config = self.lerobot.config
+            which = "expert" if getattr(lerobot_config, "train_expert_only", False) else \
+                ("expert+vlm" if getattr(lerobot_config, "freeze_vision_encoder", False) else "all")
+        vlm, vision = _VLM_PREFIX[self.backend], _VISION_PREFIX[self.backend]
+        names = []
+        for name, _ in self.lerobot.model.named_parameters():
+            if "lm_head" in name:
+                continue
+            if name.startswith(vision):
+                trains = which == "all"
+            elif name.startswith(vlm):
+                trains = which in ("expert+vlm", "all")
+            else:
+                trains = True
+            if trains:
+                names.append(name)
+        return names
+
+    def select_trainable(self, names: list[str]) -> list[nn.Parameter]:
+        """Make exactly ``names`` trainable (requires_grad), in fp32 when ``dtype`` is bf16 and the rest in bf16."""
+        named = dict(self.lerobot.model.named_parameters())
+        chosen = [named[n] for n in names]
+        if self.config.dtype == "bfloat16":
+            cast_for_training(self.lerobot.model, chosen, torch.bfloat16)
+        else:
+            keep = {id(p) for p in chosen}
+            for param in self.lerobot.model.parameters():
+                param.requires_grad_(id(param) in keep)
+        return chosen
 
     @property
     def image_size(self) -> int | None:
@@ -152,6 +210,9 @@ class LeRobotFlowPolicy(nn.Module):
                        action_valid: torch.Tensor | None = None) -> dict[str, Any]:
         """ObsBatch (+ action chunks for training) -> the policy's preprocessed batch (normalized state and
         actions, tokenized task, images in [0, 1])."""
+        if not self._stats_fit_robot:
+            raise RuntimeError("the policy's normalisation statistics are the pretrained checkpoint's, for another "
+                               "action size: fit_normalization on the robot's data first (policy.bc)")
         missing = [n for n in self.view_names if n not in batch.views]
         if missing:
             raise ValueError(f"observation lacks views {missing}; policy expects {list(self.view_names)}")
@@ -213,10 +274,15 @@ class LeRobotFlowPolicy(nn.Module):
         return np.asarray(self.postprocessor(actions).cpu().numpy(), dtype=np.float32)
 
     def _log_prob(self, velocity: VelocityFn, chain: torch.Tensor, denoise_index: torch.Tensor) -> torch.Tensor:
-        """Log-density of each chain's stochastic transition, over executed steps and real action dims."""
-        x_next, mean, std = stochastic_transition(velocity, chain, denoise_index, self.config.sde)
+        """Log-density of each chain's stochastic transition, over executed steps and real action dims.
+
+        The velocity of that one step runs with autocast off (fp32 expert masters; the frozen prefix cache stays
+        bf16): a chunk's log-density sums k x d terms scaled by 1/sigma^2, so bf16 rounding that differs between
+        the rollout batch and the PPO minibatch (other GEMM kernels) would move the first ratio away from 1."""
+        with torch.autocast(torch.device(self.config.device).type, enabled=False):
+            x_next, mean, std = stochastic_transition(velocity, chain.float(), denoise_index, self.config.sde)
         executed = (slice(None), slice(0, self.chunk_size), slice(0, self.action_dim))
-        return gaussian_log_prob(x_next[executed], mean[executed], std.expand_as(mean)[executed])
+        return gaussian_log_prob(x_next[executed].float(), mean[executed].float(), std.expand_as(mean)[executed].float())
 
     # ----------------------------------------------------------------- deployment
     @torch.no_grad()
@@ -269,7 +335,7 @@ class LeRobotFlowPolicy(nn.Module):
     # ----------------------------------------------------------------- supervised finetuning
     @property
     def normalization_fitted(self) -> bool:
-        return True  # a LeRobot policy comes with its processors' statistics
+        return self._stats_fit_robot  # the checkpoint's statistics, unless they are another robot's
 
     def fit_normalization(self, states: np.ndarray, actions: np.ndarray) -> None:
         """Normalization statistics of the robot's own data (as LeRobot's finetuning recomputes them)."""
@@ -287,10 +353,11 @@ class LeRobotFlowPolicy(nn.Module):
         self.preprocessor, self.postprocessor = make_pre_post_processors(
             self.lerobot.config, dataset_stats={"observation.state": summary(states), "action": summary(actions)},
             preprocessor_overrides=overrides)
+        self._stats_fit_robot = True
 
     def bc_parameters(self) -> list[nn.Parameter]:
-        """What LeRobot's own finetuning trains for this policy (its config freezes the VLM by default)."""
-        return [p for p in self.lerobot.parameters() if p.requires_grad]
+        """What ``bc_trainable`` names, made trainable now (and fp32 masters under bf16); the rest frozen."""
+        return self.select_trainable(self._trainable_names(self.config.bc_trainable))
 
     def flow_matching_loss(self, batch: ObsBatch, actions: torch.Tensor, action_valid: torch.Tensor,
                            generator: torch.Generator | None = None) -> torch.Tensor:
@@ -336,11 +403,13 @@ class LeRobotFlowPolicy(nn.Module):
 
     @classmethod
     def from_lerobot(cls, lerobot_dir: Path, config: LeRobotFlowConfig | None = None, version: str = "0",
-                     tokenizer_dir: Path | None = None, vlm_dir: Path | None = None) -> "LeRobotFlowPolicy":
+                     tokenizer_dir: Path | None = None, vlm_dir: Path | None = None,
+                     robot: RobotInterface | None = None) -> "LeRobotFlowPolicy":
         """Wrap a LeRobot checkpoint directory (``save_pretrained`` + its processor pipelines).
 
         ``tokenizer_dir`` replaces the tokenizer the preprocessor names (e.g. a local copy of PaliGemma's when
-        offline); ``vlm_dir`` replaces SmolVLA's ``vlm_model_name`` (backbone config + processor).
+        offline); ``vlm_dir`` replaces SmolVLA's ``vlm_model_name`` (backbone config + processor); ``robot``
+        adapts the checkpoint to the robot's dims, views and executed chunk (lerobot_robot.adapt_config).
         """
         from lerobot.configs import PreTrainedConfig
         from lerobot.policies.factory import get_policy_class, make_pre_post_processors
@@ -353,6 +422,19 @@ class LeRobotFlowPolicy(nn.Module):
         lerobot_config.device = config.device
         if vlm_dir is not None:
             lerobot_config.vlm_model_name = str(vlm_dir)
+        if tokenizer_dir is not None and not Path(tokenizer_dir).is_dir():
+            raise FileNotFoundError(f"policy.tokenizer: {tokenizer_dir} is not a directory (a local tokenizer, e.g. "
+                                    "PaliGemma's for pi0/pi0.5, saved with save_pretrained)")
+        if config.gradient_checkpointing:
+            if not hasattr(lerobot_config, "gradient_checkpointing"):
+                raise ValueError(f"gradient_checkpointing: LeRobot's {lerobot_config.type} has no gradient "
+                                 "checkpointing (pi0 / pi0.5 do)")
+            lerobot_config.gradient_checkpointing = True
+        if robot is not None:
+            config = dataclasses.replace(config, view_keys=dict(robot.view_keys))  # the robot's view names
+            changes = adapt_config(lerobot_config, robot, str(lerobot_dir))
+            if changes:
+                print(f"[lerobot_adapter] adapted {lerobot_dir.name} to the robot: {'; '.join(changes)}", flush=True)
         lerobot_policy = get_policy_class(lerobot_config.type).from_pretrained(lerobot_dir, config=lerobot_config)
         lerobot_policy.eval()
         overrides: dict[str, dict[str, Any]] = {"device_processor": {"device": config.device}}

@@ -54,7 +54,8 @@ MAX_LOG_RATIO = 20.0
 def actor_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                clip_low: float, clip_high: float) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate, masked mean; no KL and no entropy term."""
-    log_ratio = (log_probs - old_log_probs).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+    # fp32 whatever the forward ran in: a bf16 difference of two log-densities of ~100 has an ulp of 0.5.
+    log_ratio = (log_probs.float() - old_log_probs.float()).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
     ratio = torch.exp(log_ratio)
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     loss = _masked_mean(-torch.minimum(ratio * advantages, clipped * advantages), mask)
@@ -101,11 +102,13 @@ class PPOUpdater:
     def __init__(self, policy: Any, config: PPOConfig, data_parallel: bool = True) -> None:
         self.policy = policy
         self.config = config
-        self.forward = ActorCriticForward(policy)
-        if data_parallel:
-            self.forward = distributed.data_parallel(self.forward, find_unused_parameters=True)
         self.actor_params = [p for p in policy.actor_parameters() if p.requires_grad]
         self.critic_params = [p for p in policy.critic_parameters() if p.requires_grad]
+        self.forward = ActorCriticForward(policy)
+        # What PPO does not train gets no gradient, and DDP (which registers requires_grad parameters) no buckets.
+        distributed.train_only(self.forward, self.actor_params + self.critic_params)
+        if data_parallel:
+            self.forward = distributed.data_parallel(self.forward, find_unused_parameters=True)
         self.optimizer = torch.optim.AdamW(
             [{"params": self.actor_params, "lr": config.actor_lr},
              {"params": self.critic_params, "lr": config.critic_lr}],

@@ -19,7 +19,6 @@ so every process keeps identical weights.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -210,9 +209,19 @@ class MBPOTrainer:
             if mine else 0.0
         return distributed.sum_across(successes) / len(starts)
 
+    def _trainable_snapshot(self) -> list[torch.Tensor]:
+        """CPU copies of what PPO can change (actor, critic), for a rollback: not a device copy of the whole
+        policy (a frozen VLM cannot change, and copying pi0.5 on the GPU would cost 8-16 GB)."""
+        return [p.detach().to("cpu", copy=True) for p in self.updater.actor_params + self.updater.critic_params]
+
+    def _restore(self, snapshot: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for param, saved in zip(self.updater.actor_params + self.updater.critic_params, snapshot):
+                param.copy_(saved)
+
     def train(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
         """Run all iterations; validate before and after, rolling back on a drop when configured."""
-        snapshot = copy.deepcopy(self.policy.state_dict())
+        snapshot = self._trainable_snapshot()
         before = self.validation_success()
         history = []
         for index in range(self.config.num_iterations):
@@ -225,5 +234,5 @@ class MBPOTrainer:
         after = self.validation_success()
         accepted = not (after < before)
         if not accepted and self.config.rollback_on_drop:
-            self.policy.load_state_dict(snapshot)
+            self._restore(snapshot)
         return {"success_before": before, "success_after": after, "accepted": accepted, "history": history}

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transformers import JanusForConditionalGeneration
+from transformers import JanusForConditionalGeneration, StaticCache
 
 from vla_mbpo_ros.core.util.images import resize_float, resize_uint8
 from vla_mbpo_ros.core.world_model.configuration import IMAGE_TOKENS, WorldModelConfig
@@ -119,7 +119,8 @@ class UMMCore(nn.Module):
         trainable = any(p.requires_grad for p in vision.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
             hidden = vision(x.to(dtype)).last_hidden_state
-        return self.janus.model.aligner(hidden)
+        aligner = self.janus.model.aligner
+        return aligner(hidden.to(next(aligner.parameters()).dtype))  # a bf16 frozen tower beside an fp32 aligner
 
     def vq_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Unit-norm VQ encoder outputs (N, n_vq, code_dim), before quantisation."""
@@ -314,11 +315,26 @@ class UMMCore(nn.Module):
     def generate_image_tokens(self, batch: Embedded, generator: torch.Generator | None = None,
                               current: torch.Tensor | None = None) -> torch.Tensor:
         """Autoregressive VQ tokens for every row at once, reusing the KV cache: (R, n_vq). ``current``: the
-        rows' target views at time t (VQ ids) for the copy prior."""
-        out = self._lm(batch, use_cache=True)
-        cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
-        mask, position = batch.attention_mask, batch.position_ids[:, -1:]
-        tokens = torch.empty(mask.shape[0], self.n_vq, dtype=torch.long, device=self.device)
+        rows' target views at time t (VQ ids) for the copy prior.
+
+        The KV cache is a ``StaticCache`` of exactly prompt + n_vq - 1 positions, allocated once and written
+        in place (a ``DynamicCache`` concatenates, i.e. copies every layer's cache at every token); the
+        attention mask is preallocated at full length for the same reason."""
+        rows, prompt = batch.attention_mask.shape
+        # One dtype for every input, the one the matmuls run in (bf16 under autocast): the cache takes the
+        # dtype of its first keys, and fp32 embeddings (fp32 master weights) would make them fp32 (twice the
+        # memory) while later values come out of autocast in bf16.
+        device_type = self.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else \
+            self.janus.lm_head.weight.dtype
+        batch = Embedded(batch.inputs_embeds.to(dtype), batch.attention_mask, batch.position_ids)
+        cache = StaticCache(config=self.janus.config.text_config, max_cache_len=prompt + self.n_vq - 1)
+        out = self._lm(batch, use_cache=True, past_key_values=cache)
+        hidden = out.last_hidden_state[:, -1]
+        full_mask = torch.ones(rows, prompt + self.n_vq - 1, dtype=batch.attention_mask.dtype, device=self.device)
+        full_mask[:, :prompt] = batch.attention_mask
+        position = batch.position_ids[:, -1:]
+        tokens = torch.empty(rows, self.n_vq, dtype=torch.long, device=self.device)
         for i in range(self.n_vq):
             logits = self.janus.model.generation_head(hidden).float()
             if current is not None:
@@ -326,16 +342,16 @@ class UMMCore(nn.Module):
             tokens[:, i] = self._pick(logits, generator)
             if i + 1 == self.n_vq:
                 break
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             position = position + 1
             out = self.janus.model.language_model(
-                inputs_embeds=self.janus.prepare_embeddings_for_image_generation(tokens[:, i : i + 1]),
-                attention_mask=mask,
+                inputs_embeds=self.janus.prepare_embeddings_for_image_generation(tokens[:, i : i + 1]).to(dtype),
+                attention_mask=full_mask[:, : prompt + i + 1],
                 position_ids=position,
                 past_key_values=cache,
+                cache_position=torch.tensor([prompt + i], device=self.device),
                 use_cache=True,
             )
-            cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
+            hidden = out.last_hidden_state[:, -1]
         return tokens
 
     @torch.no_grad()

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from vla_mbpo_ros.core.data.reader import load_episodes
 from vla_mbpo_ros.core.util.config import load_config
+from vla_mbpo_ros.core.util.precision import cast_for_training
 from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig, WorldModelConfig
 from vla_mbpo_ros.core.world_model.data import (
     DataConfig,
@@ -57,6 +58,8 @@ class TrainConfig:
     image_loss_weight: float = 1.0
     answer_loss_weight: float = 0.01
     freeze_vision: bool = True  # understanding encoder (the aligner still trains)
+    train_llm_layers: int = 0  # > 0: only the LLM's last N layers (+ final norm, generation head, aligners) train
+    gradient_checkpointing: bool = False  # recompute the LLM layers' activations in backward
     vq_fit_steps: int = 0  # > 0: fit the VQ tokenizer first (random-weight models only)
     vq_fit_lr: float = 1e-3
     vq_fit_batch_size: int = 32
@@ -183,7 +186,28 @@ def _set_trainable(core: UMMCore, config: TrainConfig) -> list[torch.nn.Paramete
     # The VQ tokenizer gets no gradient from these losses (its tokens are discrete targets/inputs);
     # only fit_vq_tokenizer trains it, before this stage.
     core.janus.model.vqmodel.requires_grad_(False)
+    if config.train_llm_layers:
+        llm = core.janus.model.language_model
+        frozen_layers = len(llm.layers) - config.train_llm_layers
+        if frozen_layers < 0:
+            raise ValueError(f"train_llm_layers {config.train_llm_layers} > the LLM's {len(llm.layers)} layers")
+        llm.embed_tokens.requires_grad_(False)
+        core.janus.lm_head.requires_grad_(False)
+        for layer in llm.layers[:frozen_layers]:
+            layer.requires_grad_(False)
     return [p for p in core.parameters() if p.requires_grad]
+
+
+def _prepare_precision(core: UMMCore, params: list[torch.nn.Parameter], config: TrainConfig) -> None:
+    """bf16 mixed precision: fp32 masters for what trains, bf16 for what is frozen (util/precision.py);
+    and the LLM's gradient checkpointing switch."""
+    if config.mixed_precision == "bf16":
+        cast_for_training(core.janus, params, torch.bfloat16)
+    llm = core.janus.model.language_model
+    if config.gradient_checkpointing:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif getattr(llm, "is_gradient_checkpointing", False):
+        llm.gradient_checkpointing_disable()
 
 
 def train_world_model(
@@ -228,6 +252,7 @@ def train_world_model(
         for tensor in core.state_dict().values():
             torch.distributed.broadcast(tensor, src=0)
     params = _set_trainable(core, config)
+    _prepare_precision(core, params, config)
     dynamics.set_tokens(tokenize_episodes(core, dynamics.episodes, model.view_names))
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     warmup = max(1, config.warmup_steps)
