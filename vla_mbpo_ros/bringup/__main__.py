@@ -39,6 +39,11 @@ from vla_mbpo_ros.bringup import (
 from vla_mbpo_ros.core.util.process import exit_with_launcher, launcher_environment
 
 GRACE_PERIOD_S = 10.0
+# A node started again after it died talks UDP only: Fast DDS 2.14 (Jazzy) cannot reuse the shared-memory
+# port of a SIGKILLed participant, and the others keep writing into the dead one's segment, so the new
+# process was seen never to be discovered (eProsima/Fast-DDS#5053). UDP costs a copy, not correctness.
+RESPAWN_DDS_ENVIRONMENT = {"FASTDDS_BUILTIN_TRANSPORTS": "UDPv4"}
+DDS_PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
 
 
 @dataclass
@@ -57,12 +62,16 @@ def _pump_output(name: str, stream, lock: threading.Lock) -> None:
     stream.close()
 
 
-def start(node: ResolvedNode, lock: threading.Lock, parameters_dir: Path) -> RunningNode:
+def start(node: ResolvedNode, lock: threading.Lock, parameters_dir: Path, respawned: bool = False) -> RunningNode:
     cmd = [sys.executable, "-u", "-m", node.module, *ros_arguments(node, write_parameters(node, parameters_dir))]
     # Own process group: a terminal's Ctrl-C reaches only the runner, which forwards it, so the
     # shutdown order and grace period are the runner's.
     # Every node exits when the runner dies, even by SIGKILL: no orphan keeps publishing.
     env = launcher_environment({**os.environ, **dds_profile_environment()})
+    if respawned:
+        env.update(RESPAWN_DDS_ENVIRONMENT)
+        for name in DDS_PROFILE_VARIABLES:
+            env.pop(name, None)
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     threading.Thread(target=_pump_output, args=(node.name, process.stdout, lock), daemon=True).start()
     return RunningNode(node, process)
@@ -118,7 +127,7 @@ def run(profile: str, arguments: dict[str, str]) -> int:
                 print(f"[bringup] {r.node.name} exited with code {code}; respawning in {RESPAWN_DELAY_S:g} s", flush=True)
                 if stop.wait(RESPAWN_DELAY_S):
                     break
-                running[i] = start(r.node, lock, parameters_dir)
+                running[i] = start(r.node, lock, parameters_dir, respawned=True)
                 running[i].respawns = r.respawns + 1
                 continue
             if r.node.required and code == 0:
