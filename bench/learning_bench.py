@@ -98,8 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=0, help="seed processes at once (0: min(seeds, CPU cores))")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     task = parser.add_argument_group("task and budget")
-    task.add_argument("--demos", type=int, default=20, help="scripted-expert demonstrations for BC")
-    task.add_argument("--iterations", type=int, default=5)
+    task.add_argument("--demos", type=int, default=80, help="scripted-expert demonstrations for BC")
+    task.add_argument("--demo-cache", default="~/.cache/vla_mbpo_ros/bench_demos",
+                      help="directory of rendered demos reused across runs ('' = render every time)")
+    task.add_argument("--iterations", type=int, default=3)
     task.add_argument("--real-episodes", type=int, default=10, help="real (sim) episodes per iteration")
     task.add_argument("--eval-episodes", type=int, default=200,
                       help="deterministic evaluation episodes of BC and of every method's final policy, from the "
@@ -123,28 +125,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     policy.add_argument("--width", type=int, default=64)
     policy.add_argument("--inference-steps", type=int, default=3,
                         help="deterministic denoising steps at evaluation (3 = the Flow-SDE K that RL optimises)")
-    policy.add_argument("--bc-steps", type=int, default=2000)
+    policy.add_argument("--bc-steps", type=int, default=4000)
     policy.add_argument("--bc-batch", type=int, default=32)
     policy.add_argument("--bc-lr", type=float, default=1e-3)
+    policy.add_argument("--bc-schedule", choices=("cosine", "constant"), default="cosine",
+                        help="BC learning-rate schedule (cosine: warm-up, then decay to 0)")
     policy.add_argument("--load-bc", type=Path, default=None,
-                        help="BC checkpoint to start from instead of training (e.g. OUT/bc_policy of an earlier run)")
+                        help="BC checkpoint to start from instead of training ({seed} is replaced by the seed, e.g. "
+                             "OLD/seed_{seed}/bc_policy of an earlier run)")
     rl = parser.add_argument_group("RL (shared by all methods)")
-    rl.add_argument("--actor-lr", type=float, default=3e-4)
+    rl.add_argument("--actor-lr", type=float, default=3e-5)
     rl.add_argument("--critic-lr", type=float, default=1e-3)
     rl.add_argument("--clip", type=float, default=0.2, help="PPO ratio clip (both sides)")
-    rl.add_argument("--update-to-data", type=int, default=20, help="PPO steps per refill")
+    rl.add_argument("--update-to-data", type=int, default=10, help="PPO steps per refill")
     rl.add_argument("--minibatch", type=int, default=256)
-    rl.add_argument("--critic-warmup", type=int, default=10, help="critic-only steps after each refill")
+    rl.add_argument("--critic-warmup", type=int, default=0, help="critic-only steps after each refill")
     rl.add_argument("--recompute-every", type=int, default=5)
     rl.add_argument("--num-chunks", type=int, default=2, help="n, imagined chunks per branch (MBPO)")
     rl.add_argument("--samples-per-refill", type=int, default=256, help="imagined transitions per refill (MBPO)")
-    rl.add_argument("--refills", type=int, default=4, help="MBPO refills (+ PPO phases) per iteration")
+    rl.add_argument("--refills", type=int, default=2, help="MBPO refills (+ PPO phases) per iteration")
     rl.add_argument("--target-kl", type=float, default=0.05,
                     help="approx-KL (per action dimension) that ends a refill's actor steps (0: off)")
-    rl.add_argument("--advantage", choices=("gae", "group"), default="gae",
+    rl.add_argument("--advantage", choices=("gae", "group"), default="group",
                     help="gae: the critic's chunk GAE (paper); group: leave-one-out baseline over --group-size "
                          "branches of one start state")
-    rl.add_argument("--group-size", type=int, default=1, help="branches per start state")
+    rl.add_argument("--group-size", type=int, default=8, help="branches per start state")
     rl.add_argument("--bc-anchor", type=float, default=0.0,
                     help="weight of the flow-matching loss on the demos in every actor step (0: off)")
     rl.add_argument("--validation-starts", type=int, default=64,
@@ -186,7 +191,8 @@ def build_policy(args: argparse.Namespace) -> CompactFlowVLA:
 
 
 def bc_config(args: argparse.Namespace) -> BCConfig:
-    return BCConfig(steps=args.bc_steps, batch_size=args.bc_batch, learning_rate=args.bc_lr, seed=args.seed)
+    return BCConfig(steps=args.bc_steps, batch_size=args.bc_batch, learning_rate=args.bc_lr, seed=args.seed,
+                    lr_schedule=args.bc_schedule)
 
 
 def mbpo_config(args: argparse.Namespace, mode: str) -> MBPOConfig:
@@ -196,6 +202,8 @@ def mbpo_config(args: argparse.Namespace, mode: str) -> MBPOConfig:
                   critic_warmup_updates=args.critic_warmup, recompute_every=args.recompute_every, ppo=ppo,
                   advantage_estimator=args.advantage, group_size=args.group_size, bc_anchor_coef=args.bc_anchor)
     if mode == "full_horizon":
+        # One iteration's real episodes are few (10): groups of two episodes from one start state.
+        common["group_size"] = min(args.group_size, 2)
         horizon = math.ceil(args.max_steps / (args.chunk_size * args.control_steps_per_action))
         return MBPOConfig(rollout_mode="full_horizon", full_horizon_chunks=horizon, num_iterations=1,
                           samples_per_refill=args.real_episodes * horizon, rollout_batch_size=64,
@@ -424,6 +432,38 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - started
 
 
+def demonstrations(sim: So101Sim, args: argparse.Namespace) -> list[Episode]:
+    """The successful scripted-expert demos (the same for every seed), cached in --demo-cache: the
+    rendering is a minute or more of every run."""
+    config = episode_config(args, record=True)
+    key = (f"demos{args.demos}_render{args.render_size}_steps{args.max_steps}_hold{args.control_steps_per_action}"
+           f"_settle{args.settle_frames}")
+    path = Path(args.demo_cache).expanduser() / f"{key}.npz" if args.demo_cache else None
+    if path is not None and path.exists():
+        with np.load(path) as data:
+            meta = json.loads(str(data["meta"]))
+            return [Episode(views={v: data[f"{i}/{v}"] for v in m["views"]}, states=data[f"{i}/states"],
+                            actions=data[f"{i}/actions"], sim_states=data[f"{i}/sim_states"],
+                            **{k: m[k] for k in ("instruction", "success", "source", "seed", "steps_to_success",
+                                                 "control_steps")})
+                    for i, m in enumerate(meta)]
+    demos = expert_episodes(sim, range(DEMO_SEED_BASE, DEMO_SEED_BASE + args.demos), config, successful_only=True)
+    if path is not None:
+        arrays: dict[str, np.ndarray] = {}
+        meta = []
+        for i, demo in enumerate(demos):
+            arrays.update({f"{i}/{v}": frames for v, frames in demo.views.items()})
+            arrays.update({f"{i}/states": demo.states, f"{i}/actions": demo.actions, f"{i}/sim_states": demo.sim_states})
+            meta.append({"views": list(demo.views), "instruction": demo.instruction, "success": demo.success,
+                         "source": demo.source, "seed": demo.seed, "steps_to_success": demo.steps_to_success,
+                         "control_steps": demo.control_steps})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.npz")  # parallel seeds: rename is atomic
+        np.savez(partial, meta=np.array(json.dumps(meta)), **arrays)
+        partial.rename(path)
+    return demos
+
+
 def run_seed(args: argparse.Namespace) -> dict[str, Any]:
     """One seed in this process: demos, BC, every method from the BC weights, final evaluations."""
     torch.set_num_threads(args.threads)
@@ -433,12 +473,11 @@ def run_seed(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                                "methods": {}}
 
-    demos, seconds = timed(lambda: expert_episodes(
-        sim, range(DEMO_SEED_BASE, DEMO_SEED_BASE + args.demos), episode_config(args, record=True),
-        successful_only=True))
+    demos, seconds = timed(lambda: demonstrations(sim, args))
     print(f"demos: {len(demos)}/{args.demos} expert successes, {sum(len(d) for d in demos)} frames "
           f"({seconds:.0f} s)", flush=True)
     if args.load_bc is not None:
+        args.load_bc = Path(str(args.load_bc).replace("{seed}", str(args.seed)))
         policy = CompactFlowVLA.load(args.load_bc)
         if policy.config != build_policy(args).config:
             raise ValueError(f"--load-bc: {args.load_bc} was trained with another policy config")

@@ -50,7 +50,7 @@ def iqm_interval(successes: np.ndarray, reps: int = 2000, seed: int = 0) -> Esti
     rng = np.random.default_rng(seed)
     seed_pick, episode_pick = _resampled_indices(*successes.shape, reps, rng)
     rates = np.take_along_axis(successes[seed_pick], episode_pick, axis=2).mean(axis=2)  # (reps, seeds)
-    boot = np.array([iqm(row) for row in rates])
+    boot = trim_mean(rates, proportiontocut=0.25, axis=1)
     return Estimate(iqm(successes.mean(axis=1)), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)))
 
 
@@ -64,7 +64,7 @@ def paired_difference(method: np.ndarray, baseline: np.ndarray, reps: int = 2000
     rng = np.random.default_rng(seed)
     seed_pick, episode_pick = _resampled_indices(*difference.shape, reps, rng)
     rates = np.take_along_axis(difference[seed_pick], episode_pick, axis=2).mean(axis=2)
-    boot = np.array([iqm(row) for row in rates])
+    boot = trim_mean(rates, proportiontocut=0.25, axis=1)
     return Estimate(iqm(difference.mean(axis=1)), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)))
 
 
