@@ -1,7 +1,8 @@
-"""VLA-MBPO learning bench (issue #7): simulated SO-101 pick-cube, in-process (no ROS).
+"""VLA-MBPO learning bench (issues #7, #20): simulated SO-101 pick-cube, in-process (no ROS).
 
-1. BC: the compact flow VLA (CompactFlowVLA) behaviour-cloned from --demos scripted-expert demonstrations
-   (deliberately few, so it is imperfect).
+Per seed (one worker process each, --jobs at once):
+1. BC: the compact flow VLA (CompactFlowVLA) behaviour-cloned from the successful ones of --demos
+   scripted-expert demonstrations (rendered once, then cached in --demo-cache).
 2. From the BC weights, each method gets the same budget of real (simulator) episodes, --real-episodes per
    iteration for --iterations iterations, collected with the current policy's Flow-SDE samples:
      ppo       model-free PPO in the simulator: the real episodes themselves are the PPO data
@@ -10,33 +11,23 @@
                chunk-aligned start states; imagined branched rollouts (n chunks) run in the simulator from
                their exact physics states and are not counted as real episodes;
      mbpo_umm  VLA-MBPO with the tiny UMM world model (the pretrained one of `make world-model`) finetuned on
-               the demos + real episodes (dynamics and Yes/No reward), gated like the finetune loop: no policy
-               phase in an iteration whose reward precision on the new, unseen episodes is below
-               --umm-min-reward-precision; skipped with a reason if unavailable.
-3. After every iteration: deterministic success over --eval-episodes seeded episodes (the same seeds for
-   every method and iteration). Prints a table, writes curve.png and results.json into --out.
+               the demos + real episodes, gated like the finetune loop; skipped with a reason if unavailable.
+3. BC and every method's final policy are evaluated deterministically on the same --eval-episodes start
+   states (sim seeds 1_000_000 + --eval-offset + i): per-episode successes go to seed_S/results.json.
+Then the aggregate over seeds (summary.json, success.png): IQM with a hierarchical bootstrap 95 % interval
+(seeds and episodes resampled, core/util/success_stats.py) and each method's paired difference to BC.
 
-    python bench/learning_bench.py --out /tmp/learning_bench            # defaults: 29 min measured (3 runs on 2 cores)
-    python bench/learning_bench.py --out /tmp/learning_bench --quick    # smoke run of every stage, 1.5 min
+    python bench/learning_bench.py --out /tmp/learning_bench                 # seeds 0,1,2, the defaults
+    python bench/learning_bench.py --out /tmp/lb --eval-offset 5000          # start states nobody tuned on
+    python bench/learning_bench.py --out /tmp/lb --quick --seeds 0           # smoke run of every stage
 
-Seeds: demos use sim/expert seeds 0..demos-1, real episodes 10_000 + i, evaluation 1_000_000 + i; the
-policy, BC and RL use --seed. One seed per run: with 50 evaluation episodes one success rate has a standard
-error of up to 7 points, so read small differences as noise. Measured with the defaults (success %, BC then
-iterations 1-5; the README has the full table):
+Seeds: demos use sim/expert seeds 0..demos-1, real episodes 10_000 + i; the policy, BC and RL use the seed.
 
-    seed 0: BC 8,  PPO  6, VLA-MBPO sim 30, VLA-MBPO UMM 0
-    seed 1: BC 6,  PPO 18, VLA-MBPO sim 36, VLA-MBPO UMM 6
-    seed 2: BC 0,  PPO  2, VLA-MBPO sim 18, VLA-MBPO UMM 4
-
-The policy acts at 10 Hz, the ROS graph's rate (30 Hz control, 10 fps dataset): each action is held for 3
-control steps, so a k = 10 chunk is 1 s and the scripted pick about 3-4 chunks. (At 30 Hz the pick took ~10
-chunks, no n = 2 branch from the grasp reached the lift, and no method beat BC.)
-
-RL settings that differ from the paper's defaults (config/mbpo.yaml), for a 0.55 M-parameter policy instead of
-a 3 B one: actor lr 3e-4 (paper 5e-6; 1e-4 barely moved this policy, 1e-3 collapsed it), critic lr 1e-3,
-clip 0.2, 256 imagined samples per refill and 4 refills per iteration (2 refills gained less), 10 of the 20
-updates per refill critic-only. n = 2 imagined chunks, as in the paper. The evaluated policy integrates 3
-deterministic Euler steps from zero noise, the K that Flow-SDE optimises.
+RL recipe (docs/learning.md): group advantages (8 branches per start state, leave-one-out baseline, no
+critic in the actor's signal), the per-dimension mean log-ratio, clip 0.2, an approx-KL early stop at 0.05
+per dimension, actor lr 3e-4 (the 0.55 M-parameter policy; 3e-5 moved it by a KL of 3e-5 per refill),
+the validation gate of core/rl/acceptance.py (no 0 -> 0, no drop). The policy acts at 10 Hz (each action
+held for 3 control steps at 30 Hz), so a k = 10 chunk is 1 s and the scripted pick about 3-4 chunks.
 """
 
 from __future__ import annotations
@@ -134,7 +125,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="BC checkpoint to start from instead of training ({seed} is replaced by the seed, e.g. "
                              "OLD/seed_{seed}/bc_policy of an earlier run)")
     rl = parser.add_argument_group("RL (shared by all methods)")
-    rl.add_argument("--actor-lr", type=float, default=3e-5)
+    rl.add_argument("--actor-lr", type=float, default=3e-4)
     rl.add_argument("--critic-lr", type=float, default=1e-3)
     rl.add_argument("--clip", type=float, default=0.2, help="PPO ratio clip (both sides)")
     rl.add_argument("--update-to-data", type=int, default=10, help="PPO steps per refill")

@@ -209,7 +209,9 @@ def test_the_rl_phase_moves_the_actor_not_only_the_critic(dataset, tmp_path):
     value head both differ from the running policy's, while the frozen prefix (VLM) is untouched."""
     config = small_finetune_config(tmp_path / "finetune.yaml", bc_steps=30, world_model_steps=5, vq_fit_steps=5)
     data = yaml.safe_load(config.read_text())
-    data["mbpo"].update(actor_needs_reward=False, rollback_on_drop=False, critic_warmup_updates=0)
+    # GAE: nonzero advantages without any reward (a group baseline gives 0 there and no actor gradient).
+    data["mbpo"].update(actor_needs_reward=False, rollback_on_drop=False, critic_warmup_updates=0,
+                        advantage_estimator="gae", group_size=1)
     data["mbpo"]["ppo"].update(actor_lr=1e-3)
     config.write_text(yaml.safe_dump(data))
     run = tmp_path / "run"
