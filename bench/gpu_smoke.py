@@ -381,8 +381,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # The loop's own functions, measured where they are called.
     wm_steps = config.world_model.train.steps
-    pipeline._phase_bc = meter.wrap("bc", pipeline._phase_bc, lambda a, k, r: config.policy.bc.steps)
-    pipeline._phase_world_model = meter.wrap("wm", pipeline._phase_world_model, lambda a, k, r: wm_steps)
+    pipeline.phase_bc = meter.wrap("bc", pipeline.phase_bc, lambda a, k, r: config.policy.bc.steps)
+    pipeline.phase_world_model = meter.wrap("wm", pipeline.phase_world_model, lambda a, k, r: wm_steps)
     MBPOTrainer.collect = meter.wrap("imagine", MBPOTrainer.collect, lambda a, k, r: r.num_branches)
     ratio: dict[str, float] = {}
     PPOUpdater.update = meter.wrap("ppo", first_ppo_ratio(ratio), lambda a, k, r: len(k.get("observations", ())))

@@ -1,7 +1,8 @@
-"""VLA-MBPO learning bench (issue #7): simulated SO-101 pick-cube, in-process (no ROS).
+"""VLA-MBPO learning bench (issues #7, #20): simulated SO-101 pick-cube, in-process (no ROS).
 
-1. BC: the compact flow VLA (CompactFlowVLA) behaviour-cloned from --demos scripted-expert demonstrations
-   (deliberately few, so it is imperfect).
+Per seed (one worker process each, --jobs at once):
+1. BC: the compact flow VLA (CompactFlowVLA) behaviour-cloned from the successful ones of --demos
+   scripted-expert demonstrations (rendered once, then cached in --demo-cache).
 2. From the BC weights, each method gets the same budget of real (simulator) episodes, --real-episodes per
    iteration for --iterations iterations, collected with the current policy's Flow-SDE samples:
      ppo       model-free PPO in the simulator: the real episodes themselves are the PPO data
@@ -10,33 +11,23 @@
                chunk-aligned start states; imagined branched rollouts (n chunks) run in the simulator from
                their exact physics states and are not counted as real episodes;
      mbpo_umm  VLA-MBPO with the tiny UMM world model (the pretrained one of `make world-model`) finetuned on
-               the demos + real episodes (dynamics and Yes/No reward), gated like the finetune loop: no policy
-               phase in an iteration whose reward precision on the new, unseen episodes is below
-               --umm-min-reward-precision; skipped with a reason if unavailable.
-3. After every iteration: deterministic success over --eval-episodes seeded episodes (the same seeds for
-   every method and iteration). Prints a table, writes curve.png and results.json into --out.
+               the demos + real episodes, gated like the finetune loop; skipped with a reason if unavailable.
+3. BC and every method's final policy are evaluated deterministically on the same --eval-episodes start
+   states (sim seeds 1_000_000 + --eval-offset + i): per-episode successes go to seed_S/results.json.
+Then the aggregate over seeds (summary.json, success.png): IQM with a hierarchical bootstrap 95 % interval
+(seeds and episodes resampled, core/util/success_stats.py) and each method's paired difference to BC.
 
-    python bench/learning_bench.py --out /tmp/learning_bench            # defaults: 29 min measured (3 runs on 2 cores)
-    python bench/learning_bench.py --out /tmp/learning_bench --quick    # smoke run of every stage, 1.5 min
+    python bench/learning_bench.py --out /tmp/learning_bench                 # seeds 0,1,2, the defaults
+    python bench/learning_bench.py --out /tmp/lb --eval-offset 5000          # start states nobody tuned on
+    python bench/learning_bench.py --out /tmp/lb --quick --seeds 0           # smoke run of every stage
 
-Seeds: demos use sim/expert seeds 0..demos-1, real episodes 10_000 + i, evaluation 1_000_000 + i; the
-policy, BC and RL use --seed. One seed per run: with 50 evaluation episodes one success rate has a standard
-error of up to 7 points, so read small differences as noise. Measured with the defaults (success %, BC then
-iterations 1-5; the README has the full table):
+Seeds: demos use sim/expert seeds 0..demos-1, real episodes 10_000 + i; the policy, BC and RL use the seed.
 
-    seed 0: BC 8,  PPO  6, VLA-MBPO sim 30, VLA-MBPO UMM 0
-    seed 1: BC 6,  PPO 18, VLA-MBPO sim 36, VLA-MBPO UMM 6
-    seed 2: BC 0,  PPO  2, VLA-MBPO sim 18, VLA-MBPO UMM 4
-
-The policy acts at 10 Hz, the ROS graph's rate (30 Hz control, 10 fps dataset): each action is held for 3
-control steps, so a k = 10 chunk is 1 s and the scripted pick about 3-4 chunks. (At 30 Hz the pick took ~10
-chunks, no n = 2 branch from the grasp reached the lift, and no method beat BC.)
-
-RL settings that differ from the paper's defaults (config/mbpo.yaml), for a 0.55 M-parameter policy instead of
-a 3 B one: actor lr 3e-4 (paper 5e-6; 1e-4 barely moved this policy, 1e-3 collapsed it), critic lr 1e-3,
-clip 0.2, 256 imagined samples per refill and 4 refills per iteration (2 refills gained less), 10 of the 20
-updates per refill critic-only. n = 2 imagined chunks, as in the paper. The evaluated policy integrates 3
-deterministic Euler steps from zero noise, the K that Flow-SDE optimises.
+RL recipe (docs/learning.md): group advantages (8 branches per start state, leave-one-out baseline, no
+critic in the actor's signal), the per-dimension mean log-ratio, clip 0.2, an approx-KL early stop at 0.05
+per dimension, actor lr 3e-4 (the 0.55 M-parameter policy; 3e-5 moved it by a KL of 3e-5 per refill),
+the validation gate of core/rl/acceptance.py (no 0 -> 0, no drop). The policy acts at 10 Hz (each action
+held for 3 control steps at 30 Hz), so a k = 10 chunk is 1 s and the scripted pick about 3-4 chunks.
 """
 
 from __future__ import annotations
@@ -47,6 +38,7 @@ import dataclasses
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -71,6 +63,7 @@ from vla_mbpo_ros.core.rl.trainer import MBPOConfig, MBPOTrainer  # noqa: E402
 from vla_mbpo_ros.core.sim import SimConfig, So101Sim  # noqa: E402
 from vla_mbpo_ros.core.sim.rollouts import EpisodeConfig, evaluate_policy, expert_episodes, policy_episodes  # noqa: E402
 from vla_mbpo_ros.core.sim.world_model import SimWorldModel, SimWorldModelConfig, sim_start_states  # noqa: E402
+from vla_mbpo_ros.core.util.success_stats import Estimate, iqm_interval, paired_difference, wilson_interval  # noqa: E402
 
 METHODS = ("ppo", "mbpo_sim", "mbpo_umm")
 LABELS = {"ppo": "model-free PPO (sim)", "mbpo_sim": "VLA-MBPO, sim world model",
@@ -89,13 +82,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("/tmp/learning_bench"), help="output directory")
     parser.add_argument("--quick", action="store_true", help="smoke-run preset (explicit flags still win)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
-    parser.add_argument("--seed", type=int, default=0, help="policy init, BC, RL sampling")
+    parser.add_argument("--seeds", default="0,1,2",
+                        help="comma-separated seeds, one process each (policy init, BC, RL sampling); their "
+                             "results are aggregated (IQM, bootstrap 95 %% intervals, paired difference to BC)")
+    parser.add_argument("--seed", type=int, default=None, help="run this one seed in this process (a worker)")
+    parser.add_argument("--jobs", type=int, default=0, help="seed processes at once (0: min(seeds, CPU cores))")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     task = parser.add_argument_group("task and budget")
-    task.add_argument("--demos", type=int, default=20, help="scripted-expert demonstrations for BC")
-    task.add_argument("--iterations", type=int, default=5)
+    task.add_argument("--demos", type=int, default=80, help="scripted-expert demonstrations for BC")
+    task.add_argument("--demo-cache", default="~/.cache/vla_mbpo_ros/bench_demos",
+                      help="directory of rendered demos reused across runs ('' = render every time)")
+    task.add_argument("--iterations", type=int, default=3)
     task.add_argument("--real-episodes", type=int, default=10, help="real (sim) episodes per iteration")
-    task.add_argument("--eval-episodes", type=int, default=50)
+    task.add_argument("--eval-episodes", type=int, default=200,
+                      help="deterministic evaluation episodes of BC and of every method's final policy, from the "
+                           "same start states")
+    task.add_argument("--eval-offset", type=int, default=0,
+                      help="evaluation start states are sim seeds 1_000_000 + offset + i: a new offset gives start "
+                           "states nobody tuned on")
+    task.add_argument("--curve-eval-episodes", type=int, default=0,
+                      help="evaluation episodes after every iteration but the last, for the curve (0: none)")
     task.add_argument("--image-size", type=int, default=32, help="policy input (px; the policy resizes its views)")
     task.add_argument("--render-size", type=int, default=96,
                       help="rendered views (px): the ROS graph's sim camera size (config/sim_robot.yaml), which the "
@@ -110,22 +116,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     policy.add_argument("--width", type=int, default=64)
     policy.add_argument("--inference-steps", type=int, default=3,
                         help="deterministic denoising steps at evaluation (3 = the Flow-SDE K that RL optimises)")
-    policy.add_argument("--bc-steps", type=int, default=2000)
+    policy.add_argument("--bc-steps", type=int, default=4000)
     policy.add_argument("--bc-batch", type=int, default=32)
     policy.add_argument("--bc-lr", type=float, default=1e-3)
+    policy.add_argument("--bc-schedule", choices=("cosine", "constant"), default="cosine",
+                        help="BC learning-rate schedule (cosine: warm-up, then decay to 0)")
     policy.add_argument("--load-bc", type=Path, default=None,
-                        help="BC checkpoint to start from instead of training (e.g. OUT/bc_policy of an earlier run)")
+                        help="BC checkpoint to start from instead of training ({seed} is replaced by the seed, e.g. "
+                             "OLD/seed_{seed}/bc_policy of an earlier run)")
     rl = parser.add_argument_group("RL (shared by all methods)")
     rl.add_argument("--actor-lr", type=float, default=3e-4)
     rl.add_argument("--critic-lr", type=float, default=1e-3)
     rl.add_argument("--clip", type=float, default=0.2, help="PPO ratio clip (both sides)")
-    rl.add_argument("--update-to-data", type=int, default=20, help="PPO steps per refill")
+    rl.add_argument("--update-to-data", type=int, default=10, help="PPO steps per refill")
     rl.add_argument("--minibatch", type=int, default=256)
-    rl.add_argument("--critic-warmup", type=int, default=10, help="critic-only steps after each refill")
+    rl.add_argument("--critic-warmup", type=int, default=0, help="critic-only steps after each refill")
     rl.add_argument("--recompute-every", type=int, default=5)
     rl.add_argument("--num-chunks", type=int, default=2, help="n, imagined chunks per branch (MBPO)")
     rl.add_argument("--samples-per-refill", type=int, default=256, help="imagined transitions per refill (MBPO)")
-    rl.add_argument("--refills", type=int, default=4, help="MBPO refills (+ PPO phases) per iteration")
+    rl.add_argument("--refills", type=int, default=2, help="MBPO refills (+ PPO phases) per iteration")
+    rl.add_argument("--target-kl", type=float, default=0.05,
+                    help="approx-KL (per action dimension) that ends a refill's actor steps (0: off)")
+    rl.add_argument("--advantage", choices=("gae", "group"), default="group",
+                    help="gae: the critic's chunk GAE (paper); group: leave-one-out baseline over --group-size "
+                         "branches of one start state")
+    rl.add_argument("--group-size", type=int, default=8, help="branches per start state")
+    rl.add_argument("--bc-anchor", type=float, default=0.0,
+                    help="weight of the flow-matching loss on the demos in every actor step (0: off)")
     rl.add_argument("--validation-starts", type=int, default=64,
                     help="imagined start states of the MBPO accept/rollback check (0: off)")
     umm = parser.add_argument_group("UMM world model (mbpo_umm)")
@@ -164,11 +181,20 @@ def build_policy(args: argparse.Namespace) -> CompactFlowVLA:
         value_head=ValueHeadConfig((1024, 512, 256, 128))))
 
 
+def bc_config(args: argparse.Namespace) -> BCConfig:
+    return BCConfig(steps=args.bc_steps, batch_size=args.bc_batch, learning_rate=args.bc_lr, seed=args.seed,
+                    lr_schedule=args.bc_schedule)
+
+
 def mbpo_config(args: argparse.Namespace, mode: str) -> MBPOConfig:
-    ppo = PPOConfig(clip_low=args.clip, clip_high=args.clip, actor_lr=args.actor_lr, critic_lr=args.critic_lr)
+    ppo = PPOConfig(clip_low=args.clip, clip_high=args.clip, actor_lr=args.actor_lr, critic_lr=args.critic_lr,
+                    target_kl=args.target_kl)
     common = dict(update_to_data=args.update_to_data, minibatch_size=args.minibatch, seed=args.seed,
-                  critic_warmup_updates=args.critic_warmup, recompute_every=args.recompute_every, ppo=ppo)
+                  critic_warmup_updates=args.critic_warmup, recompute_every=args.recompute_every, ppo=ppo,
+                  advantage_estimator=args.advantage, group_size=args.group_size, bc_anchor_coef=args.bc_anchor)
     if mode == "full_horizon":
+        # One iteration's real episodes are few (10): groups of two episodes from one start state.
+        common["group_size"] = min(args.group_size, 2)
         horizon = math.ceil(args.max_steps / (args.chunk_size * args.control_steps_per_action))
         return MBPOConfig(rollout_mode="full_horizon", full_horizon_chunks=horizon, num_iterations=1,
                           samples_per_refill=args.real_episodes * horizon, rollout_batch_size=64,
@@ -218,19 +244,26 @@ def ppo_diagnostics(history: list[dict[str, float]]) -> dict[str, float]:
     stats = {"actor_refills": float(len(updated)), "refills": float(len(history)),
              "explained_variance": float(np.nanmean([h["explained_variance"] for h in history])) if history else
              float("nan")}
-    for key in ("actor_loss", "approx_kl", "clip_fraction"):
-        if updated:
+    for key in ("actor_loss", "approx_kl", "clip_fraction", "actor_steps", "anchor_loss"):
+        if updated and all(key in h for h in updated):
             stats[key] = float(np.mean([h[key] for h in updated]))
+    if updated:
+        stats["ratio_min"] = float(min(h.get("ratio_min", np.nan) for h in updated))
+        stats["ratio_max"] = float(max(h.get("ratio_max", np.nan) for h in updated))
+        stats["kl_stops"] = float(sum(h.get("kl_stopped_at", -1) >= 0 for h in updated))
+    if history:
+        stats["sde_sigma_max"] = history[0].get("sde_sigma_max", float("nan"))
     return stats
 
 
 class ModelFreePPO(Method):
     """PPO on the real episodes themselves: full-horizon Flow-SDE episodes in the simulator."""
 
-    def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, args: argparse.Namespace) -> None:
+    def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, args: argparse.Namespace,
+                 anchor: BCArrays | None = None) -> None:
         super().__init__(name, policy, sim, args)
         self.trainer = MBPOTrainer(policy, sim_world_model(sim, args), StartStateSampler(args.chunk_size),
-                                   mbpo_config(args, "full_horizon"))
+                                   mbpo_config(args, "full_horizon"), anchor=anchor)
 
     def iteration(self, iteration: int) -> dict[str, float]:
         # Each branch of a full-horizon refill is one real episode; the trainer draws its start states (with
@@ -247,11 +280,11 @@ class BranchedMBPO(Method):
     """VLA-MBPO: start states from demos + real episodes, imagined branched rollouts in ``world_model``."""
 
     def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[Episode],
-                 args: argparse.Namespace, world_model: Any) -> None:
+                 args: argparse.Namespace, world_model: Any, anchor: BCArrays | None = None) -> None:
         super().__init__(name, policy, sim, args)
         self.sampler = StartStateSampler(args.chunk_size)
         self.sampler.add_episodes(demos)
-        self.trainer = MBPOTrainer(policy, world_model, self.sampler, mbpo_config(args, "branched"))
+        self.trainer = MBPOTrainer(policy, world_model, self.sampler, mbpo_config(args, "branched"), anchor=anchor)
 
     def learn_from(self, episodes: list[Episode], iteration: int) -> dict[str, float]:
         self.sampler.add_episodes(episodes)
@@ -283,7 +316,7 @@ class UMMBranchedMBPO(BranchedMBPO):
     simulator (same physics state, same chunks) to count imagined successes that did not happen."""
 
     def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[Episode],
-                 args: argparse.Namespace) -> None:
+                 args: argparse.Namespace, anchor: BCArrays | None = None) -> None:
         from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig
         from vla_mbpo_ros.core.world_model.data import DataConfig, action_stats
         from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
@@ -304,7 +337,7 @@ class UMMBranchedMBPO(BranchedMBPO):
                 arch=TinyArchConfig(image_size=args.umm_image_size), instructions=[EpisodeConfig().instruction])
             vq_steps = args.umm_vq_steps
         self._fit(args, args.umm_first_steps, vq_steps=vq_steps, seed=args.seed)
-        super().__init__(name, policy, sim, demos, args, world_model=self.world_model)
+        super().__init__(name, policy, sim, demos, args, world_model=self.world_model, anchor=anchor)
         self.replay_world = sim_world_model(sim, args)
 
     def _fit(self, args: argparse.Namespace, steps: int, vq_steps: int, seed: int) -> None:
@@ -331,7 +364,7 @@ class UMMBranchedMBPO(BranchedMBPO):
     def trusts_world_model(self, stats: dict[str, float]) -> bool:
         """The finetune loop's gate (``world_model.min_reward_precision``) on the precision just measured on
         episodes the UMM had not been trained on."""
-        from vla_mbpo_ros.core.loop.pipeline import reward_gate
+        from vla_mbpo_ros.core.rl.acceptance import trust_reward as reward_gate
 
         measured = {"held_out_reward_precision": stats["reward_precision"]} if "reward_precision" in stats else {}
         return reward_gate(measured, self.args.umm_min_reward_precision)[0]
@@ -367,18 +400,21 @@ class UMMBranchedMBPO(BranchedMBPO):
 
 
 def make_method(name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[Episode],
-                args: argparse.Namespace) -> Method:
+                args: argparse.Namespace, anchor: BCArrays | None = None) -> Method:
     if name == "ppo":
-        return ModelFreePPO(name, policy, sim, args)
+        return ModelFreePPO(name, policy, sim, args, anchor)
     if name == "mbpo_sim":
-        return BranchedMBPO(name, policy, sim, demos, args, world_model=sim_world_model(sim, args))
-    return UMMBranchedMBPO(name, policy, sim, demos, args)
+        return BranchedMBPO(name, policy, sim, demos, args, world_model=sim_world_model(sim, args), anchor=anchor)
+    return UMMBranchedMBPO(name, policy, sim, demos, args, anchor)
 
 
 # ----------------------------------------------------------------------------------------------- main
-def evaluate(policy: CompactFlowVLA, sim: So101Sim, args: argparse.Namespace) -> float:
-    seeds = range(EVAL_SEED_BASE, EVAL_SEED_BASE + args.eval_episodes)
-    return evaluate_policy(policy, sim, seeds, episode_config(args, record=False)).success_rate
+def evaluate(policy: CompactFlowVLA, sim: So101Sim, args: argparse.Namespace, episodes: int) -> np.ndarray:
+    """Deterministic successes (0/1 per episode) from the evaluation start states (the same for every
+    policy of every seed: sim seeds EVAL_SEED_BASE + eval_offset + i)."""
+    start = EVAL_SEED_BASE + args.eval_offset
+    result = evaluate_policy(policy, sim, range(start, start + episodes), episode_config(args, record=False))
+    return result.successes.astype(np.int8)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -387,37 +423,40 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - started
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
+def demonstrations(sim: So101Sim, args: argparse.Namespace) -> list[Episode]:
+    """The successful scripted-expert demos (the same for every seed), cached in --demo-cache: the
+    rendering is a minute or more of every run."""
+    config = episode_config(args, record=True)
+    key = (f"demos{args.demos}_render{args.render_size}_steps{args.max_steps}_hold{args.control_steps_per_action}"
+           f"_settle{args.settle_frames}")
+    path = Path(args.demo_cache).expanduser() / f"{key}.npz" if args.demo_cache else None
+    if path is not None and path.exists():
+        with np.load(path) as data:
+            meta = json.loads(str(data["meta"]))
+            return [Episode(views={v: data[f"{i}/{v}"] for v in m["views"]}, states=data[f"{i}/states"],
+                            actions=data[f"{i}/actions"], sim_states=data[f"{i}/sim_states"],
+                            **{k: m[k] for k in ("instruction", "success", "source", "seed", "steps_to_success",
+                                                 "control_steps")})
+                    for i, m in enumerate(meta)]
+    demos = expert_episodes(sim, range(DEMO_SEED_BASE, DEMO_SEED_BASE + args.demos), config, successful_only=True)
+    if path is not None:
+        arrays: dict[str, np.ndarray] = {}
+        meta = []
+        for i, demo in enumerate(demos):
+            arrays.update({f"{i}/{v}": frames for v, frames in demo.views.items()})
+            arrays.update({f"{i}/states": demo.states, f"{i}/actions": demo.actions, f"{i}/sim_states": demo.sim_states})
+            meta.append({"views": list(demo.views), "instruction": demo.instruction, "success": demo.success,
+                         "source": demo.source, "seed": demo.seed, "steps_to_success": demo.steps_to_success,
+                         "control_steps": demo.control_steps})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.npz")  # parallel seeds: rename is atomic
+        np.savez(partial, meta=np.array(json.dumps(meta)), **arrays)
+        partial.rename(path)
+    return demos
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6.5, 4.2))
-    bc = results["bc_success"]
-    highest = 100 * bc
-    for name, record in results["methods"].items():
-        if "skipped" in record:
-            continue
-        xs = [0] + [row["real_episodes"] for row in record["iterations"]]
-        ys = [100 * bc] + [100 * row["success"] for row in record["iterations"]]
-        highest = max(highest, *ys)
-        axis.plot(xs, ys, marker="o", label=LABELS[name])
-    axis.axhline(100 * bc, color="gray", linestyle="--", label="BC only")
-    settings = results["settings"]
-    axis.set_xlabel("real (sim) episodes used")
-    axis.set_ylabel(f"success rate over {settings['eval_episodes']} eval episodes (%)")
-    axis.set_title(f"SO-101 pick-cube: BC from {settings['demos']} demos, then RL (seed {settings['seed']})")
-    axis.set_ylim(-2, min(102, highest + 15))
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+def run_seed(args: argparse.Namespace) -> dict[str, Any]:
+    """One seed in this process: demos, BC, every method from the BC weights, final evaluations."""
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -425,12 +464,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                                "methods": {}}
 
-    demos, seconds = timed(lambda: expert_episodes(
-        sim, range(DEMO_SEED_BASE, DEMO_SEED_BASE + args.demos), episode_config(args, record=True),
-        successful_only=True))
+    demos, seconds = timed(lambda: demonstrations(sim, args))
     print(f"demos: {len(demos)}/{args.demos} expert successes, {sum(len(d) for d in demos)} frames "
           f"({seconds:.0f} s)", flush=True)
     if args.load_bc is not None:
+        args.load_bc = Path(str(args.load_bc).replace("{seed}", str(args.seed)))
         policy = CompactFlowVLA.load(args.load_bc)
         if policy.config != build_policy(args).config:
             raise ValueError(f"--load-bc: {args.load_bc} was trained with another policy config")
@@ -438,16 +476,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"BC: loaded {args.load_bc}")
     else:
         policy = build_policy(args)
-        losses, seconds = timed(lambda: train_bc(policy, BCArrays.from_episodes(demos, args.chunk_size), BCConfig(
-            steps=args.bc_steps, batch_size=args.bc_batch, learning_rate=args.bc_lr, seed=args.seed)))
+        losses, seconds = timed(lambda: train_bc(policy, BCArrays.from_episodes(demos, args.chunk_size), bc_config(args)))
         policy.save(args.out / "bc_policy")
-    bc_success, eval_seconds = timed(lambda: evaluate(policy, sim, args))
-    results.update(bc_success=bc_success, bc_seconds=seconds,
+    bc, eval_seconds = timed(lambda: evaluate(policy, sim, args, args.eval_episodes))
+    results.update(bc_success=float(bc.mean()), bc_successes=bc.tolist(), bc_seconds=seconds,
                    **({"bc_loss_last": float(np.mean(losses[-50:]))} if losses else {}))
     trained = f"{args.bc_steps} steps ({seconds:.0f} s), final loss {results['bc_loss_last']:.4f}" if losses else "loaded"
-    print(f"BC: {trained}; "
-          f"success {100 * bc_success:.0f}% over {args.eval_episodes} eval episodes ({eval_seconds:.0f} s)", flush=True)
+    print(f"BC: {trained}; success {100 * bc.mean():.1f}% over {args.eval_episodes} eval episodes "
+          f"({eval_seconds:.0f} s)", flush=True)
     bc_state = copy.deepcopy(policy.state_dict())
+    anchor = BCArrays.from_episodes(demos, args.chunk_size) if args.bc_anchor > 0 else None
 
     for name in args.methods:
         method_started = time.perf_counter()
@@ -455,7 +493,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         method_policy.load_state_dict(bc_state)
         method_policy.eval()
         try:
-            method = make_method(name, method_policy, sim, demos, args)
+            method = make_method(name, method_policy, sim, demos, args, anchor)
         except Exception as error:  # noqa: BLE001 - the UMM is optional for this bench; say why it is missing
             if name != "mbpo_umm":
                 raise
@@ -468,47 +506,175 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             record["world_model_fit"] = method.wm_log
         for iteration in range(args.iterations):
             stats, train_seconds = timed(lambda: method.iteration(iteration))
-            success, eval_seconds = timed(lambda: evaluate(method_policy, sim, args))
+            last = iteration == args.iterations - 1
+            episodes = args.eval_episodes if last else args.curve_eval_episodes
+            successes, eval_seconds = timed(lambda: evaluate(method_policy, sim, args, episodes) if episodes
+                                            else np.zeros(0, dtype=np.int8))
+            success = float(successes.mean()) if len(successes) else float("nan")
             row = {"iteration": iteration + 1, "real_episodes": method.real_episodes_used, "success": success,
-                   "train_seconds": train_seconds, "eval_seconds": eval_seconds, **stats}
+                   "eval_episodes": int(len(successes)), "train_seconds": train_seconds,
+                   "eval_seconds": eval_seconds, **stats}
             record["iterations"].append(row)
-            extra = ", ".join(f"{k} {v:.2f}" for k, v in stats.items())
+            if last:
+                record["final_successes"] = successes.tolist()
+            extra = ", ".join(f"{k} {v:.3g}" for k, v in stats.items())
             print(f"{name:9s} it {iteration + 1}: real episodes {method.real_episodes_used:3d}, "
-                  f"success {100 * success:5.1f}% (BC {100 * bc_success:.1f}%) [{extra}] "
+                  f"success {100 * success:5.1f}% over {len(successes)} (BC {100 * bc.mean():.1f}%) [{extra}] "
                   f"({train_seconds:.0f} s + eval {eval_seconds:.0f} s)", flush=True)
         record["seconds"] = time.perf_counter() - method_started
         results["methods"][name] = record
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
 
     results["total_seconds"] = time.perf_counter() - started
-    summarize(results)
+    results["final_success"] = {name: float(np.mean(r["final_successes"])) for name, r in results["methods"].items()
+                                if "final_successes" in r}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    plot(results, args.out / "curve.png")
-    print(f"wrote {args.out / 'curve.png'} and {args.out / 'results.json'} ({results['total_seconds'] / 60:.1f} min)")
-    print(f"learning_bench: seed={args.seed} bc={100 * results['bc_success']:.0f} "
-          + " ".join(f"{name}={100 * s:.0f}" for name, s in results["final_success"].items()))
+    print(f"wrote {args.out / 'results.json'} ({results['total_seconds'] / 60:.1f} min)")
+    print(f"learning_bench: seed={args.seed} bc={100 * results['bc_success']:.1f} "
+          + " ".join(f"{name}={100 * s:.1f}" for name, s in results["final_success"].items()))
     sim.close()
     return results
 
 
-def summarize(results: dict[str, Any]) -> None:
-    bc = results["bc_success"]
-    print("\nsuccess rate (%) per iteration; iteration 0 = BC")
-    for name, record in results["methods"].items():
-        if "skipped" in record:
-            print(f"  {name:9s} skipped: {record['skipped']}")
+def run_seeds(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """One worker process per seed (``--jobs`` at once), then the aggregate over seeds."""
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if not seeds:
+        raise SystemExit("--seeds: name at least one seed")
+    jobs = args.jobs or min(len(seeds), os.cpu_count() or 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    pending, running, failed = list(seeds), {}, []
+    while pending or running:
+        while pending and len(running) < jobs:
+            seed = pending.pop(0)
+            out = args.out / f"seed_{seed}"
+            log = open(args.out / f"seed_{seed}.log", "w")  # noqa: SIM115 - closed when the process ends
+            command = [sys.executable, __file__, *argv, "--seed", str(seed), "--out", str(out)]
+            running[seed] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
+            print(f"seed {seed}: started (log {args.out / f'seed_{seed}.log'})", flush=True)
+        time.sleep(2)
+        for seed, (process, log) in list(running.items()):
+            if process.poll() is not None:
+                log.close()
+                del running[seed]
+                print(f"seed {seed}: exit {process.returncode} ({(time.perf_counter() - started) / 60:.1f} min)",
+                      flush=True)
+                if process.returncode:
+                    failed.append(seed)
+    if failed:
+        raise SystemExit(f"seeds {failed} failed: see their logs in {args.out}")
+    per_seed = {seed: json.loads((args.out / f"seed_{seed}" / "results.json").read_text()) for seed in seeds}
+    summary = aggregate(per_seed)
+    summary["wall_seconds"] = time.perf_counter() - started
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot(per_seed, summary, args.out / "success.png")
+    print_summary(per_seed, summary)
+    print(f"wrote {args.out / 'summary.json'} and {args.out / 'success.png'} ({summary['wall_seconds'] / 60:.1f} min)")
+    print(summary_line(seeds, summary))
+    return summary
+
+
+def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """IQM over seeds with a hierarchical bootstrap 95 % interval for BC and every method; each method's
+    paired difference to BC on the same start states."""
+    seeds = sorted(per_seed)
+    bc = np.array([per_seed[s]["bc_successes"] for s in seeds])
+    summary: dict[str, Any] = {"seeds": seeds, "eval_episodes": int(bc.shape[1]), "bc": vars(iqm_interval(bc)),
+                               "per_seed": {str(s): {"bc": per_seed[s]["bc_success"]} for s in seeds}}
+    for name in METHODS:
+        if not all("final_successes" in per_seed[s]["methods"].get(name, {}) for s in seeds):
             continue
-        curve = [bc] + [row["success"] for row in record["iterations"]]
-        print(f"  {name:9s} " + " ".join(f"{100 * s:5.1f}" for s in curve))
-    finals = {name: r["iterations"][-1]["success"] for name, r in results["methods"].items()
-              if "skipped" not in r and r["iterations"]}
-    results["final_success"] = finals
-    for name in ("mbpo_sim", "mbpo_umm"):
-        if name in finals:
-            line = f"  {name} - BC = {100 * (finals[name] - bc):+.1f} points (goal >= +10)"
-            if "ppo" in finals:
-                line += f"; {name} - PPO = {100 * (finals[name] - finals['ppo']):+.1f} points (goal > 0)"
-            print(line)
+        final = np.array([per_seed[s]["methods"][name]["final_successes"] for s in seeds])
+        summary[name] = vars(iqm_interval(final))
+        summary[f"{name}_minus_bc"] = vars(paired_difference(final, bc))
+        for s, row in zip(seeds, final):
+            summary["per_seed"][str(s)][name] = float(row.mean())
+    return summary
+
+
+def _estimate(summary: dict[str, Any], key: str) -> str:
+    return Estimate(**summary[key]).text(digits=1) if key in summary else "n/a"
+
+
+def print_summary(per_seed: dict[int, dict[str, Any]], summary: dict[str, Any]) -> None:
+    episodes = summary["eval_episodes"]
+    print(f"\nfinal success % over {episodes} evaluation episodes (same start states for every policy)")
+    names = [n for n in METHODS if n in summary]
+    print("  seed   " + " ".join(f"{n:>9s}" for n in ["bc", *names]))
+    for seed, row in summary["per_seed"].items():
+        print(f"  {seed:6s} " + " ".join(f"{100 * row[n]:9.1f}" for n in ["bc", *names]))
+    print("  IQM over seeds [bootstrap 95 %]: " + ", ".join(f"{n} {_estimate(summary, n)}" for n in ["bc", *names]))
+    for name in names:
+        print(f"  {name} - BC (paired): {_estimate(summary, name + '_minus_bc')} points")
+
+
+def summary_line(seeds: list[int], summary: dict[str, Any]) -> str:
+    def point(key: str) -> str:
+        return f"{100 * summary[key]['point']:.1f}" if key in summary else "n/a"
+
+    return (f"learning_bench: seeds={','.join(map(str, seeds))} bc={point('bc')} ppo={point('ppo')} "
+            f"mbpo_sim={point('mbpo_sim')} mbpo_umm={point('mbpo_umm')} "
+            f"umm_minus_bc={_estimate(summary, 'mbpo_umm_minus_bc')}")
+
+
+def plot(per_seed: dict[int, dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
+    """Final success per seed and method (bars, Wilson 95 % intervals) and the IQM over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["bc"] + [n for n in METHODS if n in summary]
+    labels = {"bc": "BC only", **LABELS}
+    seeds = summary["seeds"]
+    episodes = summary["eval_episodes"]
+    figure, axis = plt.subplots(figsize=(7.5, 4.2))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        rates = np.array([summary["per_seed"][str(s)][name] for s in seeds])
+        bounds = np.array([wilson_interval(round(r * episodes), episodes) for r in rates])
+        xs = np.arange(len(seeds) + 1) + (i - (len(names) - 1) / 2) * width
+        estimate = summary[name]
+        heights = np.append(100 * rates, 100 * estimate["point"])
+        errors = np.stack([np.append(100 * (rates - bounds[:, 0]), 100 * (estimate["point"] - estimate["low"])),
+                           np.append(100 * (bounds[:, 1] - rates), 100 * (estimate["high"] - estimate["point"]))])
+        axis.bar(xs, heights, width, yerr=errors, capsize=2, label=labels[name])
+    axis.set_xticks(np.arange(len(seeds) + 1), [f"seed {s}" for s in seeds] + ["IQM"])
+    axis.set_ylabel(f"success over {episodes} eval episodes (%)")
+    settings = per_seed[seeds[0]]["settings"]
+    axis.set_title(f"SO-101 pick-cube: BC from {settings['demos']} demos, then "
+                   f"{settings['iterations']} x {settings['real_episodes']} real episodes of RL")
+    axis.set_ylim(0, 100)
+    axis.grid(alpha=0.3, axis="y")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.seed is not None:
+        return run_seed(args)
+    # The workers get the same flags; the orchestrator's --out and --seeds are replaced per seed.
+    return run_seeds(args, _without(argv, ("--out", "--seeds", "--jobs")))
+
+
+def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in flags:
+            skip = True
+            continue
+        if any(arg.startswith(flag + "=") for flag in flags):
+            continue
+        kept.append(arg)
+    return kept
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def small_finetune_config(path: Path, bc_steps: int, world_model_steps: int, vq_
     """config/finetune_sim.yaml with the steps given and one RL iteration on 16 imagined samples, written to
     ``path``. ``actor_frozen``: every PPO update is critic-only, so the candidate acts exactly as the running
     policy (greedy world model, deterministic validation): its imagined success equals the running policy's,
-    and validation (success must not drop) accepts it: the iteration publishes."""
+    and validation (success must not drop; 0 -> 0 allowed here) accepts it: the iteration publishes."""
     data = yaml.safe_load(FINETUNE_SIM.read_text())
     data["policy"]["bc"]["steps"] = bc_steps
     # A random-init tiny UMM (the tests do not pretrain, make world-model does), which has no trained
@@ -55,6 +55,8 @@ def small_finetune_config(path: Path, bc_steps: int, world_model_steps: int, vq_
     data["mbpo"].update(num_iterations=1, samples_per_refill=16, rollout_batch_size=8, minibatch_size=16, validation_starts=4)
     if actor_frozen:
         data["mbpo"]["critic_warmup_updates"] = data["mbpo"]["update_to_data"]
+        # The untrained policy's validation is 0 -> 0, which the gate holds by default: publish anyway.
+        data["mbpo"]["require_validation_success"] = False
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -81,6 +83,7 @@ def gpu_setup_on_cpu_config(path: Path, snapshots: Path, actor_frozen: bool = Fa
     data["world_model"]["train"].update(steps=3, batch_size=2, reward_batch_size=2, lr=1e-3, warmup_steps=1)
     data["world_model"]["data"]["chunk_size"] = EXECUTED  # the frame skip = the tiny SmolVLA's executed chunk
     data["mbpo"].update(num_iterations=1, samples_per_refill=8, rollout_batch_size=4, update_to_data=2, minibatch_size=8,
-                        critic_warmup_updates=2 if actor_frozen else 1, recompute_every=1, validation_starts=2)
+                        critic_warmup_updates=2 if actor_frozen else 1, recompute_every=1, validation_starts=2,
+                        require_validation_success=not actor_frozen)
     path.write_text(yaml.safe_dump(data))
     return data

@@ -17,7 +17,7 @@ from vla_mbpo_ros.core.rl.gae import chunk_discount, chunk_gae, normalize_advant
 from vla_mbpo_ros.core.rl.ppo import PPOConfig, actor_loss, value_loss
 from vla_mbpo_ros.core.rl.rollout import branched_rollout
 from vla_mbpo_ros.core.rl.start_states import StartState, StartStateSampler
-from vla_mbpo_ros.core.rl.trainer import MBPOConfig, MBPOTrainer
+from vla_mbpo_ros.core.rl.trainer import MBPOConfig, MBPOTrainer, group_advantages
 from vla_mbpo_ros.core.rl.world_model import StatefulWorldModel, WorldModel
 
 torch.set_num_threads(1)
@@ -217,6 +217,74 @@ def test_a_refill_without_reward_trains_only_the_critic(actor_needs_reward):
     actor_moved = any(not torch.equal(a, p) for a, p in zip(actor_before, policy.actor_parameters()))
     assert actor_moved == (not actor_needs_reward) == ("actor_loss" in stats)
     assert stats["actor_updated"] == float(not actor_needs_reward)
+
+
+def test_group_advantage_is_the_return_minus_the_other_branches_mean():
+    # Two groups of three branches, two chunks; branch 1 succeeds in chunk 2, branch 3 in chunk 1.
+    rewards = torch.tensor([[0.0, 0.0], [0.0, 1.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    valid = valid_steps(rewards > 0)
+    adv = group_advantages(rewards, valid, group_size=3, discount=0.5)
+    # Returns 0, 0.5, 0 | 1, 0, 0; leave-one-out means 0.25, 0, 0.25 | 0, 0.5, 0.5.
+    expected = torch.tensor([[-0.25, -0.25], [0.5, 0.5], [-0.25, -0.25], [1.0, 0.0], [-0.5, -0.5], [-0.5, -0.5]])
+    torch.testing.assert_close(adv, expected)
+    with pytest.raises(ValueError, match="groups of 4"):
+        group_advantages(rewards, valid, group_size=4, discount=0.5)
+
+
+def test_group_branches_share_start_states_and_a_group_without_contrast_teaches_nothing():
+    world = PointReachWorld()
+    config = MBPOConfig(num_iterations=1, samples_per_refill=24, num_chunks=2, update_to_data=1, minibatch_size=24,
+                        critic_warmup_updates=0, validation_starts=0, advantage_estimator="group", group_size=4)
+    trainer = MBPOTrainer(tiny_policy(), world, toy_sampler(world), config)
+    buffer = trainer.collect()
+    assert buffer.num_branches == 12
+    heads = buffer.observations.views["head"][:12]
+    for group in range(3):
+        assert all(np.array_equal(heads[4 * group], heads[4 * group + i]) for i in range(4))
+    targets = trainer.advantages(buffer, buffer.values, buffer.bootstrap_values)
+    success = buffer.dones.any(dim=1).view(3, 4)
+    for group in range(3):
+        if bool(success[group].all()) or not bool(success[group].any()):
+            assert torch.all(targets.advantages.view(3, 4, 2)[group] == 0)
+
+
+def test_the_kl_early_stop_ends_the_actor_steps_of_a_refill():
+    world = PointReachWorld()
+    policy = tiny_policy()
+    # A large step: the first actor update's KL is far above a tiny target, so no second one follows.
+    config = MBPOConfig(num_iterations=1, samples_per_refill=32, update_to_data=4, minibatch_size=32,
+                        critic_warmup_updates=0, validation_starts=0, actor_needs_reward=False,
+                        ppo=PPOConfig(actor_lr=3e-2, target_kl=1e-6))
+    stats = MBPOTrainer(policy, world, toy_sampler(world), config).iteration()
+    assert stats["kl_stopped_at"] >= 0 and stats["actor_steps"] == stats["kl_stopped_at"] + 1 < 4
+    assert stats["ratio_min"] <= 1.0 <= stats["ratio_max"] and stats["sde_sigma_max"] > 0
+
+
+def test_the_bc_anchor_needs_demonstrations_and_is_logged():
+    world = PointReachWorld()
+    demos = world.demo_episodes(4, 10, np.random.default_rng(0))
+    config = MBPOConfig(num_iterations=1, samples_per_refill=16, update_to_data=1, minibatch_size=16,
+                        critic_warmup_updates=0, validation_starts=0, actor_needs_reward=False, bc_anchor_coef=0.5)
+    with pytest.raises(ValueError, match="anchor"):
+        MBPOTrainer(tiny_policy(), world, toy_sampler(world), config)
+    policy = tiny_policy()
+    stats = MBPOTrainer(policy, world, toy_sampler(world), config, anchor=BCArrays.from_episodes(demos, 5)).iteration()
+    assert math.isfinite(stats["anchor_loss"]) and stats["anchor_loss"] > 0
+    assert all(p.grad is None for p in policy.prefix_parameters()), "the anchor must not leave stale gradients"
+
+
+def test_no_update_is_accepted_on_zero_to_zero_validation_and_the_actor_is_rolled_back():
+    world = NoRewardWorld()
+    policy = tiny_policy()
+    before = [p.detach().clone() for p in policy.parameters()]
+    config = MBPOConfig(num_iterations=1, samples_per_refill=16, update_to_data=2, minibatch_size=16,
+                        critic_warmup_updates=0, validation_starts=4, actor_needs_reward=False,
+                        ppo=PPOConfig(actor_lr=1e-3))
+    result = MBPOTrainer(policy, world, toy_sampler(world), config).train()
+    assert (result["success_before"], result["success_after"], result["accepted"]) == (0.0, 0.0, False)
+    assert result["reason"] == "imagined success 0.00 -> 0.00: no success to show"
+    assert result["history"][0]["actor_steps"] >= 1  # the actor did move before the rollback
+    assert all(torch.equal(b, p) for b, p in zip(before, policy.parameters()))
 
 
 def test_full_horizon_mode_uses_episode_starts_and_respects_the_episode_budget():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from sim_data import IMAGE, record_sim_episodes, small_finetune_config
 
@@ -166,11 +167,62 @@ def test_the_gpu_setup_runs_on_the_cpu_with_a_lerobot_smolvla_and_a_janus_snapsh
 
 
 def test_the_reward_gate_holds_on_false_successes_among_unseen_frames():
-    from vla_mbpo_ros.core.loop.pipeline import reward_gate
+    from vla_mbpo_ros.core.rl.acceptance import trust_reward
 
-    assert reward_gate({}, 0.0) == (True, "")  # gate off
-    assert reward_gate({}, 0.9)[0] is False  # nothing measured: no trust
-    trusted, why = reward_gate({"held_out_reward_precision": 0.5}, 0.9)
+    assert trust_reward({}, 0.0) == (True, "")  # gate off
+    assert trust_reward({}, 0.9)[0] is False  # nothing measured: no trust
+    trusted, why = trust_reward({"held_out_reward_precision": 0.5}, 0.9)
     assert not trusted and "precision 0.50 < 0.90" in why
-    assert reward_gate({"held_out_reward_precision": float("nan")}, 0.9) == (True, "")  # no Yes, no false Yes
-    assert reward_gate({"held_out_reward_precision": 0.95}, 0.9) == (True, "")
+    trusted, why = trust_reward({"held_out_reward_precision": float("nan")}, 0.9)  # no Yes: nothing measured
+    assert not trusted and "nan" in why
+    assert trust_reward({"held_out_reward_precision": 0.95}, 0.9) == (True, "")
+
+
+def test_the_validation_gate_accepts_only_on_evidence():
+    from vla_mbpo_ros.core.rl.acceptance import accept_update
+
+    assert accept_update(0.0, 0.0)[0] is False and "no success" in accept_update(0.0, 0.0)[1]
+    assert accept_update(0.5, 0.25) == (False, "imagined success 0.50 -> 0.25: dropped")
+    assert accept_update(float("nan"), 0.5)[0] is False
+    assert accept_update(0.25, 0.25) == (True, "imagined success 0.25 -> 0.25")
+    assert accept_update(0.0, 0.0, require_success=False)[0] is True
+
+
+def test_an_untrusted_reward_holds_the_update_and_keeps_the_running_version(dataset, tmp_path):
+    """The gate's hold path in the loop: a random-init world model has no reward measured on unseen frames,
+    so with a precision floor the iteration runs no RL phase and publishes nothing."""
+    config = small_finetune_config(tmp_path / "finetune.yaml", bc_steps=30, world_model_steps=5, vq_fit_steps=5)
+    data = yaml.safe_load(config.read_text())
+    data["world_model"]["min_reward_precision"] = 0.9
+    config.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    held = run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    assert not held["published"] and held["reason"] == "held: reward not measured on unseen real frames"
+    assert not (run / "iterations" / "0001" / "rl.done").exists()
+    state = read_state(run)
+    assert state["iterations_done"] == 2 and state["current_policy"]["version"] == "v0001"
+
+
+def test_the_rl_phase_moves_the_actor_not_only_the_critic(dataset, tmp_path):
+    """Actor updates on every refill (no reward needed, no rollback): the candidate's action expert and
+    value head both differ from the running policy's, while the frozen prefix (VLM) is untouched."""
+    config = small_finetune_config(tmp_path / "finetune.yaml", bc_steps=30, world_model_steps=5, vq_fit_steps=5)
+    data = yaml.safe_load(config.read_text())
+    # GAE: nonzero advantages without any reward (a group baseline gives 0 there and no actor gradient).
+    data["mbpo"].update(actor_needs_reward=False, rollback_on_drop=False, critic_warmup_updates=0,
+                        advantage_estimator="gae", group_size=1)
+    data["mbpo"]["ppo"].update(actor_lr=1e-3)
+    config.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    first = run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    running = load_policy(Path(first["path"]))
+    candidate = load_policy(run / "iterations" / "0001" / "candidate")
+
+    def moved(params_a, params_b) -> bool:
+        return any(not torch.equal(a, b) for a, b in zip(params_a, params_b))
+
+    assert moved(running.actor_parameters(), candidate.actor_parameters()), "the actor must be updated"
+    assert moved(running.critic_parameters(), candidate.critic_parameters())
+    assert not moved(running.prefix_parameters(), candidate.prefix_parameters())

@@ -127,12 +127,26 @@ def test_bc_on_arrays_learns_state_dependent_waypoints():
     expert_first = batch.states + np.clip(world.goal - batch.states, -0.1, 0.1)
     policy.fit_normalization(data.states, data.actions)
     error_before = np.abs(policy.predict_chunks(batch)[:, 0] - expert_first).mean()
-    losses = train_bc(policy, data, BCConfig(steps=250, batch_size=32, learning_rate=3e-3))
+    # 250 steps at a fixed rate (a cosine decay over so few steps reaches 0.102 here)
+    losses = train_bc(policy, data, BCConfig(steps=250, batch_size=32, learning_rate=3e-3, lr_schedule="constant"))
     assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
     error_after = np.abs(policy.predict_chunks(batch)[:, 0] - expert_first).mean()
     assert error_after < 0.3 * error_before, (error_before, error_after)
     assert error_after < 0.1, error_after
     assert not policy.training
+
+
+def test_the_cosine_schedule_warms_up_then_decays_to_zero():
+    from vla_mbpo_ros.core.policy.bc import learning_rate_factor
+
+    config = BCConfig(steps=1000, warmup_steps=100)
+    factors = [learning_rate_factor(config, step) for step in range(1000)]
+    assert factors[0] == pytest.approx(0.01) and factors[99] == pytest.approx(1.0)
+    assert factors[550] == pytest.approx(0.5, abs=0.01) and factors[-1] < 1e-4
+    assert all(a >= b for a, b in zip(factors[99:], factors[100:]))
+    assert learning_rate_factor(BCConfig(lr_schedule="constant"), 5) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        BCConfig(lr_schedule="linear")
 
 
 def test_bc_from_lerobot_dataset(tmp_path: Path):

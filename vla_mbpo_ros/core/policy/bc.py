@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -74,6 +75,10 @@ class BCConfig:
     grad_clip: float = 1.0
     seed: int = 0
     fit_normalization: bool = True  # recompute state/action stats from the data before training
+    # "cosine": linear warm-up over warmup_steps (at most a tenth of the steps), then cosine decay to 0 (small steps at the end, where
+    # the flow's precision near the grasp is decided); "constant": learning_rate throughout.
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 100
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):
@@ -81,6 +86,21 @@ class BCConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+def learning_rate_factor(config: BCConfig, step: int) -> float:
+    """Multiplier of ``learning_rate`` at ``step`` (0-based) under ``config.lr_schedule``."""
+    if config.lr_schedule == "constant":
+        return 1.0
+    warmup = min(config.warmup_steps, config.steps // 10)  # short runs (tests) keep most steps at full size
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, config.steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def train_bc(policy: Any, data: Any, config: BCConfig | None = None) -> list[float]:
@@ -100,6 +120,7 @@ def train_bc(policy: Any, data: Any, config: BCConfig | None = None) -> list[flo
     rng = np.random.default_rng(config.seed)
     trainable = policy.bc_parameters()
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(config, step))
     policy.train()
     losses = []
     for _ in range(config.steps):
@@ -112,6 +133,7 @@ def train_bc(policy: Any, data: Any, config: BCConfig | None = None) -> list[flo
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
         optimizer.step()
+        schedule.step()
         losses.append(loss.item())
     policy.eval()
     return losses

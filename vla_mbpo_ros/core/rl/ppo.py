@@ -8,7 +8,7 @@ averaged before the (identical) optimizer step, so every process holds the same 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,12 @@ class PPOConfig:
     adam_eps: float = 1e-8
     weight_decay: float = 1e-10
     grad_clip: float = 1.0  # global grad-norm clip over actor + critic parameters
+    # The chunk log-prob sums k x d Gaussian terms; the ratio is exp of their per-dimension MEAN log-ratio
+    # (as RLinf's flow-policy PPO), so one clip range means the same for any chunk size. False: the sum.
+    mean_log_ratio: bool = True
+    # Stop the actor's updates on a refill once a minibatch's approx KL (per dimension) exceeds this
+    # (0: never): the trust region PPO's clip alone does not keep when every dimension moves a little.
+    target_kl: float = 0.05
 
     def __post_init__(self) -> None:
         self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
@@ -39,6 +45,8 @@ class PPOConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.clip_low >= 1.0:
             raise ValueError(f"clip_low must be < 1, got {self.clip_low}")
+        if self.target_kl < 0:
+            raise ValueError(f"target_kl must be >= 0, got {self.target_kl}")
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -46,7 +54,7 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-# A chunk's log-prob sums k x d Gaussian terms, so log-ratios of hundreds happen after a large step;
+# A summed chunk log-prob (mean_log_ratio False) gives log-ratios of hundreds after a large step;
 # exp() of that overflows to inf and inf * 0 advantages is NaN. Beyond +-20 the clip decides anyway.
 MAX_LOG_RATIO = 20.0
 
@@ -60,8 +68,10 @@ def actor_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages:
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     loss = _masked_mean(-torch.minimum(ratio * advantages, clipped * advantages), mask)
     with torch.no_grad():
+        selected = ratio[mask.bool()] if bool(mask.any()) else ratio.new_ones(1)
         stats = {
             "ratio_mean": float(_masked_mean(ratio, mask)),
+            "ratio_min": float(selected.min()), "ratio_max": float(selected.max()),
             "clip_fraction": float(_masked_mean(((ratio - clipped).abs() > 0).float(), mask)),
             "approx_kl": float(_masked_mean((ratio - 1.0) - log_ratio, mask)),  # CleanRL's k3 estimator
         }
@@ -102,6 +112,8 @@ class PPOUpdater:
     def __init__(self, policy: Any, config: PPOConfig, data_parallel: bool = True) -> None:
         self.policy = policy
         self.config = config
+        # Divides the stored and the new chunk log-probs alike (the per-dimension mean log-ratio).
+        self.log_prob_dims = policy.chunk_size * policy.action_dim if config.mean_log_ratio else 1
         self.actor_params = [p for p in policy.actor_parameters() if p.requires_grad]
         self.critic_params = [p for p in policy.critic_parameters() if p.requires_grad]
         self.forward = ActorCriticForward(policy)
@@ -116,8 +128,11 @@ class PPOUpdater:
 
     def update(self, observations: ObsBatch, chains: torch.Tensor, denoise_index: torch.Tensor,
                old_log_probs: torch.Tensor, old_values: torch.Tensor, advantages: torch.Tensor,
-               returns: torch.Tensor, mask: torch.Tensor, critic_only: bool) -> dict[str, float]:
-        """One gradient step on a minibatch (all tensors (B,)); actor term skipped when ``critic_only``."""
+               returns: torch.Tensor, mask: torch.Tensor, critic_only: bool,
+               anchor_loss: Callable[[], torch.Tensor] | None = None, anchor_coef: float = 0.0) -> dict[str, float]:
+        """One gradient step on a minibatch (all tensors (B,)); actor term skipped when ``critic_only``.
+        ``anchor_loss`` (e.g. the flow-matching loss on demonstrations) is added to the actor's loss with
+        weight ``anchor_coef``."""
         cfg = self.config
         self.policy.train()
         stats: dict[str, float] = {}
@@ -129,11 +144,15 @@ class PPOUpdater:
             loss = cfg.value_loss_coef * value_loss(values, old_values, returns, mask, cfg.value_clip,
                                                     cfg.huber_delta)
         else:
-            policy_loss, stats = actor_loss(log_probs, old_log_probs, advantages, mask, cfg.clip_low,
-                                            cfg.clip_high)
+            policy_loss, stats = actor_loss(log_probs / self.log_prob_dims, old_log_probs / self.log_prob_dims,
+                                            advantages, mask, cfg.clip_low, cfg.clip_high)
             critic = value_loss(values, old_values, returns, mask, cfg.value_clip, cfg.huber_delta)
             loss = policy_loss + cfg.value_loss_coef * critic
             stats["actor_loss"] = policy_loss.item()
+            if anchor_loss is not None and anchor_coef > 0:
+                anchor = anchor_loss()
+                loss = loss + anchor_coef * anchor
+                stats["anchor_loss"] = anchor.item()
         stats["value_loss"] = float(value_loss(values.detach(), old_values, returns, mask, cfg.value_clip,
                                                cfg.huber_delta))
         self.optimizer.zero_grad(set_to_none=True)
@@ -141,5 +160,6 @@ class PPOUpdater:
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.actor_params + self.critic_params,
                                                                   cfg.grad_clip))
         self.optimizer.step()
+        self.policy.zero_grad(set_to_none=True)  # an anchor loss also reaches parameters the optimizer leaves be
         self.policy.eval()
         return stats

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from vla_mbpo_ros.core.rl.acceptance import accept_update
 from vla_mbpo_ros.core.rl.gae import chunk_discount, chunk_gae, normalize_advantages
 from vla_mbpo_ros.core.rl.ppo import PPOConfig, PPOUpdater
 from vla_mbpo_ros.core.rl.rollout import RolloutBuffer, branched_rollout, deterministic_success_rate
@@ -50,13 +51,26 @@ class MBPOConfig:
     gae_lambda: float = 0.95
     discount_per_step: bool = False  # True: gamma ** k per chunk (paper); False: gamma per chunk (code)
     normalize_advantages: bool = True
+    # "gae": chunk-level GAE with the critic (the paper); "group": every start state is branched
+    # ``group_size`` times and a branch's advantage is its return minus the mean return of the other
+    # branches of its start state (leave-one-out, GRPO-style: no critic in the actor's signal, and a
+    # start state whose branches all fail or all succeed teaches nothing instead of critic noise).
+    advantage_estimator: str = "gae"
+    group_size: int = 1  # branches per start state (>= 2 for "group")
     # A refill without a single reward has advantages that are critic noise, which normalisation scales up to
     # unit size: train only the critic on it rather than let the actor drift.
     actor_needs_reward: bool = True
     episode_budget: int = 0  # >0: stop once this many branches (episodes) were rolled out (model-free PPO)
     validation_starts: int = 64  # start states for the deterministic success check before/after training
     validation_chunks: int = 2
-    rollback_on_drop: bool = True  # restore the pre-RL weights if validation success dropped
+    rollback_on_drop: bool = True  # restore the pre-RL weights if the candidate is not accepted
+    # Accept a candidate only when its validation success is above zero (0 -> 0 is no evidence). The
+    # plumbing tests turn it off to publish an actor-frozen candidate of a tiny untrained policy.
+    require_validation_success: bool = True
+    # Flow-matching (BC) loss on the demonstrations added to every actor step with this weight (0: off;
+    # needs the trainer's ``anchor`` data): keeps the policy near what it imitated while RL moves it.
+    bc_anchor_coef: float = 0.0
+    bc_anchor_batch: int = 32
     seed: int = 0
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
@@ -71,6 +85,13 @@ class MBPOConfig:
         for name in ("critic_warmup_updates", "episode_budget", "validation_starts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.advantage_estimator not in ("gae", "group"):
+            raise ValueError(f"advantage_estimator must be 'gae' or 'group', got {self.advantage_estimator!r}")
+        if self.group_size < 1 or (self.advantage_estimator == "group" and self.group_size < 2):
+            raise ValueError(f"group_size must be >= 2 for group advantages (>= 1 otherwise), got {self.group_size}")
+        if self.bc_anchor_coef < 0 or self.bc_anchor_batch <= 0:
+            raise ValueError(f"bc_anchor_coef must be >= 0 and bc_anchor_batch > 0, got {self.bc_anchor_coef}, "
+                             f"{self.bc_anchor_batch}")
         if self.rollout_mode not in ("branched", "full_horizon"):
             raise ValueError(f"rollout_mode must be 'branched' or 'full_horizon', got {self.rollout_mode!r}")
         if not 0.0 <= self.gamma <= 1.0:
@@ -107,8 +128,26 @@ class Advantages:
     valid: torch.Tensor  # (M, n)
 
 
+def group_advantages(rewards: torch.Tensor, valid: torch.Tensor, group_size: int, discount: float) -> torch.Tensor:
+    """(M, n) advantages of M = G * groups branches laid out group-major (branch m belongs to group
+    m // G): each branch's discounted return minus the mean return of the other G - 1 branches of its
+    group (leave-one-out baseline), on every valid chunk of the branch; 0 on invalid chunks."""
+    branches, chunks = rewards.shape
+    if branches % group_size:
+        raise ValueError(f"{branches} branches do not form groups of {group_size}")
+    returns = (rewards.float() * discount ** torch.arange(chunks, dtype=torch.float32)).sum(dim=1)
+    grouped = returns.view(-1, group_size)
+    others = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)
+    return (grouped - others).reshape(branches, 1) * valid.float()
+
+
 class MBPOTrainer:
-    def __init__(self, policy: Any, world_model: Any, start_states: StartStateSampler, config: MBPOConfig) -> None:
+    def __init__(self, policy: Any, world_model: Any, start_states: StartStateSampler, config: MBPOConfig,
+                 anchor: Any = None) -> None:
+        """``anchor``: demonstrations as ``policy.bc.BCArrays`` for the flow-matching anchor."""
+        if config.bc_anchor_coef > 0 and anchor is None:
+            raise ValueError("bc_anchor_coef > 0 needs the demonstrations (anchor) to compute the BC loss on")
+        self.anchor = anchor
         self.policy = policy
         self.world_model = world_model
         self.start_states = start_states
@@ -138,7 +177,11 @@ class MBPOTrainer:
             branches = min(branches, cfg.episode_budget - self.episodes_used)
             if branches <= 0:
                 raise RuntimeError("episode budget exhausted")
-        starts = self._draw_start_states(branches)
+        group = cfg.group_size
+        distinct = max(1, branches // group)
+        # Group-major layout: the G branches of one start state are consecutive.
+        starts = [state for state in self._draw_start_states(distinct) for _ in range(group)]
+        branches = len(starts)
         parts = [branched_rollout(self.policy, self.world_model, starts[i: i + cfg.rollout_batch_size],
                                   cfg.chunks_per_branch, self.generator)
                  for i in range(0, branches, cfg.rollout_batch_size)]
@@ -162,9 +205,22 @@ class MBPOTrainer:
     def advantages(self, buffer: RolloutBuffer, values: torch.Tensor, bootstrap: torch.Tensor) -> Advantages:
         adv, returns, valid = chunk_gae(buffer.rewards, values, bootstrap, buffer.dones, self.discount,
                                         self.config.gae_lambda)
-        if self.config.normalize_advantages:
+        if self.config.advantage_estimator == "group":
+            adv = group_advantages(buffer.rewards, valid, self.config.group_size, self.discount)
+        elif self.config.normalize_advantages:
             adv = normalize_advantages(adv, valid)
         return Advantages(adv, returns, values, valid)
+
+    def _anchor_loss(self) -> torch.Tensor:
+        """Flow-matching loss of the policy on a random minibatch of the demonstrations."""
+        from vla_mbpo_ros.core.policy.base import ObsBatch
+
+        data = self.anchor
+        index = self.rng.integers(0, len(data), size=min(self.config.bc_anchor_batch, len(data)))
+        batch = ObsBatch(views={n: v[index] for n, v in data.views.items()}, states=data.states[index],
+                         instructions=[data.instructions[i] for i in index])
+        return self.policy.flow_matching_loss(batch, torch.from_numpy(data.action_chunks[index]),
+                                              torch.from_numpy(data.action_valid[index]), self.generator)
 
     # ----------------------------------------------------------------- optimisation
     def iteration(self) -> dict[str, float]:
@@ -176,20 +232,34 @@ class MBPOTrainer:
         critic_only = cfg.actor_needs_reward and not distributed.any_across(bool((buffer.rewards > 0).any()))
         minibatch = max(1, cfg.minibatch_size // self.processes)
         history: list[dict[str, float]] = []
+        kl_stopped_at = -1
+        anchor = self._anchor_loss if cfg.bc_anchor_coef > 0 else None
         for update in range(cfg.update_to_data):
             if update > 0 and update % cfg.recompute_every == 0:
                 targets = self.advantages(buffer, *self.recompute_values(buffer))
             pick = torch.from_numpy(self.rng.permutation(len(branch_idx))[:minibatch])
             b, c = branch_idx[pick], chunk_idx[pick]
+            actor_step = not (critic_only or update < cfg.critic_warmup_updates or kl_stopped_at >= 0)
             history.append(self.updater.update(
                 observations=buffer.observations.select(buffer.observation_rows(b, c)),
                 chains=buffer.chains[b, c], denoise_index=buffer.denoise_index[b, c],
                 old_log_probs=buffer.log_probs[b, c], old_values=targets.values[b, c],
                 advantages=targets.advantages[b, c], returns=targets.returns[b, c],
-                mask=torch.ones(len(b), dtype=torch.bool),
-                critic_only=critic_only or update < cfg.critic_warmup_updates))
+                mask=torch.ones(len(b), dtype=torch.bool), critic_only=not actor_step,
+                anchor_loss=anchor, anchor_coef=cfg.bc_anchor_coef))
+            # KL early stop (per refill): the decision is reduced so every process stops together.
+            target_kl = cfg.ppo.target_kl
+            if actor_step and target_kl and distributed.any_across(history[-1]["approx_kl"] > target_kl):
+                kl_stopped_at = update
         stats = {key: float(np.mean([h[key] for h in history if key in h]))
                  for key in sorted({k for h in history for k in h})}
+        for key, reduce in (("ratio_min", min), ("ratio_max", max), ("approx_kl", max)):
+            seen = [h[key] for h in history if key in h]
+            if seen:
+                stats[f"{key}_extreme" if key == "approx_kl" else key] = float(reduce(seen))
+        stats["actor_steps"] = float(sum("approx_kl" in h for h in history))
+        stats["kl_stopped_at"] = float(kl_stopped_at)  # -1: not stopped
+        stats["sde_sigma_max"] = _sde_sigma_max(self.policy)
         stats.update(imagined_success=buffer.success_rate(), valid_transitions=float(len(branch_idx)),
                      explained_variance=explained_variance(targets.values, targets.returns, targets.valid),
                      actor_updated=float(not critic_only),
@@ -232,7 +302,19 @@ class MBPOTrainer:
             if on_iteration is not None:
                 on_iteration(index, stats)
         after = self.validation_success()
-        accepted = not (after < before)
+        if self.config.validation_starts:
+            accepted, reason = accept_update(before, after, self.config.require_validation_success)
+        else:
+            accepted, reason = True, "no validation (validation_starts 0)"
         if not accepted and self.config.rollback_on_drop:
             self._restore(snapshot)
-        return {"success_before": before, "success_after": after, "accepted": accepted, "history": history}
+        return {"success_before": before, "success_after": after, "accepted": accepted, "reason": reason,
+                "history": history}
+
+
+def _sde_sigma_max(policy: Any) -> float:
+    """The largest sigma_i of the policy's Flow-SDE (fixed by its config: the exploration noise scale)."""
+    from vla_mbpo_ros.core.policy.flow_sde import sde_sigmas
+
+    sde = getattr(getattr(policy, "config", None), "sde", None)
+    return float(sde_sigmas(sde.num_steps, sde.noise_level).max()) if sde is not None else float("nan")
