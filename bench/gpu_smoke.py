@@ -332,6 +332,7 @@ def changed_tensors(before: Path, after: Path, contains: str) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from vla_mbpo_ros.core.control.hot_swap import load_candidate, validate_candidate
+    from vla_mbpo_ros.core.policy.signing import TrustedKeys, ensure_key_pair, load_private_key, sign_checkpoint
     from vla_mbpo_ros.core.control.limits import load_safety_config
     from vla_mbpo_ros.core.control.gate import SafetyGate
     from vla_mbpo_ros.core.data.episode import Observation
@@ -430,7 +431,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if frozen_vlm:
         problems.append(f"RL changed {frozen_vlm} tensors of the frozen VLM")
     # The executor's path: sha256 + load from the trusted root, then the gate's check of its chunks.
-    candidate = load_candidate(str(rl_dir), results[1]["sha256"], [run_dir / "checkpoints"])
+    # (signed as the world-model node signs what it announces; the executor trusts only that key)
+    keys_dir = work / "keys"
+    private, public = ensure_key_pair(keys_dir)
+    sign_checkpoint(rl_dir, results[1]["version"], load_private_key(private))
+    candidate = load_candidate(results[1]["version"], str(rl_dir), results[1]["sha256"], [run_dir / "checkpoints"],
+                               TrustedKeys.load([str(public)]))
     gate = SafetyGate(load_safety_config(REPO / "config" / "robots" / "so101.yaml"))
     gate_problems = validate_candidate(candidate, observations, gate)
     broken = [p for p in gate_problems if "limit" not in p and "outside" not in p]

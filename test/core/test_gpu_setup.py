@@ -239,7 +239,7 @@ def test_rollback_restores_the_trained_parameters_from_a_cpu_snapshot():
     world = PointReachWorld()
     policy = tiny_policy(0)
     config = MBPOConfig(num_iterations=1, samples_per_refill=16, update_to_data=2, minibatch_size=16,
-                        critic_warmup_updates=0, validation_starts=0, actor_needs_reward=False,
+                        critic_warmup_updates=0, validation_starts=4, actor_needs_reward=False,
                         ppo=PPOConfig(actor_lr=1e-2, critic_lr=1e-2))
     trainer = DroppingValidation(policy, world, toy_sampler(world), config)
     before = {k: v.clone() for k, v in policy.state_dict().items()}

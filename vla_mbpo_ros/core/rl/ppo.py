@@ -155,11 +155,12 @@ class PPOUpdater:
                 stats["anchor_loss"] = anchor.item()
         stats["value_loss"] = float(value_loss(values.detach(), old_values, returns, mask, cfg.value_clip,
                                                cfg.huber_delta))
-        self.optimizer.zero_grad(set_to_none=True)
+        # The whole policy, not only the optimizer's parameters: an anchor loss also reaches parameters the
+        # optimizer leaves be, whose gradients must not pile up over steps (this step's stay readable).
+        self.policy.zero_grad(set_to_none=True)
         loss.backward()
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.actor_params + self.critic_params,
                                                                   cfg.grad_clip))
         self.optimizer.step()
-        self.policy.zero_grad(set_to_none=True)  # an anchor loss also reaches parameters the optimizer leaves be
         self.policy.eval()
         return stats
