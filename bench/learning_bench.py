@@ -143,6 +143,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     rl.add_argument("--group-size", type=int, default=8, help="branches per start state")
     rl.add_argument("--bc-anchor", type=float, default=0.0,
                     help="weight of the flow-matching loss on the demos in every actor step (0: off)")
+    rl.add_argument("--validation-from", choices=("sampled", "initial"), default="sampled",
+                    help="MBPO validation from sampled chunk-aligned frames (n chunks) or from episode starts "
+                         "(whole episodes)")
     rl.add_argument("--validation-starts", type=int, default=64,
                     help="imagined start states of the MBPO accept/rollback check (0: off)")
     umm = parser.add_argument_group("UMM world model (mbpo_umm)")
@@ -201,7 +204,9 @@ def mbpo_config(args: argparse.Namespace, mode: str) -> MBPOConfig:
                           episode_budget=args.real_episodes * args.iterations, validation_starts=0, **common)
     return MBPOConfig(rollout_mode="branched", num_chunks=args.num_chunks, num_iterations=args.refills,
                       samples_per_refill=args.samples_per_refill, rollout_batch_size=64,
-                      validation_starts=args.validation_starts, validation_chunks=args.num_chunks, **common)
+                      validation_starts=args.validation_starts, validation_from=args.validation_from,
+                      validation_chunks=args.num_chunks if args.validation_from == "sampled" else
+                      math.ceil(args.max_steps / (args.chunk_size * args.control_steps_per_action)), **common)
 
 
 def episode_config(args: argparse.Namespace, record: bool) -> EpisodeConfig:
