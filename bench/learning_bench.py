@@ -26,7 +26,8 @@ Seeds: demos use sim/expert seeds 0..demos-1, real episodes 10_000 + i; the poli
 RL recipe (docs/learning.md): group advantages (8 branches per start state, leave-one-out baseline, no
 critic in the actor's signal), the per-dimension mean log-ratio, clip 0.2, an approx-KL early stop at 0.05
 per dimension, actor lr 3e-4 (the 0.55 M-parameter policy; 3e-5 moved it by a KL of 3e-5 per refill),
-the validation gate of core/rl/acceptance.py (no 0 -> 0, no drop). The policy acts at 10 Hz (each action
+a BC anchor (0.1 x the flow-matching loss on the demos), validation on whole episodes from episode
+starts, the validation gate of core/rl/acceptance.py (no 0 -> 0, no drop). The policy acts at 10 Hz (each action
 held for 3 control steps at 30 Hz), so a k = 10 chunk is 1 s and the scripted pick about 3-4 chunks.
 """
 
@@ -92,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     task.add_argument("--demos", type=int, default=80, help="scripted-expert demonstrations for BC")
     task.add_argument("--demo-cache", default="~/.cache/vla_mbpo_ros/bench_demos",
                       help="directory of rendered demos reused across runs ('' = render every time)")
-    task.add_argument("--iterations", type=int, default=3)
+    task.add_argument("--iterations", type=int, default=2)
     task.add_argument("--real-episodes", type=int, default=10, help="real (sim) episodes per iteration")
     task.add_argument("--eval-episodes", type=int, default=200,
                       help="deterministic evaluation episodes of BC and of every method's final policy, from the "
@@ -141,8 +142,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="gae: the critic's chunk GAE (paper); group: leave-one-out baseline over --group-size "
                          "branches of one start state")
     rl.add_argument("--group-size", type=int, default=8, help="branches per start state")
-    rl.add_argument("--bc-anchor", type=float, default=0.0,
+    rl.add_argument("--bc-anchor", type=float, default=0.1,
                     help="weight of the flow-matching loss on the demos in every actor step (0: off)")
+    rl.add_argument("--validation-from", choices=("sampled", "initial"), default="initial",
+                    help="MBPO validation from sampled chunk-aligned frames (n chunks) or from episode starts "
+                         "(whole episodes)")
     rl.add_argument("--validation-starts", type=int, default=64,
                     help="imagined start states of the MBPO accept/rollback check (0: off)")
     umm = parser.add_argument_group("UMM world model (mbpo_umm)")
@@ -201,7 +205,9 @@ def mbpo_config(args: argparse.Namespace, mode: str) -> MBPOConfig:
                           episode_budget=args.real_episodes * args.iterations, validation_starts=0, **common)
     return MBPOConfig(rollout_mode="branched", num_chunks=args.num_chunks, num_iterations=args.refills,
                       samples_per_refill=args.samples_per_refill, rollout_batch_size=64,
-                      validation_starts=args.validation_starts, validation_chunks=args.num_chunks, **common)
+                      validation_starts=args.validation_starts, validation_from=args.validation_from,
+                      validation_chunks=args.num_chunks if args.validation_from == "sampled" else
+                      math.ceil(args.max_steps / (args.chunk_size * args.control_steps_per_action)), **common)
 
 
 def episode_config(args: argparse.Namespace, record: bool) -> EpisodeConfig:

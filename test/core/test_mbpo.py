@@ -105,6 +105,25 @@ def test_config_errors_name_the_field():
         MBPOConfig(update_to_data=0)
     with pytest.raises(ValueError, match="bogus"):
         MBPOConfig.from_dict({"bogus": 1})
+    for field, value in (("validation_from", "middle"), ("advantage_estimator", "vtrace"), ("group_size", 0)):
+        with pytest.raises(ValueError, match=field):
+            MBPOConfig(**{field: value})
+    with pytest.raises(ValueError, match="group_size"):
+        MBPOConfig(advantage_estimator="group", group_size=1)
+    with pytest.raises(ValueError, match="target_kl"):
+        PPOConfig(target_kl=-1.0)
+
+
+def test_validation_from_initial_states_uses_episode_starts_only():
+    world = ScriptedStatefulWorld([set()] * 4)
+    sampler = toy_sampler(world.inner)
+    config = MBPOConfig(validation_starts=6, validation_chunks=2, validation_from="initial")
+    trainer = MBPOTrainer(tiny_policy(), world, sampler, config)
+    firsts = {s.state.tobytes() for s in sampler.initial_states()}
+    seen = []
+    world.begin_branches = lambda starts: seen.extend(starts)
+    assert trainer.validation_success() == 0.0
+    assert len(seen) == 6 and all(s.state.tobytes() in firsts for s in seen)
 
 
 # ------------------------------------------------------------------ rollouts

@@ -63,6 +63,10 @@ class MBPOConfig:
     episode_budget: int = 0  # >0: stop once this many branches (episodes) were rolled out (model-free PPO)
     validation_starts: int = 64  # start states for the deterministic success check before/after training
     validation_chunks: int = 2
+    # Where validation starts: "sampled" (chunk-aligned frames, as the rollouts) or "initial" (the episodes'
+    # first frames, with validation_chunks covering a whole episode): the learning bench measured that
+    # 2-chunk success from sampled frames stayed flat while the success of whole episodes fell to 0.
+    validation_from: str = "sampled"
     rollback_on_drop: bool = True  # restore the pre-RL weights if the candidate is not accepted
     # Accept a candidate only when its validation success is above zero (0 -> 0 is no evidence). The
     # plumbing tests turn it off to publish an actor-frozen candidate of a tiny untrained policy.
@@ -92,6 +96,8 @@ class MBPOConfig:
         if self.bc_anchor_coef < 0 or self.bc_anchor_batch <= 0:
             raise ValueError(f"bc_anchor_coef must be >= 0 and bc_anchor_batch > 0, got {self.bc_anchor_coef}, "
                              f"{self.bc_anchor_batch}")
+        if self.validation_from not in ("sampled", "initial"):
+            raise ValueError(f"validation_from must be 'sampled' or 'initial', got {self.validation_from!r}")
         if self.rollout_mode not in ("branched", "full_horizon"):
             raise ValueError(f"rollout_mode must be 'branched' or 'full_horizon', got {self.rollout_mode!r}")
         if not 0.0 <= self.gamma <= 1.0:
@@ -271,8 +277,8 @@ class MBPOTrainer:
         if not self.config.validation_starts:
             return float("nan")
         rng = np.random.default_rng(self.config.seed + 1)
-        pool = self.start_states.states if self.config.rollout_mode == "branched" else \
-            self.start_states.initial_states()
+        initial = self.config.rollout_mode == "full_horizon" or self.config.validation_from == "initial"
+        pool = self.start_states.initial_states() if initial else self.start_states.states
         starts = [pool[i] for i in rng.integers(0, len(pool), size=self.config.validation_starts)]
         mine = starts[distributed.rank()::self.processes]
         successes = deterministic_success_rate(self.policy, self.world_model, mine, self.config.validation_chunks) * len(mine) \
