@@ -645,7 +645,8 @@ def plot(per_seed: dict[int, dict[str, Any]], summary: dict[str, Any], path: Pat
         heights = np.append(100 * rates, 100 * estimate["point"])
         errors = np.stack([np.append(100 * (rates - bounds[:, 0]), 100 * (estimate["point"] - estimate["low"])),
                            np.append(100 * (bounds[:, 1] - rates), 100 * (estimate["high"] - estimate["point"]))])
-        axis.bar(xs, heights, width, yerr=errors, capsize=2, label=labels[name])
+        color = f"C{['bc', *METHODS].index(name)}"  # one colour per method whichever ran
+        axis.bar(xs, heights, width, yerr=errors, capsize=2, label=labels[name], color=color)
     axis.set_xticks(np.arange(len(seeds) + 1), [f"seed {s}" for s in seeds] + ["IQM"])
     axis.set_ylabel(f"success over {episodes} eval episodes (%)")
     settings = per_seed[seeds[0]]["settings"]
