@@ -74,7 +74,7 @@ def prepare(out: Path) -> Path:
 
     if not (out / "dataset" / "meta" / "info.json").is_file():
         record_sim_episodes(out / "dataset", seeds=range(4))
-    small_finetune_config(out / "finetune.yaml", bc_steps=60, world_model_steps=40, vq_fit_steps=40, actor_frozen=True)
+    small_finetune_config(out / "finetune.yaml", bc_steps=300, world_model_steps=40, vq_fit_steps=40, actor_frozen=True)
     params = {
         "sim_robot": {"sim": {"image_size": [32, 32]}},
         "recorder": {"image_size": [32, 32], "min_free_disk_mb": float(MIN_FREE_MB)},

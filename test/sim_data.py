@@ -47,7 +47,9 @@ def small_finetune_config(path: Path, bc_steps: int, world_model_steps: int, vq_
     policy (greedy world model, deterministic validation): its imagined success equals the running policy's,
     and validation (success must not drop; 0 -> 0 allowed here) accepts it: the iteration publishes."""
     data = yaml.safe_load(FINETUNE_SIM.read_text())
-    data["policy"]["bc"]["steps"] = bc_steps
+    # A few hundred steps at most: a constant rate (a cosine schedule would spend half of them barely moving),
+    # so the first version stays inside the data's action range and the executor's validation accepts it.
+    data["policy"]["bc"].update(steps=bc_steps, lr_schedule="constant")
     # A random-init tiny UMM (the tests do not pretrain, make world-model does), which has no trained
     # reward to measure before its first training: no reward gate.
     data["world_model"].update(pretrained="", min_reward_precision=0.0)

@@ -32,7 +32,7 @@ def _overrides(tmp_path: Path) -> Path:
     from sim_data import small_finetune_config
 
     # The candidate is published as v0002 (the rejection of a worse candidate is test_pipeline's).
-    small_finetune_config(tmp_path / "finetune.yaml", bc_steps=60, world_model_steps=40, vq_fit_steps=40, actor_frozen=True)
+    small_finetune_config(tmp_path / "finetune.yaml", bc_steps=300, world_model_steps=40, vq_fit_steps=40, actor_frozen=True)
     params = {
         "sim_robot": {"sim": {"image_size": [32, 32]}},
         "recorder": {"image_size": [32, 32], "min_free_disk_mb": 0.0},

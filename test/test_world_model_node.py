@@ -81,3 +81,16 @@ def test_bootstraps_then_resumes_an_update_after_kill_9(ros, launch_node, worksp
     assert result["published"] and result["version"] == "v0002", result
     announced = wait_until(lambda: updates[-1].version == "v0002" and updates[-1], 30.0, "v0002 announced")
     assert checkpoint_sha256(Path(announced.uri[len("file://"):])) == announced.sha256
+
+    # Killed right after an update was due, before its iteration began: the episodes that made it due are in
+    # the dataset, and a restarted node counts them from there (events published before it started are gone).
+    node = launch_node("vla_mbpo_ros.nodes.world_model_node", "world_model_node", params={**params, "episodes_per_update": 2})
+    wait_until(lambda: statuses and json.loads(statuses[-1].data).get("updates_finished") == 0, 60.0, "the restarted node")
+    node.kill9()
+    from sim_data import record_sim_episodes
+
+    record_sim_episodes(workspace / "dataset", seeds=range(10, 12))  # two more episodes, no EpisodeEvent anyone saw
+    statuses.clear()
+    launch_node("vla_mbpo_ros.nodes.world_model_node", "world_model_node", params={**params, "episodes_per_update": 2})
+    wait_until(lambda: statuses and json.loads(statuses[-1].data).get("state") == "training", 60.0,
+               "an update started by the episodes recorded since the last one")

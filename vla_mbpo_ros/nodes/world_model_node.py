@@ -109,7 +109,10 @@ class WorldModelNode(Node):
         self._announced = ""  # the newest version announced (v0001 < v0002: zero-padded)
         self._worker: subprocess.Popen | None = None
         self.status: dict = {"state": "idle", "iteration": read_state(self.run_dir)["iterations_done"], "updates_finished": 0}
-        self.episodes_since_update = 0
+        # Counted from the dataset, not only from events: a node restarted (respawned after a crash) still
+        # knows the episodes recorded since the last update started, or the loop would wait forever.
+        self._trigger_file = self.run_dir / "update_trigger.json"
+        self.episodes_since_update = self._episodes_since_last_start()
         self.diagnostics = DiagnosticsPublisher(self, self._report, period=1.0)
         self.create_timer(1.0, self._tick)
 
@@ -146,6 +149,12 @@ class WorldModelNode(Node):
         response.message = "update started" if started else "an update is already running"
         return response
 
+    def _episodes_since_last_start(self) -> int:
+        if not self._trigger_file.is_file():
+            return 0
+        at_start = int(json.loads(self._trigger_file.read_text()).get("episodes", 0))
+        return max(0, count_labelled_episodes(self.dataset) - at_start)
+
     def _unfinished_iteration(self) -> bool:
         state = read_state(self.run_dir)
         path = self.run_dir / "iterations" / f"{state['iterations_done']:04d}"
@@ -169,6 +178,9 @@ class WorldModelNode(Node):
             if self._worker is not None and self._worker.poll() is None:
                 return False
             self.episodes_since_update = 0
+            tmp = self._trigger_file.with_name("." + self._trigger_file.name + ".tmp")
+            tmp.write_text(json.dumps({"episodes": count_labelled_episodes(self.dataset), "reason": reason}))
+            os.replace(tmp, self._trigger_file)
             # Several processes: torchrun starts them (DDP / accelerate inside); rank 0 reports on stdout.
             launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.worker_processes}"] \
                 if self.worker_processes > 1 else []
