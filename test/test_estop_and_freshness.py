@@ -5,7 +5,8 @@ arm on hardware, and data is judged by its capture stamp, not by its arrival.
 
 from __future__ import annotations
 
-import tempfile
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -149,8 +150,14 @@ def test_a_silent_estop_source_holds_the_arm_on_hardware(ros, launch_node, tmp_p
                              param_files=[REPO / "config" / "estop_source.yaml"])
         robot.start()
         wait_until(lambda: any(c.source == "policy" for c in list(robot.executed)), 30.0, "policy commands")
-        source.kill9()  # as a cut wire: no release, no goodbye
-        status = robot.latched("estop_source: silent")
+        # As a cut wire or a hung process: no release, no goodbye. Frozen (SIGSTOP) rather than killed: a
+        # SIGKILLed participant leaves a Fast DDS shared-memory port behind that can starve later tests'
+        # participants of data (eProsima/Fast-DDS#5053).
+        os.kill(source.pid, signal.SIGSTOP)
+        try:
+            status = robot.latched("estop_source: silent")
+        finally:
+            os.kill(source.pid, signal.SIGCONT)
         assert not status.estop_input
         after = len(robot.executed)
         wait_until(lambda: len(robot.executed) >= after + 10, 10.0, "commands after the latch")
