@@ -122,6 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     policy.add_argument("--bc-lr", type=float, default=1e-3)
     policy.add_argument("--bc-schedule", choices=("cosine", "constant"), default="cosine",
                         help="BC learning-rate schedule (cosine: warm-up, then decay to 0)")
+    policy.add_argument("--bc-shift-px", type=int, default=0,
+                        help="BC random-shift augmentation, pixels at --render-size (0: off)")
     policy.add_argument("--load-bc", type=Path, default=None,
                         help="BC checkpoint to start from instead of training ({seed} is replaced by the seed, e.g. "
                              "OLD/seed_{seed}/bc_policy of an earlier run)")
@@ -187,7 +189,7 @@ def build_policy(args: argparse.Namespace) -> CompactFlowVLA:
 
 def bc_config(args: argparse.Namespace) -> BCConfig:
     return BCConfig(steps=args.bc_steps, batch_size=args.bc_batch, learning_rate=args.bc_lr, seed=args.seed,
-                    lr_schedule=args.bc_schedule)
+                    lr_schedule=args.bc_schedule, shift_px=args.bc_shift_px)
 
 
 def mbpo_config(args: argparse.Namespace, mode: str) -> MBPOConfig:

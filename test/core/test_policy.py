@@ -149,6 +149,26 @@ def test_the_cosine_schedule_warms_up_then_decays_to_zero():
         BCConfig(lr_schedule="linear")
 
 
+def test_random_shift_moves_each_image_by_at_most_the_pad_and_keeps_its_content():
+    from vla_mbpo_ros.core.policy.bc import random_shift
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(64, 12, 12, 3), dtype=np.uint8)
+    shifted = random_shift(images, 2, rng)
+    assert shifted.shape == images.shape and shifted.dtype == np.uint8
+    offsets = set()
+    for original, moved in zip(images, shifted):
+        # Some (dy, dx) within +-2 px maps the original's interior onto the shifted image's.
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if np.array_equal(moved[2:10, 2:10], original[2 - dy:10 - dy, 2 - dx:10 - dx])]
+        assert found
+        offsets.add(found[0])
+    assert len(offsets) > 10  # the offsets vary from image to image
+    assert random_shift(images, 0, rng) is images
+    with pytest.raises(ValueError, match="shift_px"):
+        BCConfig(shift_px=-1)
+
+
 def test_bc_from_lerobot_dataset(tmp_path: Path):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 

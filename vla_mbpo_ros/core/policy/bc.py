@@ -79,6 +79,10 @@ class BCConfig:
     # the flow's precision near the grasp is decided); "constant": learning_rate throughout.
     lr_schedule: str = "cosine"
     warmup_steps: int = 100
+    # Random-shift augmentation (DrQ): each training view is edge-padded by this many pixels (at its stored
+    # resolution) and cropped back at a random offset; 0 = off. A few dozen demonstrations are a few
+    # thousand nearly identical frames: without it the image encoder memorises them.
+    shift_px: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):
@@ -90,6 +94,8 @@ class BCConfig:
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.shift_px < 0:
+            raise ValueError(f"shift_px must be >= 0, got {self.shift_px}")
 
 
 def learning_rate_factor(config: BCConfig, step: int) -> float:
@@ -101,6 +107,16 @@ def learning_rate_factor(config: BCConfig, step: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, config.steps - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def random_shift(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
+    """(N,H,W,C) images, each shifted by up to ``pad`` pixels in x and y (edges replicated)."""
+    if pad == 0:
+        return images
+    n, height, width = images.shape[:3]
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    dy, dx = rng.integers(0, 2 * pad + 1, size=(2, n))
+    return np.stack([padded[i, dy[i]:dy[i] + height, dx[i]:dx[i] + width] for i in range(n)])
 
 
 def train_bc(policy: Any, data: Any, config: BCConfig | None = None) -> list[float]:
@@ -125,7 +141,8 @@ def train_bc(policy: Any, data: Any, config: BCConfig | None = None) -> list[flo
     losses = []
     for _ in range(config.steps):
         index = rng.integers(0, len(data), size=min(config.batch_size, len(data)))
-        batch = ObsBatch(views={n: v[index] for n, v in data.views.items()}, states=data.states[index],
+        batch = ObsBatch(views={n: random_shift(v[index], config.shift_px, rng) for n, v in data.views.items()},
+                         states=data.states[index],
                          instructions=[data.instructions[i] for i in index])
         loss = policy.flow_matching_loss(batch, torch.from_numpy(data.action_chunks[index]),
                                          torch.from_numpy(data.action_valid[index]), generator)
