@@ -205,18 +205,21 @@ def test_an_untrusted_reward_holds_the_update_and_keeps_the_running_version(data
 
 
 def test_the_rl_phase_moves_the_actor_not_only_the_critic(dataset, tmp_path):
-    """Actor updates on every refill (no reward needed, no rollback): the candidate's action expert and
-    value head both differ from the running policy's, while the frozen prefix (VLM) is untouched."""
+    """Actor updates on every refill (no reward needed, no rollback), anchored to the demonstrations: the
+    candidate's action expert and value head both differ from the running policy's, while the frozen
+    prefix (VLM) is untouched."""
     config = small_finetune_config(tmp_path / "finetune.yaml", bc_steps=30, world_model_steps=5, vq_fit_steps=5)
     data = yaml.safe_load(config.read_text())
     # GAE: nonzero advantages without any reward (a group baseline gives 0 there and no actor gradient).
     data["mbpo"].update(actor_needs_reward=False, rollback_on_drop=False, critic_warmup_updates=0,
-                        advantage_estimator="gae", group_size=1)
+                        advantage_estimator="gae", group_size=1, bc_anchor_coef=0.5)
     data["mbpo"]["ppo"].update(actor_lr=1e-3)
     config.write_text(yaml.safe_dump(data))
     run = tmp_path / "run"
     first = run_iteration(run, dataset, PipelineConfig.from_yaml(config))
-    run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    second = run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    anchor_losses = second["metrics"]["rl.anchor_loss"]  # the flow-matching loss on the recorded demos, per refill
+    assert anchor_losses and all(np.isfinite(loss) and loss > 0 for loss in anchor_losses)
     running = load_policy(Path(first["path"]))
     candidate = load_policy(run / "iterations" / "0001" / "candidate")
 

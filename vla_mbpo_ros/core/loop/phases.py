@@ -167,6 +167,14 @@ def held_out_reward_scores(model: Any, episodes: list[Episode], data: DataConfig
     return {k: scores[k] for k in ("samples", "positives", "precision", "recall")}
 
 
+def demonstrations(episodes: list[Episode], policy: Any) -> BCArrays:
+    """The BC anchor's data: the successful episodes a person or a scripted expert drove (not the policy's own)."""
+    demos = [e for e in episodes if e.source != "policy" and e.success is not False and len(e)]
+    if not demos:
+        raise ValueError("mbpo.bc_anchor_coef > 0 needs demonstrations (episodes whose source is not 'policy') in the dataset")
+    return BCArrays.from_episodes(_at_size(demos, policy.image_size), policy.train_chunk_size)
+
+
 def phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir, policy_dir: Path,
              progress: Callable[..., None]) -> dict[str, Any]:
     """Branched imagined rollouts + PPO from the running policy; ``progress(**values)`` after each refill."""
@@ -179,7 +187,8 @@ def phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir, 
     sampler = StartStateSampler(stride=policy.chunk_size)
     sampler.add_episodes(_at_size(episodes, policy.image_size))
     mbpo = dataclasses.replace(config.mbpo, seed=config.seed)
-    trainer = MBPOTrainer(policy, world_model, sampler, mbpo)
+    anchor = demonstrations(episodes, policy) if mbpo.bc_anchor_coef else None
+    trainer = MBPOTrainer(policy, world_model, sampler, mbpo, anchor=anchor)
 
     def on_iteration(index: int, stats: dict[str, float]) -> None:
         progress(phase="rl", step=index + 1, total=mbpo.num_iterations, **stats)
@@ -191,7 +200,8 @@ def phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir, 
         it.commit("candidate")
     history = result.pop("history")
     diagnostics = {key: [h.get(key) for h in history] for key in ("imagined_success", "approx_kl", "clip_fraction",
-                                                                    "explained_variance", "actor_loss", "value_loss")}
+                                                                    "explained_variance", "actor_loss", "value_loss",
+                                                                    "anchor_loss")}
     return {**result, "start_states": len(sampler), **diagnostics}
 
 
