@@ -2,7 +2,8 @@
 
 Per seed (one worker process each, --jobs at once):
 1. BC: the compact flow VLA (CompactFlowVLA) behaviour-cloned from the successful ones of --demos
-   scripted-expert demonstrations (rendered once, then cached in --demo-cache).
+   scripted-expert demonstrations (rendered once, then cached in --demo-cache), with random-shift
+   augmentation of the views (--bc-shift-px).
 2. From the BC weights, each method gets the same budget of real (simulator) episodes, --real-episodes per
    iteration for --iterations iterations, collected with the current policy's Flow-SDE samples:
      ppo       model-free PPO in the simulator: the real episodes themselves are the PPO data
@@ -122,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     policy.add_argument("--bc-lr", type=float, default=1e-3)
     policy.add_argument("--bc-schedule", choices=("cosine", "constant"), default="cosine",
                         help="BC learning-rate schedule (cosine: warm-up, then decay to 0)")
-    policy.add_argument("--bc-shift-px", type=int, default=0,
+    policy.add_argument("--bc-shift-px", type=int, default=5,
                         help="BC random-shift augmentation, pixels at --render-size (0: off)")
     policy.add_argument("--load-bc", type=Path, default=None,
                         help="BC checkpoint to start from instead of training ({seed} is replaced by the seed, e.g. "
