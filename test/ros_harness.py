@@ -112,7 +112,7 @@ class RosTestNode:
                     raise
 
     def subscribe(self, msg_type, topic: str, qos: QoSProfile | int = 10) -> list:
-        """Messages received on ``topic``, appended as they arrive (with receipt time in .recv_time)."""
+        """Messages received on ``topic``, appended as they arrive."""
         received: list = []
 
         def callback(msg):

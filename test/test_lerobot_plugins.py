@@ -76,6 +76,7 @@ class Graph:
         deep = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         self.executed = self.ros.subscribe(ExecutedCommand, "/vla_mbpo/executed_command", deep)
         self.gate_input = self.ros.subscribe(JointState, GATE_INPUT, deep)
+        self.operator = self.ros.subscribe(JointState, "/vla_mbpo/operator/joint_targets", SENSOR_QOS)  # as LeRobot reads it
         self.joints = self.ros.subscribe(JointState, "/joint_states", SENSOR_QOS)
         self.status = self.ros.subscribe(SafetyStatus, "/vla_mbpo/safety_status", QoSProfile(
             depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
@@ -91,6 +92,15 @@ class Graph:
 
     def state(self) -> int:
         return self.status[-1].state
+
+    def diagnosis(self, since) -> str:
+        """For a failure: what the probe saw of the operator device (the sim's expert) since ``since``
+        (a stamped message), and the graph's last log lines."""
+        operator = [m for m in list(self.operator) if _stamp(m) >= _stamp(since)]
+        seen = (f"{len(operator)} operator targets, the last {_stamp(operator[-1]) - _stamp(since):.2f} s after it"
+                if operator else "no operator targets")
+        log = (self.tmp / "graph.log").read_text(errors="replace").splitlines()
+        return f"\nthe probe saw {seen}\ngraph log:\n" + "\n".join(log[-25:])
 
     def close(self) -> None:
         self.ros.close()
@@ -242,9 +252,10 @@ def test_lerobot_replay_sends_the_episode_through_the_gate(graph, recorded):
     np.testing.assert_allclose(executed[-1].positions, actions[-1], atol=0.02)
 
 
-@pytest.mark.skip(reason="open: in the full suite (not alone) the sim expert's operator targets stop reaching "
-                         "LeRobot's teleoperator ~0.5 s after the e-stop latches, and the teleoperator raises on the "
-                         "stale target; cause not found yet (issue 23 stays open for it)")
+@pytest.mark.skipif(not os.environ.get("VLA_MBPO_LEROBOT_ESTOP_TEST"), reason=(
+    "open (issue 23): in 1 of the last 2 whole-suite runs the sim expert's operator targets stopped reaching LeRobot's "
+    "teleoperator ~0.5 s after the latch and it raised on the stale target; never alone or with the ROS tests before "
+    "it (3 runs). VLA_MBPO_LEROBOT_ESTOP_TEST=1 runs it; a failure prints what the probe saw and the graph's log"))
 def test_an_estop_during_a_lerobot_session_holds_the_arm_while_lerobot_keeps_sending(graph):
     from ros_harness import wait_until
     from std_msgs.msg import Bool
@@ -261,7 +272,11 @@ def test_an_estop_during_a_lerobot_session_holds_the_arm_while_lerobot_keeps_sen
         latch = wait_until(lambda: next((s for s in list(graph.status) if s.state == SafetyStatus.STATE_LATCHED), None),
                            5.0, "the e-stop latch")
         input_at = len(graph.gate_input)
-        wait_until(lambda: len(graph.gate_input) - input_at >= 20, 10.0, "2 s of LeRobot's targets after the press")
+        try:
+            wait_until(lambda: len(graph.gate_input) - input_at >= 20, 10.0, "2 s of LeRobot's targets after the press")
+        except AssertionError as err:
+            raise AssertionError(f"{err}{graph.diagnosis(latch)}\nlerobot-teleoperate:\n"
+                                 f"{_output(graph, 'lerobot-teleoperate')[-3000:]}") from None
         # From the moment the gate saw the press, only holds at one position left it ...
         after = [c for c in list(graph.executed)[first_executed:] if _stamp(c) >= _stamp(latch)]
         assert len(after) > 20 and all(c.source == "hold" and c.held for c in after)
