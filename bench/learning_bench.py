@@ -94,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     task.add_argument("--demos", type=int, default=80, help="scripted-expert demonstrations for BC")
     task.add_argument("--demo-cache", default="~/.cache/vla_mbpo_ros/bench_demos",
                       help="directory of rendered demos reused across runs ('' = render every time)")
-    task.add_argument("--iterations", type=int, default=2)
+    task.add_argument("--iterations", type=int, default=5, help="RL iterations, each with --real-episodes real episodes")
     task.add_argument("--real-episodes", type=int, default=10, help="real (sim) episodes per iteration")
     task.add_argument("--eval-episodes", type=int, default=200,
                       help="deterministic evaluation episodes of BC and of every method's final policy, from the "
