@@ -253,7 +253,7 @@ def test_lerobot_replay_sends_the_episode_through_the_gate(graph, recorded):
 
 
 @pytest.mark.skipif(not os.environ.get("VLA_MBPO_LEROBOT_ESTOP_TEST"), reason=(
-    "open (issue 23): in 1 of the last 2 whole-suite runs the sim expert's operator targets stopped reaching LeRobot's "
+    "open (issue 23): in 1 of the last 3 whole-suite runs the sim expert's operator targets stopped reaching LeRobot's "
     "teleoperator ~0.5 s after the latch and it raised on the stale target; never alone or with the ROS tests before "
     "it (3 runs). VLA_MBPO_LEROBOT_ESTOP_TEST=1 runs it; a failure prints what the probe saw and the graph's log"))
 def test_an_estop_during_a_lerobot_session_holds_the_arm_while_lerobot_keeps_sending(graph):
