@@ -168,10 +168,12 @@ def held_out_reward_scores(model: Any, episodes: list[Episode], data: DataConfig
 
 
 def demonstrations(episodes: list[Episode], policy: Any) -> BCArrays:
-    """The BC anchor's data: the successful episodes a person or a scripted expert drove (not the policy's own)."""
+    """The BC anchor's data: the episodes a person or a scripted expert drove (not the policy's own), except
+    those labelled failures (an unlabelled demonstration counts, as it does for BC)."""
     demos = [e for e in episodes if e.source != "policy" and e.success is not False and len(e)]
     if not demos:
-        raise ValueError("mbpo.bc_anchor_coef > 0 needs demonstrations (episodes whose source is not 'policy') in the dataset")
+        raise ValueError("mbpo.bc_anchor_coef > 0 needs demonstrations (episodes whose source is not 'policy') "
+                         "in the dataset")
     return BCArrays.from_episodes(_at_size(demos, policy.image_size), policy.train_chunk_size)
 
 
