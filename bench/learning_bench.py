@@ -21,6 +21,7 @@ Then the aggregate over seeds (summary.json, success.png): IQM with a hierarchic
     python bench/learning_bench.py --out /tmp/learning_bench                 # seeds 0,1,2, the defaults
     python bench/learning_bench.py --out /tmp/lb --eval-offset 5000          # start states nobody tuned on
     python bench/learning_bench.py --out /tmp/lb --quick --seeds 0           # smoke run of every stage
+    python bench/learning_bench.py --out /tmp/all --combine /tmp/lb_sim /tmp/lb_umm   # one table of two runs
 
 Seeds: demos use sim/expert seeds 0..demos-1, real episodes 10_000 + i; the policy, BC and RL use the seed.
 
@@ -90,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="run this one seed in this process (a worker)")
     parser.add_argument("--jobs", type=int, default=0, help="seed processes at once (0: min(seeds, CPU cores))")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--combine", type=Path, nargs="+", default=None, metavar="RUN",
+                        help="run nothing: one summary (into --out) of these runs' seeds, e.g. methods run "
+                             "separately from the same --load-bc policies; their BC evaluations must match")
     task = parser.add_argument_group("task and budget")
     task.add_argument("--demos", type=int, default=80, help="scripted-expert demonstrations for BC")
     task.add_argument("--demo-cache", default="~/.cache/vla_mbpo_ros/bench_demos",
@@ -574,12 +578,40 @@ def run_seeds(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     if failed:
         raise SystemExit(f"seeds {failed} failed: see their logs in {args.out}")
     per_seed = {seed: json.loads((args.out / f"seed_{seed}" / "results.json").read_text()) for seed in seeds}
+    return write_summary(per_seed, args.out, time.perf_counter() - started)
+
+
+def combine_runs(runs: list[Path], out: Path) -> dict[str, Any]:
+    """One summary of the seeds of several runs. A seed's methods are merged only where every run evaluated
+    the same BC policy on the same start states (identical per-episode BC successes): otherwise the paired
+    differences would compare different starts."""
+    per_seed: dict[int, dict[str, Any]] = {}
+    for run in runs:
+        for path in sorted(run.glob("seed_*/results.json")):
+            seed, result = int(path.parent.name.removeprefix("seed_")), json.loads(path.read_text())
+            if seed not in per_seed:
+                per_seed[seed] = result
+            elif result["bc_successes"] != per_seed[seed]["bc_successes"]:
+                raise SystemExit(f"--combine: seed {seed}: {path}'s BC evaluation differs from an earlier run's "
+                                 "(another BC policy or other start states): not comparable")
+            else:
+                per_seed[seed]["methods"].update(result["methods"])
+    if not per_seed:
+        raise SystemExit(f"--combine: no seed_*/results.json in {[str(r) for r in runs]}")
+    out.mkdir(parents=True, exist_ok=True)
+    return write_summary(per_seed, out, wall_seconds=float("nan"))
+
+
+def write_summary(per_seed: dict[int, dict[str, Any]], out: Path, wall_seconds: float) -> dict[str, Any]:
+    """summary.json, success.png and the printed table; the last line states the figures."""
+    seeds = sorted(per_seed)
     summary = aggregate(per_seed)
-    summary["wall_seconds"] = time.perf_counter() - started
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot(per_seed, summary, args.out / "success.png")
+    summary["wall_seconds"] = wall_seconds
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot(per_seed, summary, out / "success.png")
     print_summary(per_seed, summary)
-    print(f"wrote {args.out / 'summary.json'} and {args.out / 'success.png'} ({summary['wall_seconds'] / 60:.1f} min)")
+    took = f" ({wall_seconds / 60:.1f} min)" if math.isfinite(wall_seconds) else ""
+    print(f"wrote {out / 'summary.json'} and {out / 'success.png'}{took}")
     print(summary_line(seeds, summary))
     return summary
 
@@ -666,6 +698,8 @@ def plot(per_seed: dict[int, dict[str, Any]], summary: dict[str, Any], path: Pat
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.combine:
+        return combine_runs(args.combine, args.out)
     if args.seed is not None:
         return run_seed(args)
     # The workers get the same flags; the orchestrator's --out and --seeds are replaced per seed.

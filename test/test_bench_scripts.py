@@ -18,3 +18,39 @@ def test_there_are_benches():
 @pytest.mark.parametrize("script", BENCHES, ids=lambda p: p.name)
 def test_bench_compiles(script: Path, tmp_path: Path):
     py_compile.compile(str(script), cfile=str(tmp_path / "out.pyc"), doraise=True)
+
+
+def _learning_bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("learning_bench", BENCHES[0].parent / "learning_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_run(run: Path, seed: int, bc: list[int], methods: dict[str, list[int]]) -> None:
+    results = {"settings": {"demos": 80, "iterations": 5, "real_episodes": 10}, "bc_success": sum(bc) / len(bc),
+               "bc_successes": bc, "methods": {name: {"final_successes": s} for name, s in methods.items()}}
+    (run / f"seed_{seed}").mkdir(parents=True)
+    (run / f"seed_{seed}" / "results.json").write_text(__import__("json").dumps(results))
+
+
+def test_learning_bench_combines_methods_run_separately_on_the_same_bc(tmp_path: Path, capsys):
+    bench = _learning_bench()
+    for seed in (0, 1):
+        _write_run(tmp_path / "sim", seed, [0, 1, 0, 0], {"mbpo_sim": [1, 1, 0, 1]})
+        _write_run(tmp_path / "umm", seed, [0, 1, 0, 0], {"mbpo_umm": [1, 1, 0, 0]})
+    summary = bench.main(["--out", str(tmp_path / "all"), "--combine", str(tmp_path / "sim"), str(tmp_path / "umm")])
+    assert summary["per_seed"]["1"] == {"bc": 0.25, "mbpo_sim": 0.75, "mbpo_umm": 0.5}
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(
+        "learning_bench: seeds=0,1 bc=25.0 ppo=n/a mbpo_sim=75.0 mbpo_umm=50.0 umm_minus_bc=25.0[")
+    assert (tmp_path / "all" / "success.png").is_file()
+
+
+def test_learning_bench_refuses_to_combine_runs_of_another_bc_policy(tmp_path: Path):
+    bench = _learning_bench()
+    _write_run(tmp_path / "a", 0, [0, 1, 0, 0], {"mbpo_sim": [1, 1, 0, 1]})
+    _write_run(tmp_path / "b", 0, [1, 1, 0, 0], {"mbpo_umm": [1, 1, 0, 0]})
+    with pytest.raises(SystemExit, match="seed 0: .*BC evaluation differs"):
+        bench.main(["--out", str(tmp_path / "all"), "--combine", str(tmp_path / "a"), str(tmp_path / "b")])
