@@ -166,6 +166,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     umm.add_argument("--umm-first-steps", type=int, default=300, help="training steps on the demos")
     umm.add_argument("--umm-steps", type=int, default=60, help="finetuning steps after each iteration's episodes")
     umm.add_argument("--umm-lr", type=float, default=1e-3)
+    umm.add_argument("--umm-generated-reward", action=argparse.BooleanOptionalAction, default=True,
+                     help="train the Yes/No reward also on the UMM's own generated frames of the real transitions")
     umm.add_argument("--umm-min-reward-precision", type=float, default=0.9,
                      help="the finetune loop's reward gate (config/finetune_sim.yaml): no policy phase in an "
                           "iteration whose held-out reward precision is lower (0 = off)")
@@ -334,7 +336,8 @@ class UMMBranchedMBPO(BranchedMBPO):
         from vla_mbpo_ros.core.world_model.data import DataConfig, action_stats
         from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
 
-        self.data_config = DataConfig(chunk_size=args.chunk_size, yes_oversample=3)
+        self.data_config = DataConfig(chunk_size=args.chunk_size, yes_oversample=3,
+                                      generated_reward=args.umm_generated_reward)
         self.wm_episodes = list(demos)
         self.wm_log: list[dict[str, float]] = []
         if args.umm_pretrained:
@@ -354,10 +357,9 @@ class UMMBranchedMBPO(BranchedMBPO):
         self.replay_world = sim_world_model(sim, args)
 
     def _fit(self, args: argparse.Namespace, steps: int, vq_steps: int, seed: int) -> None:
-        from vla_mbpo_ros.core.world_model.data import build_samples
         from vla_mbpo_ros.core.world_model.train import TrainConfig, train_world_model
 
-        dynamics, reward = build_samples(self.wm_episodes, self.world_model.view_names, self.data_config)
+        dynamics, reward = self.world_model.training_samples(self.wm_episodes, self.data_config)
         config = TrainConfig(steps=steps, batch_size=8, reward_batch_size=8, lr=args.umm_lr, warmup_steps=20,
                              vq_fit_steps=vq_steps, vq_fit_batch_size=16, seed=seed, log_every=max(1, steps),
                              answer_loss_weight=args.umm_answer_weight)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -384,6 +385,39 @@ def test_reward_labels_windows():
     assert reward_labels(20, success=False, yes_window=5, no_margin=10) == [(t, False) for t in range(10)]
     # margin 0 (exact labels, e.g. a corpus that records the success frames): every frame is labelled
     assert [yes for _, yes in reward_labels(8, success=True, yes_window=3, no_margin=0)] == [False] * 5 + [True] * 3
+
+
+def test_labelled_transitions_keep_every_yes_target_and_one_no_target_per_chunk():
+    from vla_mbpo_ros.core.world_model.data import labelled_transitions
+
+    episode = Episode(views={}, states=np.zeros((20, 0)), actions=np.zeros((20, 2)), instruction="", success=True)
+    data = DataConfig(chunk_size=4, reward_yes_window=5, reward_no_margin=3)
+    transitions = labelled_transitions([episode], data)
+    # targets t + 4: Yes for frames 15-19, No for frames up to 11 (3 before the first Yes), every 4th start
+    assert [(t, yes) for _, t, yes in transitions] == [(0, False), (4, False), (11, True), (12, True), (13, True),
+                                                       (14, True), (15, True)]
+
+
+def test_the_reward_also_trains_on_the_models_own_generated_frames_with_the_real_labels(trained):
+    model, _ = trained
+    episodes = make_episodes(4, seed=5)
+    data = dataclasses.replace(DATA, generated_reward=True)
+    generated = model.generated_reward_samples(episodes, data)
+    from vla_mbpo_ros.core.world_model.data import labelled_transitions
+
+    transitions = labelled_transitions(episodes, data)
+    assert len(generated.images) == len(transitions) and generated.labels.any() and not generated.labels.all()
+    assert generated.images.dtype == np.uint8 and generated.images.shape[-1] == 3
+    # the frames are the model's prediction from the real views and chunk, not the recorded target frame
+    e, t, _ = transitions[0]
+    predicted = model.predict_model_size({v: episodes[e].views[v][t:t + 1] for v in VIEWS},
+                                         episodes[e].actions[None, t:t + DATA.chunk_size])["head"][0].numpy()
+    assert predicted.shape == generated.images[0].shape
+    dynamics, reward = model.training_samples(episodes, data)
+    assert len(reward) == len(build_samples(episodes, VIEWS, DATA)[1]) + len(generated)
+    item = reward[len(reward) - 1]
+    assert item["image"].dtype == torch.uint8 and item["instruction"] == INSTRUCTION
+    assert len(model.training_samples(episodes, DATA)[1]) == len(build_samples(episodes, VIEWS, DATA)[1])
 
 
 @pytest.fixture(scope="module")

@@ -138,7 +138,7 @@ def phase_world_model(config: PipelineConfig, episodes: list[Episode], it: Itera
     with autocast:
         held_out = held_out_reward_scores(model, wm_episodes[len(wm_episodes) - unseen:], config.world_model.data) \
             if unseen and (previous or config.world_model.pretrained) else {}
-    dynamics, reward = build_samples(wm_episodes, config.view_names, config.world_model.data)
+    dynamics, reward = model.training_samples(wm_episodes, config.world_model.data)
     history = train_world_model(model, dynamics, reward, train, progress=False)
     if distributed.is_main():
         model.save_pretrained(it.staging("world_model"))

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import ConcatDataset, Dataset
 
 from transformers import (
     AutoImageProcessor,
@@ -23,6 +24,7 @@ from transformers import (
     JanusImageProcessor,
 )
 
+from vla_mbpo_ros.core.data.episode import Episode
 from vla_mbpo_ros.core.util.images import resize_uint8
 from vla_mbpo_ros.core.world_model.codec import ActionCodec, ActionStats
 from vla_mbpo_ros.core.world_model.configuration import (
@@ -32,6 +34,13 @@ from vla_mbpo_ros.core.world_model.configuration import (
     WorldModelConfig,
     build_tiny_tokenizer,
     tiny_janus_config,
+)
+from vla_mbpo_ros.core.world_model.data import (
+    DataConfig,
+    DynamicsSamples,
+    GeneratedRewardSamples,
+    build_samples,
+    labelled_transitions,
 )
 from vla_mbpo_ros.core.world_model.modeling import UMMCore
 from vla_mbpo_ros.core.world_model.sequence import CURRENT, ImageRef
@@ -135,6 +144,30 @@ class UMMWorldModel:
         return known
 
     @torch.no_grad()
+    def training_samples(self, episodes: Sequence[Episode], data: DataConfig) -> tuple[DynamicsSamples, Dataset]:
+        """Dynamics and reward samples of ``episodes``; with ``data.generated_reward`` the reward samples also
+        hold this model's own generated head frames of their labelled transitions (made before training)."""
+        dynamics, reward = build_samples(episodes, self.view_names, data)
+        if data.generated_reward:
+            reward = ConcatDataset([reward, self.generated_reward_samples(episodes, data)])
+        return dynamics, reward
+
+    def generated_reward_samples(self, episodes: Sequence[Episode], data: DataConfig,
+                                 batch_size: int = 32) -> GeneratedRewardSamples:
+        """The head view this model generates from each labelled transition's real views and real chunk, at
+        the model's size (as the reward sees it in :meth:`step`), with the real label of the target frame."""
+        transitions = labelled_transitions(episodes, data)
+        images = []
+        with torch.inference_mode():
+            for first in range(0, len(transitions), batch_size):
+                batch = transitions[first:first + batch_size]
+                views = {v: np.stack([episodes[e].views[v][t] for e, t, _ in batch]) for v in self.view_names}
+                chunks = np.stack([episodes[e].actions[t:t + data.chunk_size] for e, t, _ in batch])
+                images.append(self.predict_model_size(views, chunks)[self.view_names[0]].cpu().numpy())
+        head = np.concatenate(images) if images else np.zeros((0, self.core.und_size, self.core.und_size, 3), np.uint8)
+        return GeneratedRewardSamples(head, np.array([yes for _, _, yes in transitions], dtype=bool),
+                                      [episodes[e].instruction for e, _, _ in transitions], data.yes_oversample)
+
     def success_probability_from_tensor(self, head_images: torch.Tensor, instructions: Sequence[str]) -> np.ndarray:
         """(B,) P(Yes | Yes or No) to "is the task done?" about each head image."""
         self.core.eval()
