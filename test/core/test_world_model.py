@@ -400,7 +400,9 @@ def test_labelled_transitions_keep_every_yes_target_and_one_no_target_per_chunk(
 
 def test_the_reward_also_trains_on_the_models_own_generated_frames_with_the_real_labels(trained):
     model, _ = trained
-    episodes = make_episodes(4, seed=5)
+    # views at twice the model's size (the bench renders 96 px for a 32 px model): both kinds batch together
+    episodes = [dataclasses.replace(e, views={v: f.repeat(2, axis=1).repeat(2, axis=2) for v, f in e.views.items()})
+                for e in make_episodes(4, seed=5)]
     data = dataclasses.replace(DATA, generated_reward=True)
     generated = model.generated_reward_samples(episodes, data)
     from vla_mbpo_ros.core.world_model.data import labelled_transitions
@@ -412,8 +414,10 @@ def test_the_reward_also_trains_on_the_models_own_generated_frames_with_the_real
     e, t, _ = transitions[0]
     predicted = model.predict_model_size({v: episodes[e].views[v][t:t + 1] for v in VIEWS},
                                          episodes[e].actions[None, t:t + DATA.chunk_size])["head"][0].numpy()
-    assert predicted.shape == generated.images[0].shape
+    assert predicted.shape == (SIZE, SIZE, 3) and generated.images[0].shape == (2 * SIZE, 2 * SIZE, 3)
     dynamics, reward = model.training_samples(episodes, data)
+    batch = next(iter(torch.utils.data.DataLoader(reward, batch_size=len(reward))))
+    assert batch["image"].shape == (len(reward), 2 * SIZE, 2 * SIZE, 3)
     assert len(reward) == len(build_samples(episodes, VIEWS, DATA)[1]) + len(generated)
     item = reward[len(reward) - 1]
     assert item["image"].dtype == torch.uint8 and item["instruction"] == INSTRUCTION

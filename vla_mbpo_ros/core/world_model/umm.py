@@ -154,8 +154,9 @@ class UMMWorldModel:
 
     def generated_reward_samples(self, episodes: Sequence[Episode], data: DataConfig,
                                  batch_size: int = 32) -> GeneratedRewardSamples:
-        """The head view this model generates from each labelled transition's real views and real chunk, at
-        the model's size (as the reward sees it in :meth:`step`), with the real label of the target frame."""
+        """The head view this model generates from each labelled transition's real views and real chunk, with
+        the real label of the target frame; at the episodes' view size (batched with their real frames), as
+        :meth:`step` returns it."""
         transitions = labelled_transitions(episodes, data)
         images = []
         with torch.inference_mode():
@@ -163,8 +164,9 @@ class UMMWorldModel:
                 batch = transitions[first:first + batch_size]
                 views = {v: np.stack([episodes[e].views[v][t] for e, t, _ in batch]) for v in self.view_names}
                 chunks = np.stack([episodes[e].actions[t:t + data.chunk_size] for e, t, _ in batch])
-                images.append(self.predict_model_size(views, chunks)[self.view_names[0]].cpu().numpy())
-        head = np.concatenate(images) if images else np.zeros((0, self.core.und_size, self.core.und_size, 3), np.uint8)
+                head = self.predict_model_size(views, chunks)[self.view_names[0]]
+                images.append(resize_uint8(head, views[self.view_names[0]].shape[1:3]).cpu().numpy())
+        head = np.concatenate(images) if images else np.zeros((0, 1, 1, 3), np.uint8)
         return GeneratedRewardSamples(head, np.array([yes for _, _, yes in transitions], dtype=bool),
                                       [episodes[e].instruction for e, _, _ in transitions], data.yes_oversample)
 
