@@ -418,6 +418,8 @@ def test_the_reward_also_trains_on_the_models_own_generated_frames_with_the_real
     dynamics, reward = model.training_samples(episodes, data)
     batch = next(iter(torch.utils.data.DataLoader(reward, batch_size=len(reward))))
     assert batch["image"].shape == (len(reward), 2 * SIZE, 2 * SIZE, 3)
+    probability = model.success_probability(generated.images[:2], [INSTRUCTION] * 2)  # as the reward judges them
+    assert probability.shape == (2,) and np.all((probability >= 0) & (probability <= 1))
     assert len(reward) == len(build_samples(episodes, VIEWS, DATA)[1]) + len(generated)
     item = reward[len(reward) - 1]
     assert item["image"].dtype == torch.uint8 and item["instruction"] == INSTRUCTION

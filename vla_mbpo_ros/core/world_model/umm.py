@@ -143,7 +143,6 @@ class UMMWorldModel:
                 known[ImageRef(name, CURRENT)] = torch.stack(ids)
         return known
 
-    @torch.no_grad()
     def training_samples(self, episodes: Sequence[Episode], data: DataConfig) -> tuple[DynamicsSamples, Dataset]:
         """Dynamics and reward samples of ``episodes``; with ``data.generated_reward`` the reward samples also
         hold this model's own generated head frames of their labelled transitions (made before training)."""
@@ -170,6 +169,7 @@ class UMMWorldModel:
         return GeneratedRewardSamples(head, np.array([yes for _, _, yes in transitions], dtype=bool),
                                       [episodes[e].instruction for e, _, _ in transitions], data.yes_oversample)
 
+    @torch.no_grad()
     def success_probability_from_tensor(self, head_images: torch.Tensor, instructions: Sequence[str]) -> np.ndarray:
         """(B,) P(Yes | Yes or No) to "is the task done?" about each head image."""
         self.core.eval()
