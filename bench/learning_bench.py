@@ -166,8 +166,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     umm.add_argument("--umm-first-steps", type=int, default=300, help="training steps on the demos")
     umm.add_argument("--umm-steps", type=int, default=60, help="finetuning steps after each iteration's episodes")
     umm.add_argument("--umm-lr", type=float, default=1e-3)
-    umm.add_argument("--umm-generated-reward", action=argparse.BooleanOptionalAction, default=True,
-                     help="train the Yes/No reward also on the UMM's own generated frames of the real transitions")
+    umm.add_argument("--umm-generated-reward", action=argparse.BooleanOptionalAction, default=False,
+                     help="train the Yes/No reward also on the UMM's own generated frames of the real transitions "
+                          "(measured: precision on new real episodes fell to 0-0.5, docs/learning.md)")
     umm.add_argument("--umm-min-reward-precision", type=float, default=0.9,
                      help="the finetune loop's reward gate (config/finetune_sim.yaml): no policy phase in an "
                           "iteration whose held-out reward precision is lower (0 = off)")
