@@ -3,12 +3,14 @@ so that a broken one is found here and not by the next person who needs its figu
 
 from __future__ import annotations
 
+import json
 import py_compile
 from pathlib import Path
 
 import pytest
 
-BENCHES = sorted((Path(__file__).resolve().parents[1] / "bench").glob("*.py"))
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+BENCHES = sorted(BENCH_DIR.glob("*.py"))
 
 
 def test_there_are_benches():
@@ -23,7 +25,7 @@ def test_bench_compiles(script: Path, tmp_path: Path):
 def _learning_bench():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("learning_bench", BENCHES[0].parent / "learning_bench.py")
+    spec = importlib.util.spec_from_file_location("learning_bench", BENCH_DIR / "learning_bench.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -33,7 +35,7 @@ def _write_run(run: Path, seed: int, bc: list[int], methods: dict[str, list[int]
     results = {"settings": {"demos": 80, "iterations": 5, "real_episodes": 10}, "bc_success": sum(bc) / len(bc),
                "bc_successes": bc, "methods": {name: {"final_successes": s} for name, s in methods.items()}}
     (run / f"seed_{seed}").mkdir(parents=True)
-    (run / f"seed_{seed}" / "results.json").write_text(__import__("json").dumps(results))
+    (run / f"seed_{seed}" / "results.json").write_text(json.dumps(results))
 
 
 def test_learning_bench_combines_methods_run_separately_on_the_same_bc(tmp_path: Path, capsys):

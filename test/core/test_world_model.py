@@ -18,7 +18,13 @@ from vla_mbpo_ros.core.data.episode import Episode
 from vla_mbpo_ros.core.data.reader import load_episodes
 from vla_mbpo_ros.core.world_model.codec import ActionCodec, ActionStats
 from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig, WorldModelConfig
-from vla_mbpo_ros.core.world_model.data import DataConfig, action_stats, build_samples, reward_labels
+from vla_mbpo_ros.core.world_model.data import (
+    DataConfig,
+    action_stats,
+    build_samples,
+    labelled_transitions,
+    reward_labels,
+)
 from vla_mbpo_ros.core.world_model.evaluate import EvalConfig, evaluate_dynamics, evaluate_reward, psnr, side_by_side, ssim
 from vla_mbpo_ros.core.world_model.sequence import CURRENT, NEXT, ImageRef, PromptTemplates, dynamics_stages
 from vla_mbpo_ros.core.world_model.train import TrainConfig, read_sections, train_world_model
@@ -388,8 +394,6 @@ def test_reward_labels_windows():
 
 
 def test_labelled_transitions_keep_every_yes_target_and_one_no_target_per_chunk():
-    from vla_mbpo_ros.core.world_model.data import labelled_transitions
-
     episode = Episode(views={}, states=np.zeros((20, 0)), actions=np.zeros((20, 2)), instruction="", success=True)
     data = DataConfig(chunk_size=4, reward_yes_window=5, reward_no_margin=3)
     transitions = labelled_transitions([episode], data)
@@ -405,8 +409,6 @@ def test_the_reward_also_trains_on_the_models_own_generated_frames_with_the_real
                 for e in make_episodes(4, seed=5)]
     data = dataclasses.replace(DATA, generated_reward=True)
     generated = model.generated_reward_samples(episodes, data)
-    from vla_mbpo_ros.core.world_model.data import labelled_transitions
-
     transitions = labelled_transitions(episodes, data)
     assert len(generated.images) == len(transitions) and generated.labels.any() and not generated.labels.all()
     assert generated.images.dtype == np.uint8 and generated.images.shape[-1] == 3
@@ -415,7 +417,7 @@ def test_the_reward_also_trains_on_the_models_own_generated_frames_with_the_real
     predicted = model.predict_model_size({v: episodes[e].views[v][t:t + 1] for v in VIEWS},
                                          episodes[e].actions[None, t:t + DATA.chunk_size])["head"][0].numpy()
     assert predicted.shape == (SIZE, SIZE, 3) and generated.images[0].shape == (2 * SIZE, 2 * SIZE, 3)
-    dynamics, reward = model.training_samples(episodes, data)
+    _, reward = model.training_samples(episodes, data)
     batch = next(iter(torch.utils.data.DataLoader(reward, batch_size=len(reward))))
     assert batch["image"].shape == (len(reward), 2 * SIZE, 2 * SIZE, 3)
     probability = model.success_probability(generated.images[:2], [INSTRUCTION] * 2)  # as the reward judges them

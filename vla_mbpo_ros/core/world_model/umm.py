@@ -158,13 +158,11 @@ class UMMWorldModel:
         :meth:`step` returns it."""
         transitions = labelled_transitions(episodes, data)
         images = []
-        with torch.inference_mode():
-            for first in range(0, len(transitions), batch_size):
-                batch = transitions[first:first + batch_size]
-                views = {v: np.stack([episodes[e].views[v][t] for e, t, _ in batch]) for v in self.view_names}
-                chunks = np.stack([episodes[e].actions[t:t + data.chunk_size] for e, t, _ in batch])
-                head = self.predict_model_size(views, chunks)[self.view_names[0]]
-                images.append(resize_uint8(head, views[self.view_names[0]].shape[1:3]).cpu().numpy())
+        for first in range(0, len(transitions), batch_size):
+            batch = transitions[first:first + batch_size]
+            views = {v: np.stack([episodes[e].views[v][t] for e, t, _ in batch]) for v in self.view_names}
+            chunks = np.stack([episodes[e].actions[t:t + data.chunk_size] for e, t, _ in batch])
+            images.append(self.predict(views, chunks)[self.view_names[0]])
         head = np.concatenate(images) if images else np.zeros((0, 1, 1, 3), np.uint8)
         return GeneratedRewardSamples(head, np.array([yes for _, _, yes in transitions], dtype=bool),
                                       [episodes[e].instruction for e, _, _ in transitions], data.yes_oversample)
