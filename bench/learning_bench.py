@@ -386,18 +386,20 @@ class UMMBranchedMBPO(BranchedMBPO):
         return reward_gate(measured, self.args.umm_min_reward_precision)[0]
 
     def reward_scores(self, episodes: list[Episode]) -> dict[str, float]:
-        """Precision and recall of the UMM's Yes on these (not yet trained on) episodes' labelled frames."""
+        """Precision and recall of the UMM's Yes, and AUROC of its P(Yes), on these (not yet trained on)
+        episodes' labelled frames."""
         from vla_mbpo_ros.core.world_model.data import RewardSamples
-        from vla_mbpo_ros.core.world_model.evaluate import classification_scores
+        from vla_mbpo_ros.core.world_model.evaluate import auroc, classification_scores
 
         samples = RewardSamples(episodes, "head", dataclasses.replace(self.data_config, yes_oversample=1))
         if not len(samples):
             return {}
         items = [samples[i] for i in range(len(samples))]
-        predicted = self.world_model.reward(np.stack([it["image"].numpy() for it in items]),
-                                            [it["instruction"] for it in items]) > 0.5
-        scores = classification_scores(predicted, samples.labels)
-        return {"reward_precision": scores["precision"], "reward_recall": scores["recall"]}
+        probability = self.world_model.success_probability(np.stack([it["image"].numpy() for it in items]),
+                                                           [it["instruction"] for it in items])
+        scores = classification_scores(probability > self.world_model.config.reward_threshold, samples.labels)
+        return {"reward_precision": scores["precision"], "reward_recall": scores["recall"],
+                "reward_auroc": auroc(probability, samples.labels)}
 
     def imagination_check(self, episodes: list[Episode]) -> dict[str, float]:
         """Imagined branches (current policy, Flow-SDE) from these episodes' start states, replayed in the sim."""
@@ -410,7 +412,7 @@ class UMMBranchedMBPO(BranchedMBPO):
                                   torch.Generator().manual_seed(self.args.seed + 7))
         replayed = replay_chunks(self.replay_world, starts, buffer.actions)
         agreement = success_agreement(buffer.rewards.numpy(), replayed)
-        return {"imagined_false_success": agreement["false_success_rate"],
+        return {"imagined_agreement": agreement["agreement"], "imagined_false_success": agreement["false_success_rate"],
                 "imagined_missed_success": agreement["missed_success_rate"],
                 "check_imagined_success": agreement["imagined_success"], "check_true_success": agreement["true_success"]}
 
@@ -634,7 +636,27 @@ def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
         summary[f"{name}_minus_bc"] = vars(paired_difference(final, bc))
         for s, row in zip(seeds, final):
             summary["per_seed"][str(s)][name] = float(row.mean())
+    if reward := umm_reward_figures(per_seed):
+        summary["mbpo_umm_reward"] = reward
     return summary
+
+
+def umm_reward_figures(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The UMM reward against the issue's goals, over every iteration of every seed: on each iteration's new
+    real episodes (not yet trained on), precision >= 0.9 and recall >= 0.6, and AUROC; on imagined branches,
+    the agreement of the imagined outcome with the sim's replay of the same chunks."""
+    rows = [row for s in sorted(per_seed) for row in per_seed[s]["methods"].get("mbpo_umm", {}).get("iterations", [])]
+    measured = [r for r in rows if "reward_precision" in r]
+    if not measured:
+        return {}
+
+    def values(key: str) -> list[float]:
+        return [float(r[key]) for r in rows if key in r and math.isfinite(r[key])]
+
+    return {"iterations": len(measured),
+            "reward_goal_met": sum(r["reward_precision"] >= 0.9 and r["reward_recall"] >= 0.6 for r in measured),
+            "reward_auroc": values("reward_auroc"), "imagined_agreement": values("imagined_agreement"),
+            "imagined_success": values("check_imagined_success"), "replayed_success": values("check_true_success")}
 
 
 def _estimate(summary: dict[str, Any], key: str) -> str:
@@ -651,6 +673,15 @@ def print_summary(per_seed: dict[int, dict[str, Any]], summary: dict[str, Any]) 
     print("  IQM over seeds [bootstrap 95 %]: " + ", ".join(f"{n} {_estimate(summary, n)}" for n in ["bc", *names]))
     for name in names:
         print(f"  {name} - BC (paired): {_estimate(summary, name + '_minus_bc')} points")
+    if reward := summary.get("mbpo_umm_reward"):
+        def spread(key: str) -> str:
+            v = reward[key]
+            return f"median {np.median(v):.2f} [{min(v):.2f}, {max(v):.2f}] over {len(v)}" if v else "n/a"
+
+        print(f"  UMM reward on each iteration's new real episodes: precision >= 0.9 and recall >= 0.6 in "
+              f"{reward['reward_goal_met']} of {reward['iterations']} iterations; AUROC {spread('reward_auroc')}")
+        print(f"  imagined vs replayed branches: outcome agreement {spread('imagined_agreement')}; imagined success "
+              f"{spread('imagined_success')}, replayed {spread('replayed_success')}")
 
 
 def summary_line(seeds: list[int], summary: dict[str, Any]) -> str:

@@ -56,3 +56,24 @@ def test_learning_bench_refuses_to_combine_runs_of_another_bc_policy(tmp_path: P
     _write_run(tmp_path / "b", 0, [1, 1, 0, 0], {"mbpo_umm": [1, 1, 0, 0]})
     with pytest.raises(SystemExit, match="seed 0: .*BC evaluation differs"):
         bench.main(["--out", str(tmp_path / "all"), "--combine", str(tmp_path / "a"), str(tmp_path / "b")])
+
+
+def test_learning_bench_scores_the_umm_reward_against_the_goals_over_every_iteration(tmp_path: Path, capsys):
+    bench = _learning_bench()
+    iterations = [  # one iteration meets precision >= 0.9 and recall >= 0.6; one misses recall, one precision
+        {"reward_precision": 0.95, "reward_recall": 0.7, "reward_auroc": 0.9, "imagined_agreement": 0.8},
+        {"reward_precision": 1.0, "reward_recall": 0.5, "reward_auroc": 0.7, "imagined_agreement": float("nan")},
+        {"reward_precision": 0.8, "reward_recall": 1.0, "reward_auroc": 0.6, "imagined_agreement": 0.6},
+        {"reward_trusted": 0.0},  # no labelled frame: nothing measured
+    ]
+    _write_run(tmp_path / "umm", 0, [0, 1, 0, 0], {"mbpo_umm": [1, 1, 0, 0]})
+    results = tmp_path / "umm" / "seed_0" / "results.json"
+    run = json.loads(results.read_text())
+    run["methods"]["mbpo_umm"]["iterations"] = iterations
+    results.write_text(json.dumps(run))
+    summary = bench.main(["--out", str(tmp_path / "all"), "--combine", str(tmp_path / "umm")])
+    reward = summary["mbpo_umm_reward"]
+    assert (reward["reward_goal_met"], reward["iterations"]) == (1, 3)
+    assert reward["reward_auroc"] == [0.9, 0.7, 0.6] and reward["imagined_agreement"] == [0.8, 0.6]  # nan left out
+    assert "precision >= 0.9 and recall >= 0.6 in 1 of 3 iterations; AUROC median 0.70 [0.60, 0.90] over 3" \
+        in capsys.readouterr().out

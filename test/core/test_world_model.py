@@ -382,6 +382,7 @@ def test_success_agreement_counts_imagined_successes_the_sim_did_not_confirm():
     assert agreement["false_success_rate"] == pytest.approx(2 / 3)  # branches 1 and 3 of 0, 1, 3
     assert agreement["missed_success_rate"] == pytest.approx(1 / 2)  # branch 2 of 0, 2
     assert (agreement["imagined_success"], agreement["true_success"]) == pytest.approx((0.75, 0.5))
+    assert agreement["agreement"] == pytest.approx(1 / 4)  # only branch 0's outcomes match
 
 
 def test_reward_labels_windows():
@@ -499,3 +500,14 @@ def test_cli_train_then_evaluate(lerobot_root, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["dynamics"]) >= {"head", "wrist", "seconds_per_branch"}
     assert (out / "real_vs_predicted.png").stat().st_size > 0
+
+
+def test_auroc_is_the_chance_a_positive_outranks_a_negative():
+    from vla_mbpo_ros.core.world_model.evaluate import auroc
+
+    truth = np.array([False, False, True, True])
+    assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), truth) == 1.0  # every positive above every negative
+    assert auroc(np.array([0.8, 0.9, 0.1, 0.2]), truth) == 0.0
+    assert auroc(np.array([0.1, 0.5, 0.5, 0.9]), truth) == pytest.approx(0.875)  # 3 wins and one tie of 4 pairs
+    assert auroc(np.full(4, 0.3), truth) == 0.5  # a constant score ranks nothing
+    assert np.isnan(auroc(np.array([0.1, 0.9]), np.array([True, True])))  # one class: undefined

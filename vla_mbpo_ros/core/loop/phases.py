@@ -157,14 +157,15 @@ def phase_world_model(config: PipelineConfig, episodes: list[Episode], it: Itera
 
 
 def held_out_reward_scores(model: Any, episodes: list[Episode], data: DataConfig) -> dict[str, float]:
-    """Precision/recall of the model's Yes on the labelled frames of ``episodes`` (nan where undefined)."""
+    """Precision/recall of the model's Yes and AUROC of its P(Yes) on the labelled frames of ``episodes``
+    (nan where undefined)."""
     from vla_mbpo_ros.core.world_model.evaluate import EvalConfig, evaluate_reward
 
     _, reward = build_samples(episodes, model.view_names, dataclasses.replace(data, yes_oversample=1))
     if not len(reward):
         return {}
     scores = evaluate_reward(model, reward, EvalConfig(batch_size=32, max_samples=10**6))
-    return {k: scores[k] for k in ("samples", "positives", "precision", "recall")}
+    return {k: scores[k] for k in ("samples", "positives", "precision", "recall", "auroc")}
 
 
 def demonstrations(episodes: list[Episode], policy: Any) -> BCArrays:

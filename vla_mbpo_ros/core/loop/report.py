@@ -49,6 +49,7 @@ def iteration_rows(run_dir: Path) -> list[dict]:
             "wm_answer_loss_last": (m.get("world_model.answer_loss") or [""])[-1],
             "wm_reward_precision_unseen": m.get("world_model.held_out_reward_precision", ""),
             "wm_reward_recall_unseen": m.get("world_model.held_out_reward_recall", ""),
+            "wm_reward_auroc_unseen": m.get("world_model.held_out_reward_auroc", ""),
             "imagined_success_before": m.get("rl.success_before", ""),
             "imagined_success_after": m.get("rl.success_after", ""),
             **{key: _mean(m.get(f"rl.{key}")) for key in PPO_DIAGNOSTICS},

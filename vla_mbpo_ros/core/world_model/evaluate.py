@@ -1,5 +1,5 @@
 """World-model evaluation: per-view PSNR/SSIM of predicted vs real frames k steps ahead, reward
-accuracy/precision/recall, generation time per branch; and real-vs-predicted side-by-side PNGs.
+accuracy/precision/recall/AUROC, generation time per branch; and real-vs-predicted side-by-side PNGs.
 
     python -m vla_mbpo_ros.core.world_model.evaluate --checkpoint CKPT --dataset-root DATA \\
         --config config/world_model.yaml --out EVAL_DIR
@@ -147,10 +147,25 @@ def classification_scores(predicted: np.ndarray, truth: np.ndarray) -> dict:
     }
 
 
+def auroc(score: np.ndarray, truth: np.ndarray) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random negative (ties
+    count half; the Mann-Whitney U statistic over both counts), whatever the threshold; nan when a class
+    is missing."""
+    from scipy.stats import rankdata
+
+    truth = np.asarray(truth, bool)
+    positives, negatives = int(truth.sum()), int((~truth).sum())
+    if not positives or not negatives:
+        return float("nan")
+    ranks = rankdata(np.asarray(score, np.float64))  # ties share their mean rank
+    return float((ranks[truth].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
 def evaluate_reward(model: UMMWorldModel, dataset: RewardSamples, config: EvalConfig) -> dict:
-    """Accuracy, precision and recall of the Yes/No answers (at the model's threshold) on labelled frames."""
+    """Accuracy, precision and recall of the Yes/No answers (at the model's threshold) on labelled frames,
+    and the AUROC of P(Yes) (how well it ranks them, at any threshold)."""
     probability, truth = success_probabilities(model, dataset, config)
-    return classification_scores(probability > model.config.reward_threshold, truth)
+    return {**classification_scores(probability > model.config.reward_threshold, truth), "auroc": auroc(probability, truth)}
 
 
 def calibrate_threshold(probability: np.ndarray, truth: np.ndarray, min_precision: float = 0.95,

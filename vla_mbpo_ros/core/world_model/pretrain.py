@@ -105,6 +105,7 @@ def evaluate_pretrained(model, calibration: list[Episode], test: list[Episode], 
     """Dynamics figures on the test half; reward threshold from the calibration half, scored on the test half."""
     from vla_mbpo_ros.core.world_model.evaluate import (
         EvalConfig,
+        auroc,
         calibrate_threshold,
         classification_scores,
         evaluate_dynamics,
@@ -122,6 +123,7 @@ def evaluate_pretrained(model, calibration: list[Episode], test: list[Episode], 
     model.core.config.reward_threshold = threshold
     probability, truth = success_probabilities(model, reward, dataclasses.replace(eval_config, max_samples=10**6))
     figures["reward"] = {"threshold": threshold, **classification_scores(probability > threshold, truth),
+                         "auroc": auroc(probability, truth),
                          "at_0.5": classification_scores(probability > 0.5, truth)}
     return figures
 
@@ -212,7 +214,7 @@ def summary_line(manifest: dict) -> str:
     views = " ".join(f"{v} {dyn[v]['psnr']:.2f}/{ref[v]['copy_psnr']:.2f}/{ref[v]['vq_psnr']:.2f}dB"
                      for v in manifest["config"]["world_model"]["view_names"])
     return (f"pretrain: psnr(model/copy/vq) {views} reward_threshold={rew['threshold']:.3f} "
-            f"precision={rew['precision']:.2f} recall={rew['recall']:.2f} "
+            f"precision={rew['precision']:.2f} recall={rew['recall']:.2f} auroc={rew.get('auroc', float('nan')):.2f} "
             f"minutes={sum(manifest['seconds'].values()) / 60:.1f}")
 
 
