@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 from ros_domains import DomainAllocator, domain_is_empty
@@ -11,6 +12,13 @@ from ros_domains import DomainAllocator, domain_is_empty
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Ctrl-C reaches the processes the tests start as it would from a terminal. A run started in the background
+# by a shell without job control (a CI script, `make test &`) inherits SIGINT ignored, its children too, and
+# a Python program that starts with SIGINT ignored never raises KeyboardInterrupt: a test stopping a LeRobot
+# CLI with Ctrl-C would wait on a process that cannot hear it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # Each test gets a ROS domain of its own, held (locked) for its lifetime and checked empty before use
