@@ -172,6 +172,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     umm.add_argument("--umm-min-reward-precision", type=float, default=0.9,
                      help="the finetune loop's reward gate (config/finetune_sim.yaml): no policy phase in an "
                           "iteration whose held-out reward precision is lower (0 = off)")
+    umm.add_argument("--umm-recalibrate-to", type=float, default=0.95,
+                     help="after scoring the reward on an iteration's new episodes, move its threshold to the highest "
+                          "recall at this precision on them (world_model.reward_calibration_precision; 0 = off)")
     umm.add_argument("--umm-answer-weight", type=float, default=1.0,
                      help="weight of the Yes/No reward loss (paper 0.01 is for a pretrained Janus; at 0.01 the "
                           "random-init tiny UMM never answered Yes)")
@@ -371,7 +374,8 @@ class UMMBranchedMBPO(BranchedMBPO):
                             else float("nan")})
 
     def learn_from(self, episodes: list[Episode], iteration: int) -> dict[str, float]:
-        held_out = {**self.reward_scores(episodes), **self.imagination_check(episodes)}
+        # The imagination check first: the reward's threshold is then recalibrated on these episodes' frames.
+        held_out = {**self.imagination_check(episodes), **self.reward_scores(episodes)}
         super().learn_from(episodes, iteration)
         self.wm_episodes += episodes
         self._fit(self.args, self.args.umm_steps, vq_steps=0, seed=self.args.seed + 1 + iteration)
@@ -387,19 +391,16 @@ class UMMBranchedMBPO(BranchedMBPO):
 
     def reward_scores(self, episodes: list[Episode]) -> dict[str, float]:
         """Precision and recall of the UMM's Yes, and AUROC of its P(Yes), on these (not yet trained on)
-        episodes' labelled frames."""
+        episodes' labelled frames; then its threshold recalibrated on them (``--umm-recalibrate-to``)."""
         from vla_mbpo_ros.core.world_model.data import RewardSamples
-        from vla_mbpo_ros.core.world_model.evaluate import auroc, classification_scores
+        from vla_mbpo_ros.core.world_model.evaluate import score_unseen_reward
 
         samples = RewardSamples(episodes, "head", dataclasses.replace(self.data_config, yes_oversample=1))
         if not len(samples):
             return {}
-        items = [samples[i] for i in range(len(samples))]
-        probability = self.world_model.success_probability(np.stack([it["image"].numpy() for it in items]),
-                                                           [it["instruction"] for it in items])
-        scores = classification_scores(probability > self.world_model.config.reward_threshold, samples.labels)
+        scores = score_unseen_reward(self.world_model, samples, self.args.umm_recalibrate_to)
         return {"reward_precision": scores["precision"], "reward_recall": scores["recall"],
-                "reward_auroc": auroc(probability, samples.labels)}
+                "reward_auroc": scores["auroc"], "reward_threshold": self.world_model.config.reward_threshold}
 
     def imagination_check(self, episodes: list[Episode]) -> dict[str, float]:
         """Imagined branches (current policy, Flow-SDE) from these episodes' start states, replayed in the sim."""

@@ -328,6 +328,34 @@ def test_reward_learns_separable_labelling_and_evaluation_runs(trained, tmp_path
     assert metrics["seconds_per_branch"] > 0
 
 
+def test_unseen_frames_score_the_reward_then_recalibrate_its_threshold(trained):
+    from vla_mbpo_ros.core.world_model.evaluate import classification_scores, score_unseen_reward, success_probabilities
+
+    model, _ = trained
+    _, reward = build_samples(make_episodes(4, seed=98), VIEWS, DATA)
+    probability, truth = success_probabilities(model, reward, EvalConfig(max_samples=10**6))
+    kept = model.config.reward_threshold
+    try:
+        model.config.reward_threshold = float(np.median(probability[truth]))  # too high: half the Yes frames missed
+        too_high = classification_scores(probability > model.config.reward_threshold, truth)
+        assert too_high["recall"] <= 0.5
+        scores = score_unseen_reward(model, reward)  # scored at the threshold as it is; left there
+        assert scores["recall"] == too_high["recall"] and "recalibrated_threshold" not in scores
+        assert 0.9 <= scores["auroc"] <= 1.0
+        scores = score_unseen_reward(model, reward, recalibrate_to=0.95)
+        assert scores["recall"] == too_high["recall"]  # the scores are those before recalibrating
+        moved = classification_scores(probability > model.config.reward_threshold, truth)
+        assert scores["recalibrated_threshold"] == model.config.reward_threshold
+        assert moved["precision"] >= 0.95 and moved["recall"] > scores["recall"]
+        # Frames of one class only: nothing to calibrate on, the threshold stays.
+        _, failures = build_samples([e for e in make_episodes(4, seed=98) if not e.success], VIEWS, DATA)
+        before = model.config.reward_threshold
+        score_unseen_reward(model, failures, recalibrate_to=0.95)
+        assert model.config.reward_threshold == before
+    finally:
+        model.config.reward_threshold = kept
+
+
 def test_train_config_rejects_bad_values():
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=0)

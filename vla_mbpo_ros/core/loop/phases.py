@@ -13,7 +13,7 @@ import torch
 
 from vla_mbpo_ros.core.data.episode import Episode
 from vla_mbpo_ros.core.loop.run_dir import IterationDir
-from vla_mbpo_ros.core.loop.setup import DeviceSetup, PipelineConfig
+from vla_mbpo_ros.core.loop.setup import DeviceSetup, PipelineConfig, WorldModelSetup
 from vla_mbpo_ros.core.policy.base import load_policy
 from vla_mbpo_ros.core.policy.bc import BCArrays, train_bc
 from vla_mbpo_ros.core.policy.compact import CompactFlowVLA
@@ -24,7 +24,7 @@ from vla_mbpo_ros.core.util import distributed
 from vla_mbpo_ros.core.util.images import resize_uint8
 from vla_mbpo_ros.core.world_model.codec import ACTION_STATS_FILE
 from vla_mbpo_ros.core.world_model.configuration import WORLD_MODEL_CONFIG_FILE
-from vla_mbpo_ros.core.world_model.data import DataConfig, action_stats, build_samples
+from vla_mbpo_ros.core.world_model.data import action_stats, build_samples
 from vla_mbpo_ros.core.world_model.evaluate import render_examples
 from vla_mbpo_ros.core.world_model.train import TrainConfig, train_world_model
 from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
@@ -136,7 +136,7 @@ def phase_world_model(config: PipelineConfig, episodes: list[Episode], it: Itera
     # bf16 setups: the model holds fp32 masters beside bf16 frozen parts; it runs under autocast.
     autocast = _autocast(config.devices.world_model_training, config.devices)
     with autocast:
-        held_out = held_out_reward_scores(model, wm_episodes[len(wm_episodes) - unseen:], config.world_model.data) \
+        held_out = held_out_reward_scores(model, wm_episodes[len(wm_episodes) - unseen:], config.world_model) \
             if unseen and (previous or config.world_model.pretrained) else {}
     dynamics, reward = model.training_samples(wm_episodes, config.world_model.data)
     history = train_world_model(model, dynamics, reward, train, progress=False)
@@ -156,16 +156,17 @@ def phase_world_model(config: PipelineConfig, episodes: list[Episode], it: Itera
     }
 
 
-def held_out_reward_scores(model: Any, episodes: list[Episode], data: DataConfig) -> dict[str, float]:
+def held_out_reward_scores(model: Any, episodes: list[Episode], setup: WorldModelSetup) -> dict[str, float]:
     """Precision/recall of the model's Yes and AUROC of its P(Yes) on the labelled frames of ``episodes``
-    (nan where undefined)."""
-    from vla_mbpo_ros.core.world_model.evaluate import EvalConfig, evaluate_reward
+    (nan where undefined); then, with ``reward_calibration_precision``, its threshold recalibrated on them."""
+    from vla_mbpo_ros.core.world_model.evaluate import score_unseen_reward
 
-    _, reward = build_samples(episodes, model.view_names, dataclasses.replace(data, yes_oversample=1))
+    _, reward = build_samples(episodes, model.view_names, dataclasses.replace(setup.data, yes_oversample=1))
     if not len(reward):
         return {}
-    scores = evaluate_reward(model, reward, EvalConfig(batch_size=32, max_samples=10**6))
-    return {k: scores[k] for k in ("samples", "positives", "precision", "recall", "auroc")}
+    scores = score_unseen_reward(model, reward, setup.reward_calibration_precision)
+    return {k: scores[k] for k in ("samples", "positives", "precision", "recall", "auroc", "recalibrated_threshold")
+            if k in scores}
 
 
 def demonstrations(episodes: list[Episode], policy: Any) -> BCArrays:

@@ -50,6 +50,7 @@ def iteration_rows(run_dir: Path) -> list[dict]:
             "wm_reward_precision_unseen": m.get("world_model.held_out_reward_precision", ""),
             "wm_reward_recall_unseen": m.get("world_model.held_out_reward_recall", ""),
             "wm_reward_auroc_unseen": m.get("world_model.held_out_reward_auroc", ""),
+            "wm_reward_threshold_recalibrated": m.get("world_model.held_out_reward_recalibrated_threshold", ""),
             "imagined_success_before": m.get("rl.success_before", ""),
             "imagined_success_after": m.get("rl.success_after", ""),
             **{key: _mean(m.get(f"rl.{key}")) for key in PPO_DIAGNOSTICS},

@@ -55,10 +55,19 @@ class WorldModelSetup:
     # imagined success that is not one is what RL learns to reach. 0 = no check (e.g. a random-init model
     # that has nothing to be measured before its first training).
     min_reward_precision: float = 0.0
+    # > 0: once the reward is scored on those unseen frames, its threshold moves to the highest recall at
+    # this precision on them (kept where a class is missing or none reaches it): the pretraining's threshold
+    # was set on its own corpus, not on the current policy's frames. 0 = the threshold stays.
+    reward_calibration_precision: float = 0.0
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     tiny: TinyArchConfig = field(default_factory=TinyArchConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("min_reward_precision", "reward_calibration_precision"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: expected a precision in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass

@@ -168,6 +168,22 @@ def evaluate_reward(model: UMMWorldModel, dataset: RewardSamples, config: EvalCo
     return {**classification_scores(probability > model.config.reward_threshold, truth), "auroc": auroc(probability, truth)}
 
 
+def score_unseen_reward(model: UMMWorldModel, dataset: RewardSamples, recalibrate_to: float = 0.0,
+                        batch_size: int = 32) -> dict:
+    """The reward on every labelled frame of episodes the model has not trained on: precision, recall (at its
+    threshold) and AUROC. With ``recalibrate_to`` > 0 the threshold is then moved to the highest recall at
+    that precision on these frames (:func:`calibrate_threshold`; kept where a class is missing or no threshold
+    reaches it), for the rollouts that follow: the pretraining's threshold was set on its own corpus, not on
+    what the current policy does."""
+    probability, truth = success_probabilities(model, dataset, EvalConfig(batch_size=batch_size, max_samples=10**9))
+    threshold = model.config.reward_threshold
+    scores = {**classification_scores(probability > threshold, truth), "auroc": auroc(probability, truth)}
+    if recalibrate_to > 0:
+        model.config.reward_threshold = calibrate_threshold(probability, truth, recalibrate_to, fallback=threshold)
+        scores["recalibrated_threshold"] = model.config.reward_threshold
+    return scores
+
+
 def calibrate_threshold(probability: np.ndarray, truth: np.ndarray, min_precision: float = 0.95,
                         fallback: float = 0.5) -> float:
     """The P(Yes) threshold with the highest recall among those whose precision is >= ``min_precision``
