@@ -645,7 +645,7 @@ def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
 def umm_reward_figures(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """The UMM reward against the issue's goals, over every iteration of every seed: on each iteration's new
     real episodes (not yet trained on), precision >= 0.9 and recall >= 0.6, and AUROC; on imagined branches,
-    the agreement of the imagined outcome with the sim's replay of the same chunks."""
+    the agreement of imagined successes with the sim's replay of the same chunks."""
     rows = [row for s in sorted(per_seed) for row in per_seed[s]["methods"].get("mbpo_umm", {}).get("iterations", [])]
     measured = [r for r in rows if "reward_precision" in r]
     if not measured:
@@ -681,7 +681,7 @@ def print_summary(per_seed: dict[int, dict[str, Any]], summary: dict[str, Any]) 
 
         print(f"  UMM reward on each iteration's new real episodes: precision >= 0.9 and recall >= 0.6 in "
               f"{reward['reward_goal_met']} of {reward['iterations']} iterations; AUROC {spread('reward_auroc')}")
-        print(f"  imagined vs replayed branches: outcome agreement {spread('imagined_agreement')}; imagined success "
+        print(f"  imagined vs replayed branches: success agreement (both / either) {spread('imagined_agreement')}; imagined success "
               f"{spread('imagined_success')}, replayed {spread('replayed_success')}")
 
 

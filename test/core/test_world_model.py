@@ -410,7 +410,9 @@ def test_success_agreement_counts_imagined_successes_the_sim_did_not_confirm():
     assert agreement["false_success_rate"] == pytest.approx(2 / 3)  # branches 1 and 3 of 0, 1, 3
     assert agreement["missed_success_rate"] == pytest.approx(1 / 2)  # branch 2 of 0, 2
     assert (agreement["imagined_success"], agreement["true_success"]) == pytest.approx((0.75, 0.5))
-    assert agreement["agreement"] == pytest.approx(1 / 4)  # only branch 0's outcomes match
+    assert agreement["agreement"] == pytest.approx(1 / 4)  # of branches 0-3 (a success in either), only 0 in both
+    assert success_agreement(np.zeros((3, 2)), replayed[:3])["agreement"] == 0.0  # never imagined: no agreement
+    assert np.isnan(success_agreement(np.zeros((2, 2)), np.zeros((2, 2)))["agreement"])
 
 
 def test_reward_labels_windows():

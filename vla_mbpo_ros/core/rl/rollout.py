@@ -191,18 +191,20 @@ def replay_chunks(world_model: Any, start_states: Sequence[StartState], actions:
 def success_agreement(imagined: np.ndarray, replayed: np.ndarray) -> dict[str, float]:
     """Per-branch success (any reward) in imagination vs the ground-truth replay of the same chunks.
 
-    ``agreement``: the fraction of branches whose imagined outcome is the replay's; ``false_success_rate``:
-    of the branches imagined successful, the fraction that did not succeed (what RL would be rewarded
-    for); ``missed_success_rate``: of the truly successful ones, the fraction imagination missed. nan
-    where there is nothing to divide by.
+    ``agreement``: of the branches that succeeded in imagination or in the replay, the fraction that
+    succeeded in both (a model that never imagines a success scores 0, however rare successes are);
+    ``false_success_rate``: of the branches imagined successful, the fraction that did not succeed (what
+    RL would be rewarded for); ``missed_success_rate``: of the truly successful ones, the fraction
+    imagination missed. nan where there is nothing to divide by.
     """
     imagined_success = np.asarray(imagined).reshape(len(imagined), -1).max(axis=1) > 0
     true_success = np.asarray(replayed).reshape(len(replayed), -1).max(axis=1) > 0
+    either = imagined_success | true_success
     return {
         "branches": float(len(imagined_success)),
         "imagined_success": float(imagined_success.mean()) if len(imagined_success) else float("nan"),
         "true_success": float(true_success.mean()) if len(true_success) else float("nan"),
-        "agreement": float((imagined_success == true_success).mean()) if len(true_success) else float("nan"),
+        "agreement": float((imagined_success & true_success).sum() / either.sum()) if either.any() else float("nan"),
         "false_success_rate": float((~true_success[imagined_success]).mean()) if imagined_success.any() else float("nan"),
         "missed_success_rate": float((~imagined_success[true_success]).mean()) if true_success.any() else float("nan"),
     }
