@@ -397,6 +397,11 @@ def test_reward_threshold_calibration_puts_precision_first():
     # Precision 2/3 is enough here: recall 1 from 0.2 to 0.5, and of equal recalls the highest threshold.
     assert calibrate_threshold(probability, mixed, min_precision=0.6) == pytest.approx(0.5)
     assert calibrate_threshold(probability, np.zeros(5, bool), fallback=0.4) == 0.4  # no positives: no calibration
+    # A "No" on top (0.9): precision 0.95 is out of reach; the most precise threshold keeps both Yes frames.
+    top_no = np.array([False, False, True, True, False])
+    assert calibrate_threshold(probability, top_no, min_precision=0.95, fallback=0.4) == 0.4
+    assert calibrate_threshold(probability, top_no, min_precision=0.95, or_most_precise=True) == pytest.approx(0.5)
+    assert calibrate_threshold(probability, np.zeros(5, bool), fallback=0.4, or_most_precise=True) == 0.4
     scores = classification_scores(probability > 0.5, truth)
     assert (scores["precision"], scores["recall"], scores["accuracy"]) == pytest.approx((2 / 3, 1.0, 0.8))
 

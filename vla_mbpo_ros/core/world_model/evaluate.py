@@ -172,22 +172,25 @@ def score_unseen_reward(model: UMMWorldModel, dataset: RewardSamples, recalibrat
                         batch_size: int = 32) -> dict:
     """The reward on every labelled frame of episodes the model has not trained on: precision, recall (at its
     threshold) and AUROC. With ``recalibrate_to`` > 0 the threshold is then moved to the highest recall at
-    that precision on these frames (:func:`calibrate_threshold`; kept where a class is missing or no threshold
-    reaches it), for the rollouts that follow: the pretraining's threshold was set on its own corpus, not on
+    that precision on these frames, or where none reaches it to the most precise one (:func:`calibrate_threshold`;
+    kept where a class is missing), for the rollouts that follow: the pretraining's threshold was set on its own corpus, not on
     what the current policy does."""
     probability, truth = success_probabilities(model, dataset, EvalConfig(batch_size=batch_size, max_samples=10**9))
     threshold = model.config.reward_threshold
     scores = {**classification_scores(probability > threshold, truth), "auroc": auroc(probability, truth)}
     if recalibrate_to > 0:
-        model.config.reward_threshold = calibrate_threshold(probability, truth, recalibrate_to, fallback=threshold)
+        model.config.reward_threshold = calibrate_threshold(probability, truth, recalibrate_to, fallback=threshold,
+                                                            or_most_precise=True)
         scores["recalibrated_threshold"] = model.config.reward_threshold
     return scores
 
 
 def calibrate_threshold(probability: np.ndarray, truth: np.ndarray, min_precision: float = 0.95,
-                        fallback: float = 0.5) -> float:
+                        fallback: float = 0.5, or_most_precise: bool = False) -> float:
     """The P(Yes) threshold with the highest recall among those whose precision is >= ``min_precision``
-    (ties: the highest threshold); ``fallback`` when no threshold reaches it or a class is missing.
+    (ties: the highest threshold). When none reaches it: with ``or_most_precise`` the threshold of the
+    highest precision (ties: the highest recall, then threshold), else ``fallback``; ``fallback`` when a
+    class is missing.
 
     Precision comes first: an imagined false success is a reward RL learns to reach.
     """
@@ -195,6 +198,7 @@ def calibrate_threshold(probability: np.ndarray, truth: np.ndarray, min_precisio
     if not truth.any() or truth.all():
         return fallback
     best, best_recall = fallback, -1.0
+    most_precise, best_score = fallback, (-1.0, -1.0)
     for threshold in np.unique(np.concatenate([probability, [0.5]])):
         if not 0.0 < threshold < 1.0:
             continue
@@ -205,7 +209,9 @@ def calibrate_threshold(probability: np.ndarray, truth: np.ndarray, min_precisio
         recall = float((yes & truth).sum() / truth.sum())
         if precision >= min_precision and recall >= best_recall:
             best, best_recall = float(threshold), recall
-    return best
+        if (precision, recall) >= best_score:
+            most_precise, best_score = float(threshold), (precision, recall)
+    return most_precise if best_recall < 0 and or_most_precise else best
 
 
 def side_by_side(real: dict[str, np.ndarray], predicted: dict[str, np.ndarray], path: str | Path,
