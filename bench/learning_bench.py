@@ -172,9 +172,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     umm.add_argument("--umm-min-reward-precision", type=float, default=0.9,
                      help="the finetune loop's reward gate (config/finetune_sim.yaml): no policy phase in an "
                           "iteration whose held-out reward precision is lower (0 = off)")
-    umm.add_argument("--umm-recalibrate-to", type=float, default=0.95,
+    umm.add_argument("--umm-recalibrate-to", type=float, default=0.0,
                      help="after scoring the reward on an iteration's new episodes, move its threshold to the highest "
-                          "recall at this precision on them (world_model.reward_calibration_precision; 0 = off)")
+                          "recall at this precision on them (world_model.reward_calibration_precision; 0 = off; "
+                          "measured at 0.95: no gain, docs/learning.md)")
     umm.add_argument("--umm-answer-weight", type=float, default=1.0,
                      help="weight of the Yes/No reward loss (paper 0.01 is for a pretrained Janus; at 0.01 the "
                           "random-init tiny UMM never answered Yes)")
