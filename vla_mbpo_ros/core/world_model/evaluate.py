@@ -172,9 +172,9 @@ def score_unseen_reward(model: UMMWorldModel, dataset: RewardSamples, recalibrat
                         batch_size: int = 32) -> dict:
     """The reward on every labelled frame of episodes the model has not trained on: precision, recall (at its
     threshold) and AUROC. With ``recalibrate_to`` > 0 the threshold is then moved to the highest recall at
-    that precision on these frames, or where none reaches it to the most precise one (:func:`calibrate_threshold`;
-    kept where a class is missing), for the rollouts that follow: the pretraining's threshold was set on its own corpus, not on
-    what the current policy does."""
+    that precision on these frames, or where none reaches it to the most precise one (kept where a class is
+    missing; :func:`calibrate_threshold`), for the rollouts that follow: the pretraining set it on its own
+    corpus, not on what the current policy does."""
     probability, truth = success_probabilities(model, dataset, EvalConfig(batch_size=batch_size, max_samples=10**9))
     threshold = model.config.reward_threshold
     scores = {**classification_scores(probability > threshold, truth), "auroc": auroc(probability, truth)}
