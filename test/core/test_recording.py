@@ -238,6 +238,39 @@ def test_saved_episodes_load_with_lerobot_with_actions_labels_and_frames(tmp_pat
     assert EpisodeStore(tmp_path / "ds", config).recovered == ""
 
 
+def test_later_episodes_reuse_the_metadata_and_still_start_new_files(tmp_path, monkeypatch):
+    """Only the first episode of a store reads the dataset's metadata (LeRobot's resume reads every
+    episode's file: begin grew with the dataset); each episode still gets files of its own."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    resumes = []
+    resume = LeRobotDataset.resume.__func__
+    monkeypatch.setattr(LeRobotDataset, "resume", classmethod(lambda cls, *a, **k: resumes.append(1) or resume(cls, *a, **k)))
+    root = tmp_path / "ds"
+    _record(EpisodeStore(root, RecordingConfig(**SMALL)), 4, Outcome.SUCCESS, 0)  # an earlier run
+    store = EpisodeStore(root, RecordingConfig(**SMALL))
+    _record(store, 5, Outcome.FAILURE, 1)
+    store.begin("pick the cube", "teleop")
+    store.add(_frame(0, store.config, 9))
+    store.discard()
+    _record(store, 6, Outcome.SUCCESS, 2, "policy")
+    _record(store, 3, Outcome.UNLABELLED, 3)
+    assert len(resumes) == 2  # one per store
+
+    dataset = _load(root)
+    assert dataset.num_episodes == 4 and len(dataset) == 18
+    columns = dataset.hf_dataset.with_format("numpy")[:]
+    np.testing.assert_array_equal(columns["episode_index"], [0] * 4 + [1] * 5 + [2] * 6 + [3] * 3)
+    np.testing.assert_array_equal(columns["index"], np.arange(18))
+    np.testing.assert_array_equal(columns["success"], [1] * 4 + [0] * 5 + [1] * 6 + [-1] * 3)
+    episodes = dataset.meta.episodes
+    for key in ("data/file_index", "meta/episodes/file_index", "videos/observation.images.head/file_index"):
+        assert list(episodes[key]) == [0, 1, 2, 3], key
+    assert dataset[15]["observation.images.wrist"].shape == (3, 16, 32)
+    assert float(dataset[9 + 2]["observation.images.head"].mean() * 255) == pytest.approx(10 * 2 + 50 * 2, abs=3)
+    np.testing.assert_allclose(columns["action"][9], np.linspace(0, 1, 6) - 200, rtol=1e-6)  # not the discarded one
+
+
 def test_discard_leaves_no_trace(tmp_path):
     store = EpisodeStore(tmp_path / "ds", RecordingConfig(**SMALL))
     _record(store, 5, Outcome.SUCCESS, 0)

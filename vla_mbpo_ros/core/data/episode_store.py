@@ -14,11 +14,14 @@ is not crash-safe as used by its record loop:
 
 How this store uses it instead:
 
-* One writer session per episode: ``LeRobotDataset.resume()`` at ``begin``, ``save_episode()`` +
-  ``finalize()`` at ``save``. Resuming always starts new data/video/episode-metadata files, so an
-  episode's save only *creates* files, except the three small meta files above. Cost: one
-  parquet file, one meta parquet file and one mp4 per view per episode (LeRobot reads that fine;
-  ``lerobot``'s dataset tools can merge files later).
+* One writer session per episode: a resumed dataset at ``begin``, ``save_episode()`` + ``finalize()``
+  at ``save``. Resuming always starts new data/video/episode-metadata files, so an episode's save only
+  *creates* files, except the three small meta files above. Cost: one parquet file, one meta parquet
+  file and one mp4 per view per episode (LeRobot reads that fine; ``lerobot``'s dataset tools can
+  merge files later). Only the first session is ``LeRobotDataset.resume()``: it reads every episode's
+  metadata file through HF datasets, which made each ``begin`` grow with the dataset (3.5 s at 90
+  episodes) and left an arrow cache of them behind each time; later sessions keep that metadata,
+  which LeRobot's own ``save_episode`` keeps current, and open only a new writer (``_next_session``).
 * A journal around each save: before it, the three meta files are copied and the listing of
   data/, videos/ and meta/episodes/ is recorded (``.recorder_journal``, made visible by an atomic
   rename); after ``finalize()`` every new or rewritten file and its directory is fsync'ed, then
@@ -144,6 +147,7 @@ class EpisodeStore:
         self.config = config
         self.features = build_features(config)
         self._dataset: Any = None  # LeRobotDataset in write mode while an episode is open
+        self._last_session: Any = None  # the finalized dataset of the previous episode (see _next_session)
         self._task = ""
         self._source = ""
         self._frames = 0
@@ -193,9 +197,12 @@ class EpisodeStore:
         self.check_disk_space()
         self._remove_staging()
         cfg = self.config
-        self._dataset = LeRobotDataset.resume(
-            cfg.repo_id, root=self.root, rgb_encoder=self._encoder, encoder_threads=cfg.encoder_threads or None
-        )
+        if self._last_session is not None:
+            self._dataset, self._last_session = self._next_session(self._last_session), None
+        else:
+            self._dataset = LeRobotDataset.resume(
+                cfg.repo_id, root=self.root, rgb_encoder=self._encoder, encoder_threads=cfg.encoder_threads or None
+            )
         self._task, self._source, self._frames = task, source, 0
         return self.num_episodes
 
@@ -230,8 +237,9 @@ class EpisodeStore:
             self._journal_commit()
         except BaseException:
             self._frames = 0
-            self._recover()  # the dataset as it was before this save
+            self._recover()  # the dataset as it was before this save; the next begin reads it again
             raise
+        self._last_session = dataset
         # LeRobot removes the episode's frame folders but leaves the empty staging tree: remove it, so a
         # nominal end leaves nothing for the next start to mistake for an unfinished episode.
         self._remove_staging()
@@ -246,13 +254,33 @@ class EpisodeStore:
             return
         self._dataset.clear_episode_buffer(delete_images=True)
         self._dataset.finalize()  # nothing saved in this session: closes nothing, writes nothing
-        self._dataset = None
+        self._dataset, self._last_session = None, self._dataset
         self._frames = 0
         self._remove_staging()
 
     def close(self) -> None:
         """Discard an episode still open (an unfinished episode is never saved implicitly)."""
         self.discard()
+
+    def _next_session(self, finished: Any) -> Any:
+        """Write mode again on a finalized dataset of this store, as ``resume`` would open it, from the
+        metadata in memory (LeRobot 0.6.1). What ``resume`` reads from disk that the writer uses:
+        info/tasks/stats (kept current by ``save_episode``) and the last row of meta/episodes, which
+        places the next episode's files after it; ``latest_episode`` None makes it start new files."""
+        from lerobot.datasets.dataset_writer import DatasetWriter
+
+        meta = finished.meta
+        if meta.latest_episode is not None:  # the episode saved last (values as one-element lists)
+            meta.episodes = [{key: value[0] for key, value in meta.latest_episode.items()}]
+            meta.latest_episode = None
+        meta._finalized = False  # or finalize() would never write this session's metadata
+        finished.writer = DatasetWriter(
+            meta=meta, root=finished.root, rgb_encoder=self._encoder, depth_encoder=None,
+            encoder_threads=self.config.encoder_threads or None, batch_encoding_size=1,
+            initial_frames=meta.total_frames,
+        )
+        finished._is_finalized = False
+        return finished
 
     # ------------------------------------------------------------------ layout
     def _create_empty(self) -> None:
