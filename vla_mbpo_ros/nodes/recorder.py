@@ -200,6 +200,8 @@ class RecorderNode(Node):
         except Exception as err:  # noqa: BLE001  (answered, not raised: the caller must know)
             response.success, response.message = False, f"episode {episode.index} not saved: {err}"
             self.get_logger().error(response.message)
+            if self.bags is not None:  # no bag for an episode the dataset lacks; the next one opens its own
+                self.bags.discard(self.save_timeout)
             return response
         self.get_logger().info(response.message)
         return response
