@@ -297,7 +297,7 @@ class So101Sim:
     # ---------------------------------------------------------------------------- cameras
     def camera_frame_due(self) -> bool:
         """Whether a camera tick (at ``camera_fps`` in sim time) has passed since the last frame."""
-        return self._current_frame_index() != self._frame_index
+        return self._frames is None or self._current_frame_index() != self._frame_index
 
     @property
     def frame_time(self) -> float:
@@ -312,7 +312,7 @@ class So101Sim:
         nothing between camera ticks. ``fresh`` renders the current state regardless (e.g. a
         ground-truth world model that needs the views exactly k steps later).
         """
-        if fresh or self._frames is None or self.camera_frame_due():
+        if fresh or self.camera_frame_due():
             renderer = self._get_renderer()
             frames = {}
             for view, camera_id in self._camera_ids.items():
@@ -361,10 +361,8 @@ class So101Sim:
         return math.floor(self.time * self.config.camera_fps + 1e-6)
 
     def _invalidate_frames(self) -> None:
-        # The tick at the new time counts as taken: the camera's next frame falls on its grid (a frame
-        # one control step after a reset would sit off it and make the recorder drop the next one).
         self._frames = None
-        self._frame_index = self._current_frame_index()
+        self._frame_index = -1
 
     def __del__(self) -> None:
         try:
