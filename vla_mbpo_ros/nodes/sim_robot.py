@@ -149,6 +149,9 @@ class SimRobotNode(Node):
             self._epoch = stamp_to_seconds(self.get_clock().now().to_msg()) - self._time_base - self.sim.time
         while not self._stop.is_set() and self.context.ok():
             with self._lock:
+                # A reset's first frame is of the reset instant (sim time 0), so frames stay on the camera's
+                # grid; rendered here, on the thread that owns the GL context, before the step.
+                frames = self.sim.render() if self.sim.camera_frame_due() else None
                 if self._trajectory is not None:
                     # Like a JointTrajectoryController sampling at its next update: the target for
                     # the end of the coming step. Sampling at the step's start would return the
@@ -164,7 +167,8 @@ class SimRobotNode(Node):
                     self.pacer.reset(elapsed)
                 stamp = seconds_to_stamp(self._epoch + elapsed)
                 state = JointState(name=names, position=self.sim.joint_positions().tolist(), velocity=self.sim.joint_velocities().tolist())
-                frames = self.sim.render() if self.sim.camera_frame_due() else None
+                if frames is None and self.sim.camera_frame_due():
+                    frames = self.sim.render()
                 frame_stamp = seconds_to_stamp(self._epoch + self._time_base + self.sim.frame_time)
                 success = self.sim.is_success()
             state.header.stamp = stamp
