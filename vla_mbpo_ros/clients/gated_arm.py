@@ -25,7 +25,7 @@ from vla_mbpo_ros.clients.session import RosSession
 from vla_mbpo_ros.conversions import compressed_image_to_rgb, image_to_rgb
 from vla_mbpo_ros.core.robot.joints import reorder
 from vla_mbpo_ros.core.robot.lerobot_features import CameraStream
-from vla_mbpo_ros.msg import SafetyStatus
+from vla_mbpo_ros.msg import ExecutedCommand, SafetyStatus
 from vla_mbpo_ros.nodes._runtime import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
 from vla_mbpo_ros.srv import EndEpisode, StartEpisode
 
@@ -46,6 +46,8 @@ class GatedArm:
         command_topic: str = "/vla_mbpo/teleop/joint_command",
         safety_status_topic: str = "/vla_mbpo/safety_status",
         executor_services: str = "/vla_mbpo/executor",
+        executed_topic: str = "/vla_mbpo/executed_command",
+        settle_timeout_s: float = 1.0,
         manage_episodes: bool = True,
         task: str = "",
         connect_timeout_s: float = 30.0,
@@ -59,6 +61,8 @@ class GatedArm:
         self.command_topic = command_topic
         self.safety_status_topic = safety_status_topic
         self.executor_services = executor_services.rstrip("/")
+        self.executed_topic = executed_topic
+        self.settle_timeout_s = settle_timeout_s
         self.manage_episodes = manage_episodes
         self.task = task
         self.connect_timeout_s = connect_timeout_s
@@ -68,6 +72,8 @@ class GatedArm:
         self.episode_index: int | None = None  # the executor episode this client started
         self._status_lock = threading.Lock()
         self._safety_state: int | None = None
+        self._last_target: np.ndarray | None = None
+        self._last_target_executed = threading.Event()
 
     @property
     def connected(self) -> bool:
@@ -85,6 +91,7 @@ class GatedArm:
             for camera in self.cameras:
                 session.keep_latest(CompressedImage if camera.transport == "compressed" else Image, camera.topic, SENSOR_QOS)
             session.keep_latest(SafetyStatus, self.safety_status_topic, LATCHED_QOS, self._on_safety_status)
+            session.keep_latest(ExecutedCommand, self.executed_topic, RELIABLE_QOS, self._on_executed)
             self._command_pub = session.node.create_publisher(JointState, self.command_topic, RELIABLE_QOS)
             session.wait_for_messages([self.joint_state_topic, *(c.topic for c in self.cameras), self.safety_status_topic],
                                       self.connect_timeout_s, GRAPH_HINT)
@@ -115,6 +122,18 @@ class GatedArm:
             log.error("e-stop latched (%s): the safety gate holds the arm and ignores every target until "
                       "/vla_mbpo/reset_estop and a new session", msg.latch_reason)
 
+    def _on_executed(self, msg: ExecutedCommand) -> None:
+        with self._status_lock:
+            target = self._last_target
+        if target is None or msg.source != "teleop":
+            return
+        try:
+            positions = reorder(msg.joint_names, msg.positions, self.joint_names, self.executed_topic)
+        except ValueError:
+            return
+        if np.allclose(positions, target, rtol=0.0, atol=1e-6):
+            self._last_target_executed.set()
+
     # ------------------------------------------------------------------ streams
     def joint_positions(self) -> np.ndarray:
         msg = self.session.latest(self.joint_state_topic, self.max_observation_age_s)
@@ -133,6 +152,9 @@ class GatedArm:
         """Joint targets (radians, ``joint_names`` order) to the safety gate's input."""
         msg = JointState(name=list(self.joint_names), position=[float(q) for q in positions])
         msg.header.stamp = self.session.node.get_clock().now().to_msg()
+        with self._status_lock:
+            self._last_target = np.asarray(msg.position, dtype=np.float64)
+            self._last_target_executed.clear()
         self._command_pub.publish(msg)
 
     # ------------------------------------------------------------------ end
@@ -145,8 +167,15 @@ class GatedArm:
             return
         with self._status_lock:
             episode, self.episode_index = self.episode_index, None
+            last_target = self._last_target
         try:
             if episode is not None:
+                # The gate moves towards a target by at most its per-cycle step: the last target sent (a
+                # replay's last action) may still be a few cycles away. Let it get there, bounded, before
+                # the episode ends and the gate holds where the arm is.
+                if last_target is not None and not self.latched and not self._last_target_executed.wait(self.settle_timeout_s):
+                    log.info("the gate had not reached the last target %.1f s into the close; ending the episode",
+                             self.settle_timeout_s)
                 response = session.call(EndEpisode, f"{self.executor_services}/end_episode",
                                         EndEpisode.Request(outcome=EndEpisode.Request.OUTCOME_UNLABELLED), 5.0)
                 log.info("executor: %s", response.message)
