@@ -131,8 +131,9 @@ class GatedArm:
             positions = reorder(msg.joint_names, msg.positions, self.joint_names, self.executed_topic)
         except ValueError:
             return
-        if np.allclose(positions, target, rtol=0.0, atol=1e-6):
-            self._last_target_executed.set()
+        with self._status_lock:  # still the last target: a newer one sent meanwhile is not reached by this
+            if self._last_target is target and np.allclose(positions, target, rtol=0.0, atol=1e-6):
+                self._last_target_executed.set()
 
     # ------------------------------------------------------------------ streams
     def joint_positions(self) -> np.ndarray:
