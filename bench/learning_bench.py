@@ -169,6 +169,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     umm.add_argument("--umm-generated-reward", action=argparse.BooleanOptionalAction, default=False,
                      help="train the Yes/No reward also on the UMM's own generated frames of the real transitions "
                           "(measured: precision on new real episodes fell to 0-0.5, docs/learning.md)")
+    umm.add_argument("--umm-reward-from", choices=("next_frame", "transition"), default=None,
+                     help="what the Yes/No reward reads: the generated head frame, or the current views and the "
+                          "chunk (world_model.reward_from); default: the pretrained model's own")
     umm.add_argument("--umm-min-reward-precision", type=float, default=0.9,
                      help="the finetune loop's reward gate (config/finetune_sim.yaml): no policy phase in an "
                           "iteration whose held-out reward precision is lower (0 = off)")
@@ -337,7 +340,7 @@ class UMMBranchedMBPO(BranchedMBPO):
 
     def __init__(self, name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[Episode],
                  args: argparse.Namespace, anchor: BCArrays | None = None) -> None:
-        from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig
+        from vla_mbpo_ros.core.world_model.configuration import TinyArchConfig, WorldModelConfig
         from vla_mbpo_ros.core.world_model.data import DataConfig, action_stats
         from vla_mbpo_ros.core.world_model.umm import UMMWorldModel
 
@@ -350,12 +353,14 @@ class UMMBranchedMBPO(BranchedMBPO):
 
             directory = Path(args.umm_pretrained).expanduser()
             verify_pretrained(directory)  # FileNotFoundError (-> skipped, with the reason) until built
-            self.world_model = UMMWorldModel.from_pretrained(directory)
+            overrides = {"reward_from": args.umm_reward_from} if args.umm_reward_from else {}
+            self.world_model = UMMWorldModel.from_pretrained(directory, config_overrides=overrides)
             vq_steps = 0
         else:
             self.world_model = UMMWorldModel.tiny(
                 ("head", "wrist"), action_stats(self.wm_episodes), args.umm_image_size, seed=args.seed,
-                arch=TinyArchConfig(image_size=args.umm_image_size), instructions=[EpisodeConfig().instruction])
+                arch=TinyArchConfig(image_size=args.umm_image_size), instructions=[EpisodeConfig().instruction],
+                config=WorldModelConfig(view_names=("head", "wrist"), reward_from=args.umm_reward_from or "next_frame"))
             vq_steps = args.umm_vq_steps
         self._fit(args, args.umm_first_steps, vq_steps=vq_steps, seed=args.seed)
         super().__init__(name, policy, sim, demos, args, world_model=self.world_model, anchor=anchor)
@@ -392,11 +397,10 @@ class UMMBranchedMBPO(BranchedMBPO):
 
     def reward_scores(self, episodes: list[Episode]) -> dict[str, float]:
         """Precision and recall of the UMM's Yes, and AUROC of its P(Yes), on these (not yet trained on)
-        episodes' labelled frames; then its threshold recalibrated on them (``--umm-recalibrate-to``)."""
-        from vla_mbpo_ros.core.world_model.data import RewardSamples
+        episodes' labelled frames (or transitions: ``--umm-reward-from``); then its threshold recalibrated on them (``--umm-recalibrate-to``)."""
         from vla_mbpo_ros.core.world_model.evaluate import score_unseen_reward
 
-        samples = RewardSamples(episodes, "head", dataclasses.replace(self.data_config, yes_oversample=1))
+        samples = self.world_model.reward_samples(episodes, dataclasses.replace(self.data_config, yes_oversample=1))
         if not len(samples):
             return {}
         scores = score_unseen_reward(self.world_model, samples, self.args.umm_recalibrate_to)

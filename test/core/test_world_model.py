@@ -464,6 +464,56 @@ def test_the_reward_also_trains_on_the_models_own_generated_frames_with_the_real
     assert len(model.training_samples(episodes, DATA)[1]) == len(build_samples(episodes, VIEWS, DATA)[1])
 
 
+def action_outcome_episodes(n: int, seed: int) -> list[Episode]:
+    """Episodes whose frames are all alike: a success is told only by its last actions (+0.6 on every joint
+    from frame 12), so a reward can learn it from the transition but not from any frame."""
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for i in range(n):
+        actions = rng.uniform(-0.6, 0.0, (20, 2)).astype(np.float32)
+        success = i % 2 == 0
+        if success:
+            actions[12:] = 0.6
+        frames = np.full((20, SIZE, SIZE, 3), 60, np.uint8)
+        episodes.append(Episode(views={v: frames.copy() for v in VIEWS}, states=np.zeros((20, 0)), actions=actions,
+                                instruction=INSTRUCTION, success=success))
+    return episodes
+
+
+def test_the_transition_reward_answers_from_the_views_and_the_chunk():
+    from vla_mbpo_ros.core.world_model.data import TransitionRewardSamples
+    from vla_mbpo_ros.core.world_model.evaluate import score_unseen_reward
+
+    episodes = action_outcome_episodes(8, seed=3)
+    model = tiny_model(WorldModelConfig(view_names=VIEWS, reward_from="transition"))
+    dynamics, reward = model.training_samples(episodes, DATA)
+    assert isinstance(reward, TransitionRewardSamples)
+    # every transition whose target frame has a label: Yes targets 15-19 (starts 13-17); No targets 0-6 of a
+    # success, 0-11 of a failure (starts 0-9)
+    assert sorted({(t, yes) for _, t, yes in reward.index}) == [(t, False) for t in range(10)] + \
+        [(t, True) for t in range(13, 18)]
+    item = reward[0]
+    assert set(item["current"]) == set(VIEWS) and item["actions"].shape == (DATA.chunk_size, 2)
+    config = TrainConfig(steps=150, batch_size=8, reward_batch_size=8, lr=2e-3, warmup_steps=10, log_every=50)
+    history = train_world_model(model, dynamics, reward, config, progress=False)
+    assert np.mean(history.answer_loss[-20:]) < 0.5 * np.mean(history.answer_loss[:20])
+    scores = score_unseen_reward(model, model.reward_samples(action_outcome_episodes(4, seed=4),
+                                                                dataclasses.replace(DATA, yes_oversample=1)))
+    assert scores["precision"] >= 0.9 and scores["recall"] >= 0.9 and scores["auroc"] >= 0.95
+    # In a rollout the reward is read before the frame is generated: the same views with a success chunk
+    # and with a failure chunk get different rewards.
+    views = {v: np.full((2, SIZE, SIZE, 3), 60, np.uint8) for v in VIEWS}
+    chunks = np.stack([np.full((2, 2), 0.6, np.float32), np.full((2, 2), -0.3, np.float32)])
+    _, rewards, _ = model.step(views, chunks, [INSTRUCTION] * 2)
+    np.testing.assert_array_equal(rewards, [1.0, 0.0])
+    probability = model.transition_success_probability(views, chunks, [INSTRUCTION] * 2)
+    np.testing.assert_array_equal(rewards, (probability > model.config.reward_threshold).astype(np.float32))
+    with pytest.raises(ValueError, match="generated_reward"):
+        model.training_samples(episodes, dataclasses.replace(DATA, generated_reward=True))
+    with pytest.raises(ValueError, match="reward_from"):
+        WorldModelConfig(view_names=VIEWS, reward_from="frame")
+
+
 @pytest.fixture(scope="module")
 def lerobot_root(tmp_path_factory):
     """A LeRobotDataset on disk: a successful 18-frame episode and a failed 14-frame one."""

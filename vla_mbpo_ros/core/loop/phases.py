@@ -161,7 +161,8 @@ def held_out_reward_scores(model: Any, episodes: list[Episode], setup: WorldMode
     (nan where undefined); then, with ``reward_calibration_precision``, its threshold recalibrated on them."""
     from vla_mbpo_ros.core.world_model.evaluate import score_unseen_reward
 
-    _, reward = build_samples(episodes, model.view_names, dataclasses.replace(setup.data, yes_oversample=1))
+    _, reward = build_samples(episodes, model.view_names, dataclasses.replace(setup.data, yes_oversample=1),
+                               model.config.reward_from)
     if not len(reward):
         return {}
     scores = score_unseen_reward(model, reward, setup.reward_calibration_precision)

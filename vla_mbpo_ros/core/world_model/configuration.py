@@ -14,6 +14,7 @@ from transformers import JanusConfig, PreTrainedTokenizerFast
 from vla_mbpo_ros.core.world_model.sequence import PromptTemplates
 
 WORLD_MODEL_CONFIG_FILE = "world_model_config.json"
+REWARD_FROM = ("next_frame", "transition")
 SPECIAL_TOKENS = {
     "pad_token": "<pad>",
     "unk_token": "<unk>",
@@ -39,6 +40,11 @@ class WorldModelConfig:
     # Reward = 1 where P(Yes | Yes or No) > reward_threshold; calibrated on held-out frames (precision first:
     # an imagined false success is what RL exploits).
     reward_threshold: float = 0.5
+    # What the Yes/No reward reads: "next_frame" = the head view the model generated (the paper's), or
+    # "transition" = the current views and the action chunk ("will the task be done after these
+    # actions?"), trained on real transitions labelled with the outcome k steps later; a small model's
+    # generated frames do not show the outcome (learning bench, issue 20).
+    reward_from: str = "next_frame"
     # Imagined joint state after a chunk = the chunk's last (absolute joint-target) action: the arm's servos
     # track their targets, and a state frozen at the branch start would tell the policy it never moved.
     state_from_actions: bool = True
@@ -58,6 +64,8 @@ class WorldModelConfig:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if self.copy_prior < 0 or (self.copy_prior and not self.vq_context):
             raise ValueError(f"copy_prior must be >= 0 and needs vq_context, got {self.copy_prior} (vq_context {self.vq_context})")
+        if self.reward_from not in REWARD_FROM:
+            raise ValueError(f"reward_from must be one of {REWARD_FROM}, got {self.reward_from!r}")
         if not 0.0 < self.reward_threshold < 1.0:
             raise ValueError(f"reward_threshold must be in (0, 1), got {self.reward_threshold}")
 

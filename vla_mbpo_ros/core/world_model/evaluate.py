@@ -123,13 +123,20 @@ def reference_scores(model: UMMWorldModel, dataset: DynamicsSamples, config: Eva
 
 
 def success_probabilities(model: UMMWorldModel, dataset: RewardSamples, config: EvalConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(P(Yes), label) of labelled head frames, evenly spread over the dataset (at most max_samples)."""
+    """(P(Yes), label) of labelled head frames or transitions, evenly spread over the dataset (at most
+    max_samples)."""
     indices = _spread(len(dataset), config.max_samples)
     probability, truth = [], []
     for start in range(0, len(indices), config.batch_size):
         items = [dataset[int(i)] for i in indices[start : start + config.batch_size]]
-        images = np.stack([it["image"].numpy() for it in items])
-        probability.extend(model.success_probability(images, [it["instruction"] for it in items]).tolist())
+        instructions = [it["instruction"] for it in items]
+        if "current" in items[0]:  # transitions (reward_from: transition)
+            views = {v: np.stack([it["current"][v].numpy() for it in items]) for v in model.view_names}
+            chunks = np.stack([it["actions"].numpy() for it in items])
+            probability.extend(model.transition_success_probability(views, chunks, instructions).tolist())
+        else:
+            images = np.stack([it["image"].numpy() for it in items])
+            probability.extend(model.success_probability(images, instructions).tolist())
         truth.extend(bool(it["success"]) for it in items)
     return np.array(probability, np.float32), np.array(truth, bool)
 
@@ -292,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     _, held = split_episodes(episodes, source.holdout_episodes, train_config.seed)
     if not held:
         raise ValueError("source.holdout_episodes is 0: nothing held out to evaluate on")
-    dynamics, reward = build_samples(held, model.view_names, data_config)
+    dynamics, reward = build_samples(held, model.view_names, data_config, model.config.reward_from)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"dynamics": evaluate_dynamics(model, dynamics, eval_config)}

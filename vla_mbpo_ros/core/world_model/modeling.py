@@ -29,6 +29,7 @@ from vla_mbpo_ros.core.world_model.sequence import (
     SequenceSpec,
     TokenIds,
     dynamics_stages,
+    outcome_question,
     render,
     reward_question,
 )
@@ -284,11 +285,36 @@ class UMMCore(nn.Module):
         hidden = self._lm(batch, use_cache=False).last_hidden_state[:, -1]
         return self.janus.lm_head(hidden).float()
 
-    def answer_loss(self, head_images: torch.Tensor, instructions: Sequence[str], success: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the answer token ("Yes" on success, else "No") over the whole vocabulary."""
-        logits = self.answer_logits(head_images, instructions)
-        target = torch.where(success.to(self.device).bool(), self.yes_id, self.no_id)
+    def outcome_logits(
+        self,
+        current: dict[str, torch.Tensor],
+        action_texts: Sequence[str],
+        instructions: Sequence[str],
+        known_ids: dict[ImageRef, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Next-token logits (B, vocab) after "will the task be done after these actions?" about each
+        sample's current views and action chunk (``reward_from: transition``)."""
+        und, vq = self._image_banks(current, None, known_ids)
+        prompts, views = self.config.prompts, self.config.view_names
+        rows = [(b, self.render(outcome_question(prompts, views, action, text, self.config.vq_context), False))
+                for b, (action, text) in enumerate(zip(action_texts, instructions))]
+        batch = self.embed(rows, und, vq, pad_left=True)
+        hidden = self._lm(batch, use_cache=False).last_hidden_state[:, -1]
+        return self.janus.lm_head(hidden).float()
+
+    def answer_loss(self, reward: dict) -> torch.Tensor:
+        """Cross-entropy of the answer token ("Yes" on success, else "No") over the whole vocabulary, about a
+        head image (``image``) or a transition (``current`` views and ``action_text``)."""
+        if "current" in reward:
+            logits = self.outcome_logits(reward["current"], reward["action_text"], reward["instruction"])
+        else:
+            logits = self.answer_logits(reward["image"], reward["instruction"])
+        target = torch.where(reward["success"].to(self.device).bool(), self.yes_id, self.no_id)
         return F.cross_entropy(logits, target)
+
+    def yes_probability(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B,) P(Yes | Yes or No) from answer logits."""
+        return torch.stack([logits[:, self.yes_id], logits[:, self.no_id]], dim=-1).softmax(-1)[:, 0]
 
     def forward(self, dynamics: dict | None = None, reward: dict | None = None) -> dict[str, torch.Tensor]:
         """Losses of one training batch; either part may be missing."""
@@ -298,7 +324,7 @@ class UMMCore(nn.Module):
             known.update({ImageRef(v, NEXT): ids for v, ids in dynamics.get("next_tokens", {}).items()})
             losses["image"] = self.dynamics_loss(dynamics["current"], dynamics["next"], dynamics["action_text"], known)
         if reward is not None:
-            losses["answer"] = self.answer_loss(reward["image"], reward["instruction"], reward["success"])
+            losses["answer"] = self.answer_loss(reward)
         return losses
 
     # -- inference ------------------------------------------------------------------------------------------

@@ -114,8 +114,10 @@ def evaluate_pretrained(model, calibration: list[Episode], test: list[Episode], 
     )
 
     eval_config = EvalConfig(batch_size=32, max_samples=config.eval_samples)
-    dynamics, reward = build_samples(test, model.view_names, dataclasses.replace(config.data, yes_oversample=1))
-    _, calibration_reward = build_samples(calibration, model.view_names, dataclasses.replace(config.data, yes_oversample=1))
+    dynamics, reward = build_samples(test, model.view_names, dataclasses.replace(config.data, yes_oversample=1),
+                                      model.config.reward_from)
+    _, calibration_reward = build_samples(calibration, model.view_names,
+                                          dataclasses.replace(config.data, yes_oversample=1), model.config.reward_from)
     figures = {"dynamics": evaluate_dynamics(model, dynamics, eval_config),
                "references": reference_scores(model, dynamics, eval_config)}
     probability, truth = success_probabilities(model, calibration_reward, dataclasses.replace(eval_config, max_samples=10**6))
@@ -165,7 +167,7 @@ def pretrain(config: PretrainConfig, out: str | Path, progress: bool = True) -> 
     model = UMMWorldModel.tiny(VIEW_NAMES, action_stats(train_eps), config.tiny.image_size, config.train.seed,
                                arch=config.tiny, config=config.world_model,
                                instructions=[config.corpus.instruction])
-    dynamics, reward = build_samples(train_eps, VIEW_NAMES, config.data)
+    dynamics, reward = build_samples(train_eps, VIEW_NAMES, config.data, model.config.reward_from)
     began = time.perf_counter()
     if (out / "model" / WORLD_MODEL_CONFIG_FILE).is_file():  # trained; stopped before the manifest was written
         model = UMMWorldModel.from_pretrained(out / "model")

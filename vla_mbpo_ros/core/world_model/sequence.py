@@ -48,6 +48,7 @@ class PromptTemplates:
     predicted_label: str = "Predicted {view} view:"
     wrist: str = "Predict the next {view} view from its current view and the predicted {head} view."
     reward: str = "Is the task '{instruction}' completed? Answer:"
+    outcome: str = "Actions: {actions}. Will the task '{instruction}' be completed after these actions? Answer:"
     yes: str = "Yes"
     no: str = "No"
 
@@ -129,6 +130,19 @@ def reward_question(prompts: PromptTemplates, head: str, instruction: str) -> Se
         Segment("und", image=ImageRef(head, CURRENT)),
         Segment("text", prompts.reward.format(instruction=instruction)),
     ]
+    return SequenceSpec(segments, None)
+
+
+def outcome_question(
+    prompts: PromptTemplates, view_names: Sequence[str], action_text: str, instruction: str, vq_context: bool
+) -> SequenceSpec:
+    """Current views + action text + "will the task be done after these actions?" (``reward_from:
+    transition``): the reward of a transition read from its inputs, as the head stage sees them, not from
+    the frame the model generates."""
+    segments = [Segment("text", prompts.system)] if prompts.system else []
+    for view in view_names:
+        segments += _view_inputs(prompts, view, vq_context)
+    segments.append(Segment("text", prompts.outcome.format(actions=action_text, instruction=instruction)))
     return SequenceSpec(segments, None)
 
 

@@ -286,7 +286,10 @@ def train_world_model(
         batch = next(dyn_iter)
         texts = [model.codec.to_text(a) for a in batch["actions"].float().cpu().numpy()]
         dyn = {**batch, "action_text": texts}
-        losses = wrapped(dynamics=dyn, reward=next(rew_iter) if rew_iter else None)
+        rew = next(rew_iter) if rew_iter else None
+        if rew is not None and "actions" in rew:  # transition questions read the chunk as text too
+            rew = {**rew, "action_text": [model.codec.to_text(a) for a in rew["actions"].float().cpu().numpy()]}
+        losses = wrapped(dynamics=dyn, reward=rew)
         loss = config.image_loss_weight * losses["image"]
         if "answer" in losses:
             loss = loss + config.answer_loss_weight * losses["answer"]
@@ -421,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         model = UMMWorldModel.from_pretrained(args.init, view_names=wm_config.view_names, action_stats=stats)
         train_config = dataclasses.replace(train_config, vq_fit_steps=0)
-    dynamics, reward = build_samples(train_eps, wm_config.view_names, data_config)
+    dynamics, reward = build_samples(train_eps, wm_config.view_names, data_config, model.config.reward_from)
     history = train_world_model(model, dynamics, reward, train_config, output_dir=args.output)
     summary = {
         "train_episodes": len(train_eps),

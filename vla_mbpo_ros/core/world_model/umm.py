@@ -146,8 +146,11 @@ class UMMWorldModel:
     def training_samples(self, episodes: Sequence[Episode], data: DataConfig) -> tuple[DynamicsSamples, Dataset]:
         """Dynamics and reward samples of ``episodes``; with ``data.generated_reward`` the reward samples also
         hold this model's own generated head frames of their labelled transitions (made before training)."""
-        dynamics, reward = build_samples(episodes, self.view_names, data)
+        dynamics, reward = build_samples(episodes, self.view_names, data, self.config.reward_from)
         if data.generated_reward:
+            if self.config.reward_from != "next_frame":
+                raise ValueError("data.generated_reward trains the next_frame reward; reward_from is "
+                                 f"{self.config.reward_from!r}")
             reward = ConcatDataset([reward, self.generated_reward_samples(episodes, data)])
         return dynamics, reward
 
@@ -167,13 +170,29 @@ class UMMWorldModel:
         return GeneratedRewardSamples(head, np.array([yes for _, _, yes in transitions], dtype=bool),
                                       [episodes[e].instruction for e, _, _ in transitions], data.yes_oversample)
 
+    def reward_samples(self, episodes: Sequence[Episode], data: DataConfig):
+        """The labelled samples this model's reward answers about (``reward_from``): head frames, or
+        transitions labelled with the frame k steps later."""
+        return build_samples(episodes, self.view_names, data, self.config.reward_from)[1]
+
     @torch.no_grad()
     def success_probability_from_tensor(self, head_images: torch.Tensor, instructions: Sequence[str]) -> np.ndarray:
         """(B,) P(Yes | Yes or No) to "is the task done?" about each head image."""
         self.core.eval()
         logits = self.core.answer_logits(head_images, list(instructions))
-        pair = torch.stack([logits[:, self.core.yes_id], logits[:, self.core.no_id]], dim=-1)
-        return pair.softmax(-1)[:, 0].cpu().numpy().astype(np.float32)
+        return self.core.yes_probability(logits).cpu().numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def transition_success_probability(self, views: dict[str, np.ndarray], chunks: np.ndarray,
+                                       instructions: Sequence[str]) -> np.ndarray:
+        """(B,) P(Yes | Yes or No) to "will the task be done after these actions?" about each branch's
+        current views and action chunk (``reward_from: transition``)."""
+        chunks = np.asarray(chunks, dtype=np.float32)
+        current = self._current(views, chunks.shape[0])
+        self.core.eval()
+        logits = self.core.outcome_logits(current, [self.codec.to_text(c) for c in chunks], list(instructions),
+                                          self._generated_ids(views))
+        return self.core.yes_probability(logits).cpu().numpy().astype(np.float32)
 
     def success_probability(self, head_images: np.ndarray, instructions: Sequence[str]) -> np.ndarray:
         images = np.asarray(head_images)
@@ -195,12 +214,16 @@ class UMMWorldModel:
     def step(
         self, views: dict[str, np.ndarray], chunks: np.ndarray, instructions: list[str]
     ) -> tuple[dict[str, np.ndarray], np.ndarray] | tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """One imagined chunk for B branches: next views (input size, uint8), reward (B,) in {0, 1} and,
+        """One imagined chunk for B branches: next views (input size, uint8), reward (B,) in {0, 1} (read from
+        the generated head view, or from the views and chunk: ``reward_from``) and,
         with ``state_from_actions``, the next joint states (B, d): the chunks' last actions."""
         if len(instructions) != np.shape(chunks)[0]:
             raise ValueError(f"{len(instructions)} instructions for {np.shape(chunks)[0]} chunks")
+        if self.config.reward_from == "transition":
+            probability = self.transition_success_probability(views, chunks, instructions)
         predicted = self.predict_model_size(views, chunks)
-        probability = self.success_probability_from_tensor(predicted[self.view_names[0]], instructions)
+        if self.config.reward_from == "next_frame":
+            probability = self.success_probability_from_tensor(predicted[self.view_names[0]], instructions)
         reward = (probability > self.config.reward_threshold).astype(np.float32)
         next_views = {v: resize_uint8(predicted[v], views[v].shape[1:3]).cpu().numpy() for v in self.view_names}
         self._remember_generated(next_views)
