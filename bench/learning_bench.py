@@ -167,8 +167,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     umm.add_argument("--umm-steps", type=int, default=60, help="finetuning steps after each iteration's episodes")
     umm.add_argument("--umm-lr", type=float, default=1e-3)
     umm.add_argument("--umm-generated-reward", action=argparse.BooleanOptionalAction, default=False,
-                     help="train the Yes/No reward also on the UMM's own generated frames of the real transitions "
-                          "(measured: precision on new real episodes fell to 0-0.5, docs/learning.md)")
+                     help="train the Yes/No reward also on what the UMM generates from the real transitions: head "
+                          "frames (next_frame; measured: precision on new real episodes fell to 0-0.5, "
+                          "docs/learning.md) or transitions from generated views (transition)")
     umm.add_argument("--umm-reward-from", choices=("next_frame", "transition"), default=None,
                      help="what the Yes/No reward reads: the generated head frame, or the current views and the "
                           "chunk (world_model.reward_from); default: the pretrained model's own")
@@ -418,9 +419,13 @@ class UMMBranchedMBPO(BranchedMBPO):
                                   torch.Generator().manual_seed(self.args.seed + 7))
         replayed = replay_chunks(self.replay_world, starts, buffer.actions)
         agreement = success_agreement(buffer.rewards.numpy(), replayed)
+        # The first chunk starts from real views: its agreement is the reward's alone, later chunks add the
+        # generated views' errors.
+        first = success_agreement(buffer.rewards.numpy()[:, :1], replayed[:, :1])
         return {"imagined_agreement": agreement["agreement"], "imagined_false_success": agreement["false_success_rate"],
                 "imagined_missed_success": agreement["missed_success_rate"],
-                "check_imagined_success": agreement["imagined_success"], "check_true_success": agreement["true_success"]}
+                "check_imagined_success": agreement["imagined_success"], "check_true_success": agreement["true_success"],
+                "first_chunk_agreement": first["agreement"], "first_chunk_false_success": first["false_success_rate"]}
 
 
 def make_method(name: str, policy: CompactFlowVLA, sim: So101Sim, demos: list[Episode],

@@ -508,8 +508,25 @@ def test_the_transition_reward_answers_from_the_views_and_the_chunk():
     np.testing.assert_array_equal(rewards, [1.0, 0.0])
     probability = model.transition_success_probability(views, chunks, [INSTRUCTION] * 2)
     np.testing.assert_array_equal(rewards, (probability > model.config.reward_threshold).astype(np.float32))
-    with pytest.raises(ValueError, match="generated_reward"):
-        model.training_samples(episodes, dataclasses.replace(DATA, generated_reward=True))
+    # Trained where it is used: also on transitions whose current views the model generated from the real
+    # views and chunk before them (a rollout's second chunk on), with the real chunk and label.
+    from vla_mbpo_ros.core.world_model.data import GeneratedTransitionSamples
+
+    _, both = model.training_samples(episodes, dataclasses.replace(DATA, generated_reward=True))
+    generated = both.datasets[1]
+    assert isinstance(generated, GeneratedTransitionSamples) and generated.labels.any() and not generated.labels.all()
+    transitions = [(e, t, yes) for e, t, yes in labelled_transitions(episodes, DATA) if t >= DATA.chunk_size]
+    assert len(generated.actions) == len(transitions)
+    e, t, yes = transitions[-1]
+    np.testing.assert_array_equal(generated.actions[-1], episodes[e].actions[t:t + DATA.chunk_size])
+    predicted = model.predict({v: episodes[e].views[v][t - DATA.chunk_size:t - DATA.chunk_size + 1] for v in VIEWS},
+                              episodes[e].actions[None, t - DATA.chunk_size:t])
+    for v in VIEWS:
+        np.testing.assert_array_equal(generated.views[v][-1], predicted[v][0])
+    item = generated[len(generated) - 1]
+    assert item["success"] == yes and set(item["current"]) == set(VIEWS)
+    batch = next(iter(torch.utils.data.DataLoader(both, batch_size=len(both))))  # real and generated batch together
+    assert batch["current"]["head"].shape[0] == len(both) == len(reward) + len(generated)
     with pytest.raises(ValueError, match="reward_from"):
         WorldModelConfig(view_names=VIEWS, reward_from="frame")
 

@@ -30,9 +30,10 @@ class DataConfig:
     reward_yes_window: int = 5
     reward_no_margin: int = 2
     yes_oversample: int = 1  # each "Yes" sample appears this many times (class balance)
-    # Also train the reward on head frames the model itself generates from the episodes' real transitions,
-    # labelled with the real outcome: in imagination it judges decoded generated frames, and trained on
-    # camera frames only it never said Yes to one (learning bench, issue 20).
+    # Also train the reward on what the model itself generates from the episodes' real transitions, labelled
+    # with the real outcome: in imagination it judges generated frames (next_frame: the generated head view;
+    # transition: generated current views from the second chunk on), and trained on camera frames only the
+    # next_frame reward never said Yes to one (learning bench, issue 20).
     generated_reward: bool = False
 
     def __post_init__(self) -> None:
@@ -165,6 +166,32 @@ class GeneratedRewardSamples(Dataset):
     def __getitem__(self, i: int) -> dict:
         j, yes = self.index[i]
         return {"image": torch.from_numpy(self.images[j]), "success": yes, "instruction": self.instructions[j]}
+
+
+class GeneratedTransitionSamples(Dataset):
+    """Transitions whose current views the world model generated (from the real views and chunk k steps
+    before), with the real chunk and the real label of the target frame: the inputs the transition reward
+    reads from the second imagined chunk on."""
+
+    def __init__(self, views: dict[str, np.ndarray], actions: np.ndarray, labels: np.ndarray,
+                 instructions: Sequence[str], yes_oversample: int = 1):
+        if not all(len(v) == len(actions) for v in views.values()) or not len(actions) == len(labels) == len(instructions):
+            raise ValueError(f"views, {len(actions)} chunks, {len(labels)} labels and {len(instructions)} instructions "
+                             "must be as many")
+        self.views, self.actions, self.instructions = views, actions, list(instructions)
+        self.index = [(i, bool(yes)) for i, yes in enumerate(labels) for _ in range(yes_oversample if yes else 1)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([yes for _, yes in self.index], dtype=bool)
+
+    def __getitem__(self, i: int) -> dict:
+        j, yes = self.index[i]
+        return {"current": {v: torch.from_numpy(x[j]) for v, x in self.views.items()},
+                "actions": torch.from_numpy(self.actions[j]), "success": yes, "instruction": self.instructions[j]}
 
 
 def labelled_transitions(episodes: Sequence[Episode], config: DataConfig) -> list[tuple[int, int, bool]]:

@@ -39,6 +39,7 @@ from vla_mbpo_ros.core.world_model.data import (
     DataConfig,
     DynamicsSamples,
     GeneratedRewardSamples,
+    GeneratedTransitionSamples,
     build_samples,
     labelled_transitions,
 )
@@ -145,14 +146,34 @@ class UMMWorldModel:
 
     def training_samples(self, episodes: Sequence[Episode], data: DataConfig) -> tuple[DynamicsSamples, Dataset]:
         """Dynamics and reward samples of ``episodes``; with ``data.generated_reward`` the reward samples also
-        hold this model's own generated head frames of their labelled transitions (made before training)."""
+        hold what this model generates from their labelled transitions (made before training): head frames
+        (``reward_from: next_frame``) or transitions from generated views (``transition``)."""
         dynamics, reward = build_samples(episodes, self.view_names, data, self.config.reward_from)
         if data.generated_reward:
-            if self.config.reward_from != "next_frame":
-                raise ValueError("data.generated_reward trains the next_frame reward; reward_from is "
-                                 f"{self.config.reward_from!r}")
-            reward = ConcatDataset([reward, self.generated_reward_samples(episodes, data)])
+            generated = (self.generated_transition_samples(episodes, data) if self.config.reward_from == "transition"
+                         else self.generated_reward_samples(episodes, data))
+            reward = ConcatDataset([reward, generated])
         return dynamics, reward
+
+    def generated_transition_samples(self, episodes: Sequence[Episode], data: DataConfig,
+                                     batch_size: int = 32) -> GeneratedTransitionSamples:
+        """Each labelled transition (t, chunk, label of t + k) with t >= k, its current views replaced by the
+        ones this model generates from the real views at t - k and the real chunk before (as a rollout's
+        second chunk sees them); at the episodes' view size."""
+        k = data.chunk_size
+        transitions = [(e, t, yes) for e, t, yes in labelled_transitions(episodes, data) if t >= k]
+        generated: dict[str, list[np.ndarray]] = {v: [] for v in self.view_names}
+        for first in range(0, len(transitions), batch_size):
+            batch = transitions[first:first + batch_size]
+            views = {v: np.stack([episodes[e].views[v][t - k] for e, t, _ in batch]) for v in self.view_names}
+            chunks = np.stack([episodes[e].actions[t - k:t] for e, t, _ in batch])
+            for v, images in self.predict(views, chunks).items():
+                generated[v].append(images)
+        views = {v: np.concatenate(x) if x else np.zeros((0, 1, 1, 3), np.uint8) for v, x in generated.items()}
+        actions = np.stack([episodes[e].actions[t:t + k] for e, t, _ in transitions]) if transitions else \
+            np.zeros((0, k, 0), np.float32)
+        return GeneratedTransitionSamples(views, actions, np.array([yes for _, _, yes in transitions], dtype=bool),
+                                          [episodes[e].instruction for e, _, _ in transitions], data.yes_oversample)
 
     def generated_reward_samples(self, episodes: Sequence[Episode], data: DataConfig,
                                  batch_size: int = 32) -> GeneratedRewardSamples:
