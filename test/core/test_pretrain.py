@@ -115,6 +115,33 @@ def test_a_changed_weight_file_is_refused_by_name(pretrained, tmp_path):
         verify_pretrained(tmp_path / "missing")
 
 
+def test_a_model_built_from_another_config_is_rebuilt_on_the_kept_corpus(pretrained, tmp_path):
+    import shutil
+
+    out, _ = pretrained
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    corpus_files = {p: p.stat().st_mtime_ns for p in (copy / "corpus").rglob("*") if p.is_file()}
+    config = _config(tmp_path / "short.yaml", steps=8)
+    values = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**values, "world_model": {"reward_from": "transition"}}))
+    process = _pretrain(config, copy)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+    assert "was built from another config (world_model): rebuilding the model" in output
+    manifest = json.loads((copy / "model" / MANIFEST).read_text())
+    assert manifest["config"]["world_model"]["reward_from"] == "transition"
+    assert {p: p.stat().st_mtime_ns for p in (copy / "corpus").rglob("*") if p.is_file()} == corpus_files
+    again = _pretrain(config, copy)  # the same config: built and verified, nothing redone
+    output, _ = again.communicate(timeout=300)
+    assert again.returncode == 0 and "is built and verified" in output
+    config.write_text(yaml.safe_dump({**values, "corpus": {**values["corpus"], "episodes": 7}}))
+    refused = _pretrain(config, copy)
+    output, _ = refused.communicate(timeout=300)
+    assert refused.returncode != 0 and "corpus section" in output
+    verify_pretrained(copy / "model")  # refused before touching the model
+
+
 def test_the_shipped_pretraining_config_loads():
     config = load_pretrain_config(REPO / "config" / "world_model_pretrain.yaml")
     assert config.corpus.seed_base >= 5_000_000  # no learning-bench seed (0.., 10_000.., 1_000_000..) in it

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,12 +227,46 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=os.environ.get("VLA_MBPO_WORLD_MODEL_DIR", DEFAULT_OUTPUT))
     args = parser.parse_args(argv)
     out = Path(args.out).expanduser()
+    config = load_pretrain_config(args.config)
     try:
         manifest = verify_pretrained(out / "model")
-        print(f"{out / 'model'} is built and verified (delete it to rebuild)")
     except FileNotFoundError:
-        manifest = pretrain(load_pretrain_config(args.config), out)
+        manifest = None
+    if manifest is not None and (changed := changed_sections(manifest, config)):
+        if "corpus" in changed:
+            raise SystemExit(f"{out}: the corpus section of {args.config} differs from the one this model was built "
+                             "from; delete the directory to rebuild the corpus and the model")
+        print(f"{out / 'model'} was built from another config ({', '.join(changed)}): rebuilding the model "
+              "(the corpus is kept)")
+        shutil.rmtree(out / "model")
+        manifest = None
+    if manifest is None:
+        manifest = pretrain(config, out)
+    else:
+        print(f"{out / 'model'} is built and verified (delete it to rebuild)")
     print(summary_line(manifest))
+
+
+def changed_sections(manifest: dict, config: PretrainConfig) -> list[str]:
+    """Top-level sections of ``config`` that differ from the ones the finished model was built from (not
+    ``torch_threads``, which changes nothing it learns, nor the reward threshold, which the pretraining
+    calibrates)."""
+    def plain(c: dict) -> dict:
+        c = json.loads(json.dumps(c, default=list))
+        c.get("world_model", {}).pop("reward_threshold", None)
+        return c
+
+    wanted, defaults = plain(dataclasses.asdict(config)), plain(dataclasses.asdict(PretrainConfig()))
+    built = _with_defaults(plain(manifest.get("config", {})), defaults)
+    return sorted(k for k, v in wanted.items() if k != "torch_threads" and built.get(k) != v)
+
+
+def _with_defaults(built, defaults):
+    """``built`` with the fields it lacks (added to the config since it was built, so built with their
+    default) taken from ``defaults``."""
+    if isinstance(built, dict) and isinstance(defaults, dict):
+        return {k: _with_defaults(built[k], v) if k in built else v for k, v in defaults.items()}
+    return built
 
 
 if __name__ == "__main__":
