@@ -186,6 +186,8 @@ def test_the_validation_gate_accepts_only_on_evidence():
     assert accept_update(float("nan"), 0.5)[0] is False
     assert accept_update(0.25, 0.25) == (True, "imagined success 0.25 -> 0.25")
     assert accept_update(0.0, 0.0, require_success=False)[0] is True
+    assert accept_update(1.0, 1.0) == (False, "imagined success 1.00 -> 1.00: saturated, no gain to show")
+    assert accept_update(0.98, 1.0)[0] is True and accept_update(1.0, 1.0, require_success=False)[0] is True
 
 
 def test_an_untrusted_reward_holds_the_update_and_keeps_the_running_version(dataset, tmp_path):

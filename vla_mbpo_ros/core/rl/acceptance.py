@@ -2,9 +2,9 @@
 
 Two checks, used by the trainer (validation) and the finetune loop (reward trust):
 - ``accept_update``: the candidate's validation success (deterministic rollouts from fixed start states)
-  must not fall, and with ``require_success`` it must be above zero: 0 -> 0 shows nothing, so nothing
-  is accepted on it; a NaN (not measured) is no evidence either (a trainer without validation does not
-  call this).
+  must not fall, and with ``require_success`` it must be above zero and the old policy's below one: 0 -> 0
+  and 1 -> 1 show nothing, so nothing is accepted on them; a NaN (not measured) is no evidence either (a
+  trainer without validation does not call this).
 - ``trust_reward``: the world model's Yes/No reward must have had at least ``min_precision`` on real
   frames it had not been trained on; not measured, or NaN (it said Yes to none of them, so precision is
   undefined), is no trust.
@@ -25,6 +25,10 @@ def accept_update(before: float, after: float, require_success: bool = True) -> 
         return False, f"{change}: dropped"
     if require_success and after <= 0.0:
         return False, f"{change}: no success to show"
+    if require_success and before >= 1.0:
+        # A world model that imagines every validation episode succeeding cannot show a gain: the learning
+        # bench measured such 1 -> 1 acceptances with the UMM's transition reward going -20 and +30 points.
+        return False, f"{change}: saturated, no gain to show"
     return True, change
 
 

@@ -68,7 +68,8 @@ class MBPOConfig:
     # 2-chunk success from sampled frames stayed flat while the success of whole episodes fell to 0.
     validation_from: str = "sampled"
     rollback_on_drop: bool = True  # restore the pre-RL weights if the candidate is not accepted
-    # Accept a candidate only when its validation success is above zero (0 -> 0 is no evidence). The
+    # Accept a candidate only when its validation success is above zero and the old one's below one (0 -> 0
+    # and 1 -> 1 are no evidence). The
     # plumbing tests turn it off to publish an actor-frozen candidate of a tiny untrained policy.
     require_validation_success: bool = True
     # Flow-matching (BC) loss on the demonstrations added to every actor step with this weight (0: off;
