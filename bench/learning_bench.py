@@ -154,6 +154,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     rl.add_argument("--validation-from", choices=("sampled", "initial"), default="initial",
                     help="MBPO validation from sampled chunk-aligned frames (n chunks) or from episode starts "
                          "(whole episodes)")
+    rl.add_argument("--calibrated-validation", action=argparse.BooleanOptionalAction, default=False,
+                    help="VLA-MBPO: hold an iteration's update before any RL unless the running policy's imagined "
+                         "validation success lies in the Wilson 95 %% interval of its success in the iteration's "
+                         "real episodes (MBPOConfig.calibrated_validation)")
     rl.add_argument("--validation-starts", type=int, default=64,
                     help="imagined start states of the MBPO accept/rollback check (0: off)")
     umm = parser.add_argument_group("UMM world model (mbpo_umm)")
@@ -224,6 +228,7 @@ def mbpo_config(args: argparse.Namespace, mode: str) -> MBPOConfig:
     return MBPOConfig(rollout_mode="branched", num_chunks=args.num_chunks, num_iterations=args.refills,
                       samples_per_refill=args.samples_per_refill, rollout_batch_size=64,
                       validation_starts=args.validation_starts, validation_from=args.validation_from,
+                      calibrated_validation=args.calibrated_validation,
                       validation_chunks=args.num_chunks if args.validation_from == "sampled" else
                       math.ceil(args.max_steps / (args.chunk_size * args.control_steps_per_action)), **common)
 
@@ -323,9 +328,10 @@ class BranchedMBPO(Method):
         real_success = float(np.mean([e.success for e in episodes]))
         if not self.trusts_world_model(stats):  # as the finetune loop: no policy phase on an untrusted reward
             return {"real_success": real_success, "accepted": 0.0, "reward_trusted": 0.0, **stats}
-        result = self.trainer.train()
+        result = self.trainer.train(real_success=(sum(bool(e.success) for e in episodes), len(episodes)))
         return {"real_success": real_success,
-                "imagined_success": float(np.mean([h["imagined_success"] for h in result["history"]])),
+                "imagined_success": float(np.mean([h["imagined_success"] for h in result["history"]]))
+                if result["history"] else float("nan"), "calibrated": float(result.get("calibrated", True)),
                 "validation_before": result["success_before"], "validation_after": result["success_after"],
                 "accepted": float(result["accepted"]), **ppo_diagnostics(result["history"]), **stats}
 

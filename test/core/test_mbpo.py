@@ -306,6 +306,35 @@ def test_no_update_is_accepted_on_zero_to_zero_validation_and_the_actor_is_rolle
     assert all(torch.equal(b, p) for b, p in zip(before, policy.parameters()))
 
 
+class AlwaysSuccessWorld(PointReachWorld):
+    """The point world whose reward fires on every chunk (a world model that imagines every branch succeeding)."""
+
+    def step(self, views, chunks, instructions):
+        next_views, rewards = super().step(views, chunks, instructions)
+        return next_views, np.ones_like(rewards)
+
+
+def test_a_world_model_that_imagines_the_running_policy_far_better_than_it_is_gets_no_say():
+    world = AlwaysSuccessWorld()
+    config = MBPOConfig(num_iterations=1, samples_per_refill=16, update_to_data=2, minibatch_size=16,
+                        critic_warmup_updates=0, validation_starts=4, actor_needs_reward=False,
+                        calibrated_validation=True, ppo=PPOConfig(actor_lr=1e-3))
+    policy = tiny_policy()
+    before = [p.detach().clone() for p in policy.parameters()]
+    result = MBPOTrainer(policy, world, toy_sampler(world), config).train(real_success=(2, 10))
+    assert result["success_before"] == 1.0 and not result["accepted"] and result["calibrated"] is False
+    assert result["reason"] == ("imagination not calibrated: imagined success 1.00 of the running policy, "
+                                "real 2/10 [0.06, 0.51]")
+    assert result["history"] == []  # held before any RL: nothing trained
+    assert all(torch.equal(b, p) for b, p in zip(before, policy.parameters()))
+    # Not measured is not calibrated either; with real success to match, the RL runs.
+    assert not MBPOTrainer(policy, world, toy_sampler(world), config).train()["accepted"]
+    result = MBPOTrainer(policy, world, toy_sampler(world), config).train(real_success=(10, 10))
+    assert len(result["history"]) == 1 and "calibrated" not in result
+    with pytest.raises(ValueError, match="validation_starts"):
+        MBPOConfig(calibrated_validation=True, validation_starts=0)
+
+
 def test_full_horizon_mode_uses_episode_starts_and_respects_the_episode_budget():
     world = PointReachWorld()
     sampler = toy_sampler(world)

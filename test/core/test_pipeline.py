@@ -190,6 +190,18 @@ def test_the_validation_gate_accepts_only_on_evidence():
     assert accept_update(0.98, 1.0)[0] is True and accept_update(1.0, 1.0, require_success=False)[0] is True
 
 
+def test_imagination_is_calibrated_only_within_the_real_success_interval():
+    from vla_mbpo_ros.core.rl.acceptance import imagination_calibrated
+
+    assert imagination_calibrated(0.4, 4, 10) == (True, "")  # Wilson 95 % of 4/10: [0.17, 0.69]
+    assert imagination_calibrated(0.68, 4, 10)[0] and not imagination_calibrated(0.69, 4, 10)[0]
+    assert imagination_calibrated(0.86, 1, 10) == (False, "imagination not calibrated: imagined success 0.86 of the "
+                                                          "running policy, real 1/10 [0.02, 0.40]")
+    assert not imagination_calibrated(0.0, 4, 10)[0]  # imagining nothing succeed is as wrong
+    assert not imagination_calibrated(float("nan"), 4, 10)[0]
+    assert "no real episodes" in imagination_calibrated(0.4, 0, 0)[1]
+
+
 def test_an_untrusted_reward_holds_the_update_and_keeps_the_running_version(dataset, tmp_path):
     """The gate's hold path in the loop: a random-init world model has no reward measured on unseen frames,
     so with a precision floor the iteration runs no RL phase and publishes nothing."""

@@ -181,8 +181,10 @@ def demonstrations(episodes: list[Episode], policy: Any) -> BCArrays:
 
 
 def phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir, policy_dir: Path,
-             progress: Callable[..., None]) -> dict[str, Any]:
-    """Branched imagined rollouts + PPO from the running policy; ``progress(**values)`` after each refill."""
+             progress: Callable[..., None], recent: list[Episode] = ()) -> dict[str, Any]:
+    """Branched imagined rollouts + PPO from the running policy; ``progress(**values)`` after each refill.
+    ``recent``: the episodes since the last iteration; the running policy's labelled ones are its real success
+    (``mbpo.calibrated_validation``)."""
     devices = config.devices
     policy = load_policy(policy_dir, device=distributed.local_device(devices.policy))
     check_frame_skip(policy.chunk_size, config.world_model.data.chunk_size)
@@ -199,7 +201,9 @@ def phase_rl(config: PipelineConfig, episodes: list[Episode], it: IterationDir, 
         progress(phase="rl", step=index + 1, total=mbpo.num_iterations, **stats)
 
     with _autocast(devices.policy, devices):
-        result = trainer.train(on_iteration=on_iteration)
+        running = [e for e in recent if e.source == "policy" and e.success is not None]
+        result = trainer.train(on_iteration=on_iteration,
+                               real_success=(sum(bool(e.success) for e in running), len(running)))
     if distributed.is_main():  # every process holds the same weights
         policy.save(it.staging("candidate"))
         it.commit("candidate")

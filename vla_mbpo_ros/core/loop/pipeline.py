@@ -100,11 +100,13 @@ def run_iteration(run_dir: Path, dataset: Path, config: PipelineConfig, real_epi
         else:
             if not it.done("rl"):
                 _emit("phase", phase="rl", iteration=iteration)
-                metrics = phase_rl(config, episodes, it, Path(current["path"]), lambda **v: _emit("progress", **v))
+                metrics = phase_rl(config, episodes, it, Path(current["path"]), lambda **v: _emit("progress", **v),
+                                   recent=episodes[len(episodes) - unseen:])
                 _on_main("rl", it, lambda: metrics)
             rl = json.loads(it.output("rl.metrics.json").read_text())
             accepted = bool(rl["accepted"])
-            reason = f"imagined success {rl['success_before']:.2f} -> {rl['success_after']:.2f}"
+            reason = rl["reason"] if rl.get("calibrated") is False else \
+                f"imagined success {rl['success_before']:.2f} -> {rl['success_after']:.2f}"
     if not it.done("publish"):
         _emit("phase", phase="publish", iteration=iteration)
         _on_main("publish", it, lambda: publish_candidate(run_dir, it, accepted, reason))
