@@ -218,6 +218,24 @@ def test_an_untrusted_reward_holds_the_update_and_keeps_the_running_version(data
     assert state["iterations_done"] == 2 and state["current_policy"]["version"] == "v0001"
 
 
+def test_with_calibrated_validation_an_iteration_without_policy_episodes_holds(dataset, tmp_path):
+    """The loop hands the trainer the running policy's episodes since the last iteration; the dataset's
+    episodes are demonstrations only, so there is no real success to check imagination against: held, with
+    that reason, before any RL step."""
+    config = small_finetune_config(tmp_path / "finetune.yaml", bc_steps=30, world_model_steps=5, vq_fit_steps=5)
+    data = yaml.safe_load(config.read_text())
+    data["mbpo"]["calibrated_validation"] = True
+    config.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    held = run_iteration(run, dataset, PipelineConfig.from_yaml(config))
+    assert not held["published"]
+    assert held["reason"] == "imagination not calibrated: no real episodes of the running policy to compare with"
+    rl = json.loads((run / "iterations" / "0001" / "rl.metrics.json").read_text())
+    assert rl["calibrated"] is False and rl["imagined_success"] == []  # no refill ran
+    assert read_state(run)["current_policy"]["version"] == "v0001"
+
+
 def test_the_rl_phase_moves_the_actor_not_only_the_critic(dataset, tmp_path):
     """Actor updates on every refill (no reward needed, no rollback), anchored to the demonstrations: the
     candidate's action expert and value head both differ from the running policy's, while the frozen
