@@ -69,8 +69,8 @@ class MBPOConfig:
     validation_from: str = "sampled"
     rollback_on_drop: bool = True  # restore the pre-RL weights if the candidate is not accepted
     # Accept a candidate only when its validation success is above zero and the old one's below one (0 -> 0
-    # and 1 -> 1 are no evidence). The
-    # plumbing tests turn it off to publish an actor-frozen candidate of a tiny untrained policy.
+    # and 1 -> 1 are no evidence). The plumbing tests turn it off to publish an actor-frozen candidate of a
+    # tiny untrained policy.
     require_validation_success: bool = True
     # Before any RL, hold unless the running policy's imagined validation success lies in the Wilson 95 %
     # interval of its real success (``train(real_success=...)``): the learning bench measured the UMM's
