@@ -75,8 +75,8 @@ class MBPOConfig:
     # Before any RL, hold unless the running policy's imagined validation success lies in the Wilson 95 %
     # interval of its real success (``train(real_success=...)``): the learning bench measured the UMM's
     # transition reward imagining 0.86-1.00 for policies that succeeded in 1-4 of 10 real episodes, and the
-    # updates accepted there moved seeds -20 to +44 points. Off by default: the sim-as-world-model figures
-    # were measured without it.
+    # updates accepted there moved seeds -20 to +44 points. Off by default: it compares the deterministic
+    # validation with real episodes that explore, and so also held 4 of 10 sim-as-world-model iterations.
     calibrated_validation: bool = False
     # Flow-matching (BC) loss on the demonstrations added to every actor step with this weight (0: off;
     # needs the trainer's ``anchor`` data): keeps the policy near what it imitated while RL moves it.
