@@ -131,13 +131,8 @@ class TransitionRewardSamples(LabelledSamples):
         self.episodes = list(episodes)
         self.view_names = tuple(view_names)
         self.chunk_size = config.chunk_size
-        self.index = []
-        for e, ep in enumerate(self.episodes):
-            labels = dict(reward_labels(len(ep), ep.success, config.reward_yes_window, config.reward_no_margin))
-            for t in range(len(ep) - config.chunk_size):
-                yes = labels.get(t + config.chunk_size)
-                if yes is not None:
-                    self.index += [(e, t, yes)] * (config.yes_oversample if yes else 1)
+        self.index = [(e, t, yes) for e, t, yes in labelled_transitions(self.episodes, config, every_no=True)
+                      for _ in range(config.yes_oversample if yes else 1)]
 
     def __getitem__(self, i: int) -> dict:
         e, t, yes = self.index[i]
@@ -180,15 +175,17 @@ class GeneratedTransitionSamples(LabelledSamples):
                 "actions": torch.from_numpy(self.actions[j]), "success": yes, "instruction": self.instructions[j]}
 
 
-def labelled_transitions(episodes: Sequence[Episode], config: DataConfig) -> list[tuple[int, int, bool]]:
+def labelled_transitions(episodes: Sequence[Episode], config: DataConfig,
+                         every_no: bool = False) -> list[tuple[int, int, bool]]:
     """(episode, t, label of frame t + k) for the transitions whose target frame has a reward label: every
-    one with a Yes target, and one per chunk of the No targets (they are many and alike)."""
+    one with a Yes target, and one per chunk of the No targets (they are many and alike), or every one with
+    ``every_no``."""
     k, transitions = config.chunk_size, []
     for e, ep in enumerate(episodes):
         labels = dict(reward_labels(len(ep), ep.success, config.reward_yes_window, config.reward_no_margin))
         for t in range(len(ep) - k):
             yes = labels.get(t + k)
-            if yes or (yes is not None and t % k == 0):
+            if yes or (yes is not None and (every_no or t % k == 0)):
                 transitions.append((e, t, yes))
     return transitions
 
