@@ -76,6 +76,31 @@ def test_the_corpus_is_a_lerobot_dataset_of_varied_episodes(pretrained):
     assert len({config.behaviour(i) for i in range(6)}) >= 4  # the mix is spread, not blocks of one behaviour
 
 
+def test_corpus_workers_play_the_same_episodes_in_index_order():
+    """The pretraining plays its corpus in worker processes (corpus_workers) while it writes: each episode must
+    be the one index-seeded play here gives, frame for frame, and come back in the order asked for."""
+    import numpy as np
+
+    from vla_mbpo_ros.core.sim.config import SimConfig
+    from vla_mbpo_ros.core.sim.play import played_episodes
+
+    config = PlayConfig(episodes=8, max_frames=12)
+    sim_config = SimConfig(image_size=(32, 32), camera_fps=10.0, control_fps=30.0)
+    indices = [5, 2, 3, 0]  # out of order: they must come back in the order asked for
+    with played_episodes(config, sim_config, workers=0) as play:
+        here = list(play(indices))
+    with played_episodes(config, sim_config, workers=2) as play:
+        there = list(play(indices))
+    assert [behaviour for _, behaviour, _ in there] == [config.behaviour(i) for i in indices]
+    for (frames, _, success), (their_frames, _, their_success) in zip(here, there, strict=True):
+        assert success == their_success and len(frames) == len(their_frames)
+        for mine, theirs in zip(frames, their_frames):
+            np.testing.assert_array_equal(mine.action, theirs.action)
+            np.testing.assert_array_equal(mine.state, theirs.state)
+            for view in mine.images:
+                np.testing.assert_array_equal(mine.images[view], theirs.images[view])
+
+
 def test_the_interrupted_pretraining_resumed_from_its_checkpoint(pretrained):
     out, output = pretrained
     manifest = json.loads((out / "model" / MANIFEST).read_text())

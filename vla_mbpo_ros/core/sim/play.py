@@ -21,7 +21,11 @@ real and evaluation seeds (0..., 10 000..., 1 000 000...) never occur in the cor
 from __future__ import annotations
 
 import math
+import multiprocessing
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,70 +81,120 @@ def _expert_for(behaviour: str, rng: np.random.Generator, episode_steps: int) ->
     return ExpertConfig(target_noise_std=0.01)  # drop: the expert, then the gripper opens
 
 
-def _scale_lights(sim: So101Sim, base: tuple[np.ndarray, np.ndarray], factor: float) -> None:
-    sim.model.light_diffuse[:] = np.clip(base[0] * factor, 0.0, 1.0)
-    sim.model.light_ambient[:] = np.clip(base[1] * factor, 0.0, 1.0)
+class CorpusPlayer:
+    """A simulator that plays corpus episodes by index. Everything an episode draws is seeded by its index
+    (lighting included), so any player, in any process, plays the same episode."""
+
+    def __init__(self, sim_config: SimConfig) -> None:
+        self.sim = So101Sim(sim_config)
+        self._lights = (self.sim.model.light_diffuse.copy(), self.sim.model.light_ambient.copy())
+
+    def close(self) -> None:
+        self.sim.close()
+
+    def play(self, config: PlayConfig, index: int) -> tuple[list[RecordedFrame], str, bool]:
+        """Episode ``index``: (frames, behaviour, success)."""
+        sim = self.sim
+        light = np.random.default_rng([config.seed_base, index]).uniform(*config.light_range)
+        sim.model.light_diffuse[:] = np.clip(self._lights[0] * light, 0.0, 1.0)
+        sim.model.light_ambient[:] = np.clip(self._lights[1] * light, 0.0, 1.0)
+        seed = config.seed_base + index
+        rng = np.random.default_rng(seed)
+        behaviour = config.behaviour(index)
+        steps = config.max_frames * config.control_steps_per_action
+        expert = ScriptedExpert(sim, _expert_for(behaviour, rng, steps), seed=seed)
+        sim.reset(seed)
+        expert.reset(seed)
+        # drop: open the jaws once the cube is this high, below the success height (metres above rest)
+        drop_height = float(rng.uniform(0.015, 0.7 * sim.config.success_lift_height)) if behaviour == "drop" else math.inf
+        rest_z = sim.cube_pose()[0][2]
+        frames: list[RecordedFrame] = []
+        succeeded_at, dropped_at = -1, -1
+        while len(frames) < config.max_frames and not (dropped_at >= 0 and len(frames) - dropped_at >= 15):
+            for _ in range(config.control_steps_per_action):
+                action = expert.act(sim)
+            if dropped_at < 0 and sim.cube_pose()[0][2] - rest_z > drop_height:
+                dropped_at = len(frames)
+            if dropped_at >= 0:
+                action = action.copy()
+                action[-1] = 1.2  # jaws open: the cube falls
+            views = sim.render(fresh=True)
+            frames.append(RecordedFrame(views, sim.joint_positions(), action, sim.time, sim.time, command_source="play"))
+            sim.set_joint_targets(action)
+            for _ in range(config.control_steps_per_action):
+                sim.step()
+            if succeeded_at < 0 and sim.is_success():
+                succeeded_at = len(frames)
+            if succeeded_at >= 0 and len(frames) - succeeded_at >= config.frames_after_success:
+                break
+        return frames, behaviour, sim.is_success()
 
 
-def record_episode(sim: So101Sim, store: EpisodeStore, config: PlayConfig, index: int) -> tuple[str, bool]:
-    """One corpus episode into ``store`` (begun and saved here); returns (behaviour, success)."""
-    seed = config.seed_base + index
-    rng = np.random.default_rng(seed)
-    behaviour = config.behaviour(index)
-    steps = config.max_frames * config.control_steps_per_action
-    expert = ScriptedExpert(sim, _expert_for(behaviour, rng, steps), seed=seed)
-    sim.reset(seed)
-    expert.reset(seed)
-    # drop: open the jaws once the cube is this high, below the success height (metres above rest)
-    drop_height = float(rng.uniform(0.015, 0.7 * sim.config.success_lift_height)) if behaviour == "drop" else math.inf
-    rest_z = sim.cube_pose()[0][2]
-    store.begin(config.instruction, PLAY_SOURCE)
-    succeeded_at, dropped_at, frames = -1, -1, 0
-    while frames < config.max_frames and not (dropped_at >= 0 and frames - dropped_at >= 15):
-        for _ in range(config.control_steps_per_action):
-            action = expert.act(sim)
-        if dropped_at < 0 and sim.cube_pose()[0][2] - rest_z > drop_height:
-            dropped_at = frames
-        if dropped_at >= 0:
-            action = action.copy()
-            action[-1] = 1.2  # jaws open: the cube falls
-        views = sim.render(fresh=True)
-        store.add(RecordedFrame(views, sim.joint_positions(), action, sim.time, sim.time, command_source="play"))
-        sim.set_joint_targets(action)
-        for _ in range(config.control_steps_per_action):
-            sim.step()
-        frames += 1
-        if succeeded_at < 0 and sim.is_success():
-            succeeded_at = frames
-        if succeeded_at >= 0 and frames - succeeded_at >= config.frames_after_success:
-            break
-    success = sim.is_success()
-    store.save(Outcome.SUCCESS if success else Outcome.FAILURE)
-    return behaviour, success
+# The player of a corpus worker process (made by the pool's initializer).
+_worker_player: CorpusPlayer | None = None
+
+
+def _start_worker(sim_config: SimConfig) -> None:
+    global _worker_player
+    _worker_player = CorpusPlayer(sim_config)
+
+
+def _play_in_worker(config: PlayConfig, index: int) -> tuple[list[RecordedFrame], str, bool]:
+    return _worker_player.play(config, index)
 
 
 def record_play_corpus(root: str | Path, config: PlayConfig | None = None, sim_config: SimConfig | None = None,
-                       progress: Callable[[int, int, str, bool], None] | None = None) -> EpisodeStore:
-    """Write (or complete: episodes already saved are kept) the corpus at ``root``."""
+                       progress: Callable[[int, int, str, bool], None] | None = None,
+                       workers: int = 0) -> EpisodeStore:
+    """Write (or complete: episodes already saved are kept) the corpus at ``root``.
+
+    With ``workers`` > 0 that many processes play and render episodes while this one writes them, in
+    index order: the same episodes as ``workers=0`` (everything is seeded per episode), written by one
+    store, while playing and rendering overlap with the store's video encoding."""
     config = config or PlayConfig()
     sim_config = sim_config or SimConfig(image_size=(96, 96), camera_fps=10.0, control_fps=30.0)
     recording = RecordingConfig(repo_id="local/play", fps=round(sim_config.control_fps / config.control_steps_per_action),
                                 views=tuple(sim_config.views), image_size=tuple(sim_config.image_size),
                                 min_free_disk_mb=0.0)
     store = EpisodeStore(Path(root), recording)
-    sim = So101Sim(sim_config)
-    base_lights = (sim.model.light_diffuse.copy(), sim.model.light_ambient.copy())
+    indices = range(store.num_episodes, config.episodes)
     try:
-        for index in range(store.num_episodes, config.episodes):
-            light = np.random.default_rng([config.seed_base, index]).uniform(*config.light_range)
-            _scale_lights(sim, base_lights, light)
-            behaviour, success = record_episode(sim, store, config, index)
-            if progress is not None:
-                progress(index + 1, config.episodes, behaviour, success)
+        with played_episodes(config, sim_config, workers) as play:
+            for index, (frames, behaviour, success) in zip(indices, play(indices)):
+                store.begin(config.instruction, PLAY_SOURCE)
+                for frame in frames:
+                    store.add(frame)
+                store.save(Outcome.SUCCESS if success else Outcome.FAILURE)
+                if progress is not None:
+                    progress(index + 1, config.episodes, behaviour, success)
     finally:
         store.close()
-        sim.close()
     return store
+
+
+@contextmanager
+def played_episodes(config: PlayConfig, sim_config: SimConfig, workers: int):
+    """A function from episode indices to their played episodes, in order: here, or in ``workers``
+    processes (spawned: a forked MuJoCo/torch process is not safe), a few episodes ahead of the writer."""
+    if workers <= 0:
+        player = CorpusPlayer(sim_config)
+        try:
+            yield lambda indices: (player.play(config, i) for i in indices)
+        finally:
+            player.close()
+        return
+    ahead = 2 * workers  # bounded: a fast player must not hold the whole corpus in memory
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker, initargs=(sim_config,)) as pool:
+        def played(indices):
+            pending: deque = deque()
+            for index in indices:
+                pending.append(pool.submit(_play_in_worker, config, index))
+                if len(pending) > ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        yield played
 
 
 def play_config_summary(config: PlayConfig) -> dict[str, int]:

@@ -42,6 +42,7 @@ from vla_mbpo_ros.core.world_model.train import TrainConfig, train_world_model
 DEFAULT_OUTPUT = "~/.cache/vla_mbpo_ros/umm_sim"
 MANIFEST = "pretrain_manifest.json"
 VIEW_NAMES = ("head", "wrist")
+MAX_CORPUS_WORKERS = 2
 
 
 @dataclass
@@ -56,14 +57,27 @@ class PretrainConfig:
     min_reward_precision: float = 0.95  # calibration target on the calibration half
     eval_samples: int = 384
     torch_threads: int = 0  # 0: all cores
+    # Processes that play and render the corpus while this one writes it (-1: one per core but one, at most
+    # MAX_CORPUS_WORKERS; 0: play here). The corpus is the same either way: each episode is seeded by its index.
+    corpus_workers: int = -1
 
     def __post_init__(self) -> None:
         if not 2 <= self.holdout_episodes < self.corpus.episodes:
             raise ValueError(f"holdout_episodes must be in [2, corpus.episodes), got {self.holdout_episodes}")
         if not 0.0 < self.min_reward_precision <= 1.0:
             raise ValueError(f"min_reward_precision must be in (0, 1], got {self.min_reward_precision}")
+        if self.corpus_workers < -1:
+            raise ValueError(f"corpus_workers must be -1 (one per core but one), 0 (none) or more, got {self.corpus_workers}")
         if self.world_model.view_names != VIEW_NAMES:
             raise ValueError(f"world_model.view_names: the sim corpus has {VIEW_NAMES}")
+
+
+def corpus_workers(configured: int) -> int:
+    """``PretrainConfig.corpus_workers`` resolved: -1 is one per core but the writer's, at most
+    MAX_CORPUS_WORKERS (past that the writer's video encoding is the bottleneck)."""
+    if configured >= 0:
+        return configured
+    return max(0, min(MAX_CORPUS_WORKERS, (os.cpu_count() or 1) - 1))
 
 
 def load_pretrain_config(path: str | Path | None) -> PretrainConfig:
@@ -157,7 +171,8 @@ def pretrain(config: PretrainConfig, out: str | Path, progress: bool = True) -> 
     seconds = {}
     began = time.perf_counter()
     with tqdm(total=config.corpus.episodes, desc="play corpus", unit="episode", disable=not progress) as bar:
-        store = record_play_corpus(out / "corpus", config.corpus, progress=corpus_progress(bar))
+        store = record_play_corpus(out / "corpus", config.corpus, progress=corpus_progress(bar),
+                                   workers=corpus_workers(config.corpus_workers))
         bar.update(store.num_episodes - bar.n)
     seconds["corpus"] = time.perf_counter() - began
 
@@ -249,8 +264,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def changed_sections(manifest: dict, config: PretrainConfig) -> list[str]:
     """Top-level sections of ``config`` that differ from the ones the finished model was built from (not
-    ``torch_threads``, which changes nothing it learns, nor the reward threshold, which the pretraining
-    calibrates)."""
+    ``torch_threads`` or ``corpus_workers``, which change nothing it learns, nor the reward threshold, which
+    the pretraining calibrates)."""
     def plain(c: dict) -> dict:
         c = json.loads(json.dumps(c, default=list))
         c.get("world_model", {}).pop("reward_threshold", None)
@@ -258,7 +273,7 @@ def changed_sections(manifest: dict, config: PretrainConfig) -> list[str]:
 
     wanted, defaults = plain(dataclasses.asdict(config)), plain(dataclasses.asdict(PretrainConfig()))
     built = _with_defaults(plain(manifest.get("config", {})), defaults)
-    return sorted(k for k, v in wanted.items() if k != "torch_threads" and built.get(k) != v)
+    return sorted(k for k, v in wanted.items() if k not in ("torch_threads", "corpus_workers") and built.get(k) != v)
 
 
 def _with_defaults(built, defaults):
