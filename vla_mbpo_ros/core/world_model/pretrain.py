@@ -58,7 +58,7 @@ class PretrainConfig:
     eval_samples: int = 384
     torch_threads: int = 0  # 0: all cores
     # Processes that play and render the corpus while this one writes it (-1: one per core but one, at most
-    # MAX_CORPUS_WORKERS; 0: play here). The corpus is the same either way: each episode is seeded by its index.
+    # MAX_CORPUS_WORKERS; 0: play here). The episodes are the same either way: each is seeded by its index.
     corpus_workers: int = -1
 
     def __post_init__(self) -> None:
