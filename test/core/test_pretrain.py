@@ -101,6 +101,51 @@ def test_corpus_workers_play_the_same_episodes_in_index_order():
                 np.testing.assert_array_equal(mine.images[view], theirs.images[view])
 
 
+def _spawned_children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in children if "spawn_main" in _cmdline(c)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's reaping is left
+
+
+def test_corpus_workers_end_when_the_writer_is_killed(tmp_path):
+    """A pretraining killed hard (SIGKILL, out of memory) while it records its corpus must not leave its worker
+    processes behind, waiting for work forever."""
+    script = ("from vla_mbpo_ros.core.sim.config import SimConfig\n"
+              "from vla_mbpo_ros.core.sim.play import PlayConfig, record_play_corpus\n"
+              f"record_play_corpus({str(tmp_path / 'corpus')!r}, PlayConfig(episodes=500, max_frames=12),\n"
+              "                   SimConfig(image_size=(32, 32), camera_fps=10.0, control_fps=30.0), workers=2)\n")
+    writer = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := _spawned_children(writer.pid)) < 2:
+            assert writer.poll() is None, f"the writer exited ({writer.returncode}) before starting its workers"
+            assert time.monotonic() < deadline, "the writer did not start 2 workers within 120 s"
+            time.sleep(0.1)  # process creation is not an event this test can wait on
+    finally:
+        writer.kill()
+        writer.wait()
+    deadline = time.monotonic() + 30
+    while alive := [pid for pid in workers if _running(pid)]:
+        assert time.monotonic() < deadline, f"workers {alive} outlived their killed writer by 30 s"
+        time.sleep(0.1)
+
+
 def test_the_interrupted_pretraining_resumed_from_its_checkpoint(pretrained):
     out, output = pretrained
     manifest = json.loads((out / "model" / MANIFEST).read_text())

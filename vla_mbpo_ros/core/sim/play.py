@@ -20,8 +20,11 @@ real and evaluation seeds (0..., 10 000..., 1 000 000...) never occur in the cor
 
 from __future__ import annotations
 
+import ctypes
 import math
 import multiprocessing
+import os
+import signal
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -134,9 +137,22 @@ class CorpusPlayer:
 _worker_player: CorpusPlayer | None = None
 
 
-def _start_worker(sim_config: SimConfig) -> None:
+def _start_worker(sim_config: SimConfig, writer_pid: int) -> None:
     global _worker_player
+    _end_with_parent(writer_pid)
     _worker_player = CorpusPlayer(sim_config)
+
+
+def _end_with_parent(writer_pid: int) -> None:
+    """Have Linux end this worker when the writer dies: a killed (SIGKILL, out of memory) pretraining would
+    otherwise leave its workers waiting for work forever."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: a killed writer leaves its idle workers behind
+        return
+    if os.getppid() != writer_pid:  # the writer died before prctl took effect
+        os._exit(1)
 
 
 def _play_in_worker(config: PlayConfig, index: int) -> tuple[list[RecordedFrame], str, bool]:
@@ -185,7 +201,7 @@ def played_episodes(config: PlayConfig, sim_config: SimConfig, workers: int):
         return
     ahead = 2 * workers  # bounded: a fast player must not hold the whole corpus in memory
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_worker, initargs=(sim_config,)) as pool:
+                             initializer=_start_worker, initargs=(sim_config, os.getpid())) as pool:
         def played(indices):
             pending: deque = deque()
             for index in indices:
