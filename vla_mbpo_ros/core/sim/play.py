@@ -139,6 +139,7 @@ _worker_player: CorpusPlayer | None = None
 
 def _start_worker(sim_config: SimConfig, writer_pid: int) -> None:
     global _worker_player
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the writer's to handle: it stops the pool
     _end_with_parent(writer_pid)
     _worker_player = CorpusPlayer(sim_config)
 
