@@ -148,8 +148,7 @@ def _end_with_parent(writer_pid: int) -> None:
     """Have Linux end this worker when the writer dies: a killed (SIGKILL, out of memory) pretraining would
     otherwise leave its workers waiting for work forever."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: a killed writer leaves its idle workers behind
         return
     if os.getppid() != writer_pid:  # the writer died before prctl took effect
