@@ -77,3 +77,39 @@ def test_learning_bench_scores_the_umm_reward_against_the_goals_over_every_itera
     assert reward["reward_auroc"] == [0.9, 0.7, 0.6] and reward["imagined_agreement"] == [0.8, 0.6]  # nan left out
     assert "precision >= 0.9 and recall >= 0.6 in 1 of 3 iterations; AUROC median 0.70 [0.60, 0.90] over 3" \
         in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_lerobot_reference_trains_with_lerobot_train_and_evaluates_its_checkpoint_in_the_sim(tmp_path: Path):
+    """The reference row end to end at toy size: the bench's demos written as a LeRobotDataset (read back by
+    LeRobot: the same frames and actions), LeRobot's own ``lerobot-train`` on it, the checkpoint loaded with
+    ``from_pretrained`` and evaluated on the bench's start states."""
+    import re
+    import subprocess
+    import sys
+
+    import numpy as np
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    out = tmp_path / "ref"
+    result = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "lerobot_reference.py"), "--out", str(out), "--seeds", "3", "--demos", "2",
+         "--demo-cache", str(tmp_path / "demos"), "--steps", "2", "--batch-size", "2", "--eval-episodes", "2"],
+        capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.fullmatch(r"lerobot_reference: policy=act seeds=3 success=\d+\.\d\[\d+\.\d,\d+\.\d\] per_seed=\d+\.\d",
+                        result.stdout.strip().splitlines()[-1])
+
+    demos = np.load(next((tmp_path / "demos").glob("*.npz")))
+    meta = json.loads(str(demos["meta"]))
+    dataset = LeRobotDataset("local/bench_demos", root=out / "dataset")
+    assert dataset.num_episodes == len(meta) >= 1
+    first = dataset.meta.episodes[0]
+    length = first["dataset_to_index"] - first["dataset_from_index"]
+    assert length == len(demos["0/actions"])
+    np.testing.assert_allclose(np.stack([dataset.hf_dataset[i]["action"].numpy() for i in range(length)]),
+                               demos["0/actions"], atol=1e-6)
+
+    summary = json.loads((out / "summary_offset0.json").read_text())
+    assert summary["steps"] == 2 and len(summary["per_seed"]["3"]["successes"]) == 2
+    assert (Path(summary["per_seed"]["3"]["checkpoint"]) / "model.safetensors").is_file()
