@@ -48,8 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("/tmp/lerobot_reference"))
     parser.add_argument("--seeds", default="0,1,2", help="training seeds (lerobot-train --seed)")
     parser.add_argument("--policy", default="act", help="LeRobot policy type (lerobot-train --policy.type)")
-    parser.add_argument("--steps", type=int, default=3000, help="lerobot-train --steps")
-    parser.add_argument("--batch-size", type=int, default=32, help="lerobot-train --batch_size")
+    parser.add_argument("--steps", type=int, default=1500, help="lerobot-train --steps")
+    parser.add_argument("--batch-size", type=int, default=16, help="lerobot-train --batch_size")
     parser.add_argument("--train-arg", action="append", default=[], metavar="ARG",
                         help="extra lerobot-train argument, repeatable (e.g. --train-arg=--policy.dim_model=256)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
