@@ -79,7 +79,7 @@ ACT_DEFAULTS = ("--policy.chunk_size=10", "--policy.n_action_steps=10", "--polic
 def write_dataset(root: Path, args: argparse.Namespace, sim: So101Sim) -> Path:
     """The bench's demos as a LeRobotDataset (once; the store keeps what is complete)."""
     demos = learning_bench.demonstrations(sim, args)
-    recording = RecordingConfig(repo_id=DATASET_REPO_ID, fps=round(30 / args.control_steps_per_action),
+    recording = RecordingConfig(repo_id=DATASET_REPO_ID, fps=round(sim.config.control_fps / args.control_steps_per_action),
                                 views=tuple(demos[0].views), image_size=(args.render_size, args.render_size),
                                 min_free_disk_mb=0.0)
     store = EpisodeStore(root, recording)
@@ -98,15 +98,19 @@ def write_dataset(root: Path, args: argparse.Namespace, sim: So101Sim) -> Path:
     return root
 
 
+def policy_arguments(args: argparse.Namespace) -> list[str]:
+    """The policy's lerobot-train arguments: this CPU's ACT size for ACT, then the user's ``--train-arg``."""
+    return [*(ACT_DEFAULTS if args.policy == "act" else ()), *args.train_arg]
+
+
 def train(dataset: Path, out: Path, seed: int, args: argparse.Namespace) -> Path:
     """``lerobot-train`` in its own process; returns the last checkpoint's ``pretrained_model``."""
     checkpoint = out / "checkpoints" / "last" / "pretrained_model"
     if checkpoint.exists():
         return checkpoint
-    extra = list(ACT_DEFAULTS) if args.policy == "act" else []
     command = [str(Path(sys.executable).with_name("lerobot-train")), f"--dataset.repo_id={DATASET_REPO_ID}",
                f"--dataset.root={dataset}", f"--policy.type={args.policy}", "--policy.device=cpu",
-               "--policy.push_to_hub=false", *extra, *args.train_arg, f"--steps={args.steps}",
+               "--policy.push_to_hub=false", *policy_arguments(args), f"--steps={args.steps}",
                f"--batch_size={args.batch_size}", f"--seed={seed}", "--num_workers=0", f"--save_freq={args.steps}",
                "--log_freq=250", "--wandb.enable=false", f"--output_dir={out}"]
     print("$ " + " ".join(command), flush=True)
@@ -162,7 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sim.close()
     estimate = iqm_interval(np.array([r["successes"] for r in per_seed.values()]))
     summary = {"policy": args.policy, "steps": args.steps, "batch_size": args.batch_size,
-               "train_args": list(ACT_DEFAULTS if args.policy == "act" else ()) + args.train_arg,
+               "train_args": policy_arguments(args),
                "eval_offset": args.eval_offset, "per_seed": per_seed, "iqm": vars(estimate)}
     (args.out / f"summary_offset{args.eval_offset}.json").write_text(json.dumps(summary, indent=2))
     print(f"lerobot_reference: policy={args.policy} seeds={','.join(map(str, per_seed))} "

@@ -82,7 +82,7 @@ def test_learning_bench_scores_the_umm_reward_against_the_goals_over_every_itera
 @pytest.mark.slow
 def test_lerobot_reference_trains_with_lerobot_train_and_evaluates_its_checkpoint_in_the_sim(tmp_path: Path):
     """The reference row end to end at toy size: the bench's demos written as a LeRobotDataset (read back by
-    LeRobot: the same frames and actions), LeRobot's own ``lerobot-train`` on it, the checkpoint loaded with
+    LeRobot: the same episodes, the first one's actions), LeRobot's own ``lerobot-train`` on it, the checkpoint loaded with
     ``from_pretrained`` and evaluated on the bench's start states."""
     import re
     import subprocess
